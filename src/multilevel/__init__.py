@@ -1,0 +1,47 @@
+"""multilevel: Bayesian hierarchical regression with lme4-style formulas, on NumPyro.
+
+Examples
+--------
+>>> import multilevel as ml
+>>> radon = ml.datasets.load("radon")
+>>> fit = ml.Model("log_radon ~ floor + (1 + floor | county)", radon).fit(seed=1)  # doctest: +SKIP
+>>> print(fit)  # doctest: +SKIP
+"""
+
+from multilevel import datasets
+from multilevel.diagnostics import ConvergenceWarning
+from multilevel.errors import DataError, FormulaError, MultilevelError, PriorError
+from multilevel.fit import Fit, load
+from multilevel.model import Model
+from multilevel.priors import (
+    LKJ,
+    Exponential,
+    HalfCauchy,
+    HalfNormal,
+    HalfStudentT,
+    InverseWishart,
+    Normal,
+    StudentT,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "DataError",
+    "Exponential",
+    "Fit",
+    "FormulaError",
+    "HalfCauchy",
+    "HalfNormal",
+    "HalfStudentT",
+    "InverseWishart",
+    "LKJ",
+    "Model",
+    "MultilevelError",
+    "Normal",
+    "PriorError",
+    "StudentT",
+    "datasets",
+    "load",
+]

@@ -1,0 +1,1 @@
+"""Backends: a ModelSpec compiled to a model function of a probabilistic programming library."""

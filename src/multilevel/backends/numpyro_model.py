@@ -1,0 +1,209 @@
+"""ModelSpec + Design -> one plain NumPyro model function and its arguments.
+
+The model function is built from a hashable ``Structure`` (family, link, how parameters
+are grouped, numbers of coefficients and levels) and takes everything that depends on
+the data as arguments: ``model(data, prior)``. Two data sets with the same structure and
+shapes therefore share one compiled sampler (see ``inference.nuts``).
+
+Sites (all on a unit scale; reported values are deterministic transforms):
+  ``b_<family>``      standardised population coefficients, grouped by prior family
+  ``sd_<family>``     standardised group-level sds, grouped by prior family
+  ``aux_<family>``    standardised family parameters (sigma)
+  ``L_<k>``           Cholesky factor of term k's correlation matrix (LKJ)
+  ``z_<k>``           standard-normal group effects of term k (non-centred), or
+  ``r_<k>``           the group effects themselves (centred)
+Deterministics: ``beta`` (p,), ``sd`` (total q,), ``aux``, ``effects_<k>`` (L, q_k).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+from multilevel.design import Design
+from multilevel.families import FAMILIES
+from multilevel.priors import standard_distribution
+from multilevel.spec import ModelSpec
+
+# A block groups parameters of one kind by prior family: ((family, (indices...)), ...)
+Groups = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+@dataclass(frozen=True)
+class TermShape:
+    """Static facts about one varying-effects term."""
+
+    q: int
+    n_levels: int
+    correlated: bool  # has an LKJ-distributed correlation matrix
+    sd_start: int
+
+
+@dataclass(frozen=True)
+class Structure:
+    """Everything static about a model: hashable, the key of its compiled sampler."""
+
+    family: str
+    link: str
+    p: int
+    coef_groups: Groups
+    sd_groups: Groups
+    aux_groups: Groups
+    n_sd: int
+    aux_names: tuple[str, ...]
+    terms: tuple[TermShape, ...]
+    centered: bool
+    has_trials: bool
+
+    @property
+    def dense_sites(self) -> tuple[str, ...]:
+        """Population coefficients share one dense mass-matrix block: their posterior
+        correlation (intercept vs slopes of uncentred predictors) is linear."""
+        return tuple(f"b_{family}" for family, _ in self.coef_groups)
+
+
+def _group_by_family(names: tuple[str, ...], priors: dict) -> Groups:
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(priors[name].family, []).append(i)
+    return tuple((family, tuple(idx)) for family, idx in groups.items())
+
+
+def structure_of(spec: ModelSpec) -> Structure:
+    priors = spec.prior_of
+    terms, start = [], 0
+    for term in spec.terms:
+        q = len(term.coefs)
+        terms.append(TermShape(q, len(term.levels), term.has_correlation, start))
+        start += q
+    return Structure(
+        family=spec.family,
+        link=spec.link,
+        p=len(spec.columns),
+        coef_groups=_group_by_family(spec.columns, priors),
+        sd_groups=_group_by_family(spec.sd_names, priors),
+        aux_groups=_group_by_family(spec.aux, priors),
+        n_sd=start,
+        aux_names=spec.aux,
+        terms=tuple(terms),
+        centered=spec.centered,
+        has_trials=spec.trials is not None,
+    )
+
+
+def _block_arrays(names: tuple[str, ...], groups: Groups, priors: dict) -> dict:
+    """Per prior family: loc, scale and shape parameters as float32 arrays."""
+    out = {}
+    for family, idx in groups:
+        chosen = [priors[names[i]] for i in idx]
+        arrays = {
+            "loc": [p.loc_scale()[0] for p in chosen],
+            "scale": [p.loc_scale()[1] for p in chosen],
+        }
+        for key in chosen[0].shape_params():
+            arrays[key] = [p.shape_params()[key] for p in chosen]
+        out[family] = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()}
+    return out
+
+
+def prior_arrays(spec: ModelSpec) -> dict:
+    """The numbers of every prior, as model arguments (so changing them never recompiles)."""
+    priors = spec.prior_of
+    st = structure_of(spec)
+    eta = tuple(
+        jnp.asarray(priors[t.cor_key].eta if t.has_correlation else 1.0, dtype=jnp.float32)
+        for t in spec.terms
+    )
+    return {
+        "b": _block_arrays(spec.columns, st.coef_groups, priors),
+        "sd": _block_arrays(spec.sd_names, st.sd_groups, priors),
+        "aux": _block_arrays(spec.aux, st.aux_groups, priors),
+        "eta": eta,
+    }
+
+
+def data_arrays(design: Design, with_response: bool = True) -> dict:
+    """The design as device arrays; ``y`` is None when simulating from the model."""
+    return {
+        "X": jnp.asarray(design.X, dtype=jnp.float32),
+        "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
+        "trials": None if design.trials is None else jnp.asarray(design.trials, jnp.float32),
+        "Z": tuple(jnp.asarray(b.Z, dtype=jnp.float32) for b in design.blocks),
+        "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
+    }
+
+
+def _sample_block(kind: str, groups: Groups, size: int, arrays: dict) -> jnp.ndarray:
+    """Sample the standardised sites of one block and assemble the reported vector."""
+    values = jnp.zeros(size)
+    for family, idx in groups:
+        params = arrays[family]
+        base = standard_distribution(family, params).expand([len(idx)])
+        raw = numpyro.sample(f"{kind}_{family}", base)
+        values = values.at[np.asarray(idx)].set(params["loc"] + params["scale"] * raw)
+    return values
+
+
+def _group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
+    """(L, q) effects of term k with covariance diag(sd) R diag(sd)."""
+    if term.correlated:
+        chol = numpyro.sample(f"L_{k}", dist.LKJCholesky(term.q, eta))
+        scale_tril = sd[:, None] * chol  # (q, q): diag(sd) @ L
+    if centered:
+        if term.correlated:
+            law = dist.MultivariateNormal(jnp.zeros(term.q), scale_tril=scale_tril)
+            return numpyro.sample(f"r_{k}", law.expand([term.n_levels]))
+        return numpyro.sample(f"r_{k}", dist.Normal(0.0, sd).expand([term.n_levels, term.q]))
+    z = numpyro.sample(f"z_{k}", dist.Normal(0.0, 1.0).expand([term.n_levels, term.q]))
+    if term.correlated:
+        return z @ scale_tril.T  # (L, q) @ (q, q) -> (L, q)
+    return z * sd  # (L, q) * (q,) -> (L, q)
+
+
+def make_model(st: Structure):
+    """The NumPyro model function of a structure."""
+    family = FAMILIES[st.family]
+
+    def model(data: dict, prior: dict):
+        beta = numpyro.deterministic("beta", _sample_block("b", st.coef_groups, st.p, prior["b"]))
+        sd = numpyro.deterministic("sd", _sample_block("sd", st.sd_groups, st.n_sd, prior["sd"]))
+        aux = _sample_block("aux", st.aux_groups, len(st.aux_names), prior["aux"])
+        numpyro.deterministic("aux", aux)
+        eta = data["X"] @ beta  # (n, p) @ (p,) -> (n,)
+        for k, term in enumerate(st.terms):
+            term_sd = sd[term.sd_start : term.sd_start + term.q]
+            effects = _group_effects(k, term, term_sd, prior["eta"][k], st.centered)
+            numpyro.deterministic(f"effects_{k}", effects)
+            # (n, q) * (n, q) -> (n,): each row picks its level's effects
+            eta = eta + jnp.sum(data["Z"][k] * effects[data["codes"][k]], axis=-1)
+        aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
+        likelihood = family.likelihood(eta, st.link, aux_values, data["trials"])
+        numpyro.sample("y", likelihood, obs=data["y"])
+
+    return model
+
+
+def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
+    """Backend draws (chains, draws, ...) -> user-facing variables, their dims and coords."""
+    posterior, dims, coords = {}, {}, {}
+    for j, name in enumerate(spec.columns):
+        posterior[name] = samples["beta"][..., j]
+    for j, name in enumerate(spec.sd_names):
+        posterior[name] = samples["sd"][..., j]
+    for k, term in enumerate(spec.terms):
+        if term.has_correlation:
+            chol = samples[f"L_{k}"]
+            corr = chol @ np.swapaxes(chol, -1, -2)  # R = L L'
+            for (i, j), name in zip(term.cor_pairs, term.cor_names):
+                posterior[name] = corr[..., i, j]
+        coords[term.group] = list(term.levels)
+        for i, name in enumerate(term.effect_names):
+            posterior[name] = samples[f"effects_{k}"][..., i]
+            dims[name] = [term.group]
+    for j, name in enumerate(spec.aux):
+        posterior[name] = samples["aux"][..., j]
+    return posterior, dims, coords

@@ -1,0 +1,165 @@
+"""Fit: posterior draws as ArviZ InferenceData plus the spec; summaries, printing, save/load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from multilevel import diagnostics as diag
+from multilevel._arviz import az
+from multilevel.errors import MultilevelError
+from multilevel.spec import ModelSpec
+
+SUMMARY_COLUMNS = ["mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"]
+
+
+class Fit:
+    """The result of ``Model.fit``: ``idata`` (ArviZ InferenceData) and ``spec``.
+
+    Examples
+    --------
+    >>> fit = ml.Model("Reaction ~ Days + (Days | Subject)", data).fit(seed=1)  # doctest: +SKIP
+    >>> fit.summary().loc["Days", "mean"]  # doctest: +SKIP
+    """
+
+    def __init__(self, idata, spec: ModelSpec, info: dict):
+        self.idata = idata
+        self.spec = spec
+        self.info = info  # timing, sampler settings, data size, method
+        self._summaries: dict[bool, pd.DataFrame] = {}
+        self.diagnostics = diag.compute(
+            self.summary(), _stats_dict(idata), info["settings"]["max_tree_depth"]
+        )
+
+    # ----------------------------------------------------------------- numbers
+    def summary(self, group_effects: bool = False) -> pd.DataFrame:
+        """Posterior mean, sd, 5% and 95% quantiles, R-hat and bulk/tail ESS per parameter.
+
+        By default the population-level effects, group-level sd and cor and family
+        parameters (as brms ``summary``); ``group_effects=True`` adds every level's effect
+        as ``Intercept|county[AITKIN]``.
+        """
+        if group_effects not in self._summaries:
+            names = list(self.spec.hyper_names)
+            if group_effects:
+                names += [n for t in self.spec.terms for n in t.effect_names]
+            self._summaries[group_effects] = _summarise(self.idata.posterior[names])
+        return self._summaries[group_effects].copy()
+
+    def draws(self, name: str) -> np.ndarray:
+        """All draws of one parameter, chains stacked: shape (chains * draws, ...)."""
+        values = self.idata.posterior[name].values
+        return values.reshape(-1, *values.shape[2:])
+
+    @property
+    def timing(self) -> dict:
+        return dict(self.info["timing"])
+
+    # ----------------------------------------------------------------- printing
+    def __repr__(self) -> str:
+        return format_fit(self)
+
+    # ----------------------------------------------------------------- storage
+    def save(self, path: str | Path) -> Path:
+        """Write draws, sampler statistics, data and the spec to one netCDF file."""
+        path = Path(path)
+        idata = self.idata.copy()
+        idata.posterior.attrs["multilevel_spec"] = self.spec.to_json()
+        idata.posterior.attrs["multilevel_info"] = json.dumps(self.info)
+        idata.to_netcdf(str(path))
+        return path
+
+
+def load(path: str | Path) -> Fit:
+    """Read a fit written by ``Fit.save``."""
+    path = Path(path)
+    if not path.exists():
+        raise MultilevelError(f"No saved fit at {str(path)!r}.")
+    idata = az.from_netcdf(str(path))
+    attrs = idata.posterior.attrs
+    if "multilevel_spec" not in attrs:
+        raise MultilevelError(f"{str(path)!r} is a netCDF file but not a saved multilevel fit.")
+    spec = ModelSpec.from_json(attrs.pop("multilevel_spec"))
+    info = json.loads(attrs.pop("multilevel_info"))
+    return Fit(idata, spec, info)
+
+
+def _stats_dict(idata) -> dict:
+    stats = idata.sample_stats
+    return {"diverging": stats["diverging"].values, "n_steps": stats["n_steps"].values}
+
+
+def _summarise(posterior) -> pd.DataFrame:
+    """One row per scalar: vector variables become ``name[level]``."""
+    stacked = posterior.stack(sample=("chain", "draw"))
+    r_hat = az.rhat(posterior)
+    ess_bulk = az.ess(posterior, method="bulk")
+    ess_tail = az.ess(posterior, method="tail")
+    rows = {}
+    for name in posterior.data_vars:
+        values = stacked[name]
+        extra = [d for d in values.dims if d != "sample"]
+        labels = [name] if not extra else [f"{name}[{v}]" for v in values[extra[0]].values]
+        block = np.atleast_2d(values.transpose(*extra, "sample").values)
+        cols = {
+            "mean": block.mean(axis=1),
+            "sd": block.std(axis=1, ddof=1),
+            "q5": np.quantile(block, 0.05, axis=1),
+            "q95": np.quantile(block, 0.95, axis=1),
+            "r_hat": np.atleast_1d(r_hat[name].values),
+            "ess_bulk": np.atleast_1d(ess_bulk[name].values),
+            "ess_tail": np.atleast_1d(ess_tail[name].values),
+        }
+        for i, label in enumerate(labels):
+            rows[label] = {k: float(v[i]) for k, v in cols.items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=SUMMARY_COLUMNS)
+
+
+def format_fit(fit: Fit) -> str:
+    """lme4-like layout: population effects, sd/cor by grouping factor, family, diagnostics."""
+    spec, info, table = fit.spec, fit.info, fit.summary()
+    settings, timing = info["settings"], info["timing"]
+    lines = [
+        f"Formula: {spec.formula}",
+        f"Family:  {spec.family} (link: {spec.link})",
+        f"Data:    {info['n_rows']} rows"
+        + "".join(f"; {t.group}: {len(t.levels)} groups" for t in _unique_groups(spec)),
+        f"Draws:   {settings['chains']} chains x {settings['draws']} "
+        f"(warmup {settings['warmup']}), {info['method']}, "
+        f"{timing['total_s']:.1f} s (compile {timing['compile_s']:.1f} s)",
+        "",
+        "Population-level effects:",
+        _table(table.loc[list(spec.columns)]),
+    ]
+    if spec.terms:
+        lines += ["", "Group-level effects:"]
+        for group in dict.fromkeys(t.group for t in spec.terms):
+            terms = [t for t in spec.terms if t.group == group]
+            names = [n for t in terms for n in (*t.sd_names, *t.cor_names)]
+            lines += [f"~{group} ({len(terms[0].levels)} levels)", _table(table.loc[names])]
+    if spec.aux:
+        lines += ["", "Family-specific parameters:", _table(table.loc[list(spec.aux)])]
+    d = fit.diagnostics
+    lines += [
+        "",
+        f"Diagnostics: {d.divergences} divergences, max R-hat {d.max_r_hat:.3f}, "
+        f"min bulk ESS {d.min_ess_bulk:.0f}, min tail ESS {d.min_ess_tail:.0f}, "
+        f"tree depth saturated in {d.tree_depth_saturated} of {d.n_draws} draws",
+    ]
+    lines += [f"  Warning: {p}" for p in d.problems(spec.centered)]
+    return "\n".join(lines)
+
+
+def _unique_groups(spec: ModelSpec):
+    return list({t.group: t for t in spec.terms}.values())
+
+
+def _table(frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    for col in ("ess_bulk", "ess_tail"):
+        shown[col] = shown[col].round().astype(int)
+    shown["r_hat"] = shown["r_hat"].map("{:.3f}".format)
+    return shown.to_string(float_format=lambda x: f"{x:.3g}")

@@ -1,0 +1,1 @@
+"""Samplers that run a backend model and return draws with sampler statistics."""

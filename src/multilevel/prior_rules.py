@@ -1,0 +1,148 @@
+"""Default priors, auto-scaled to the data, and the rules that apply a user's priors.
+
+Defaults follow rstanarm's weakly-informative recipe, written for the parameters we
+report (not for internally centred ones):
+
+* slope of predictor x: Normal(0, 2.5 * s_y / sd(x));
+* Intercept: Normal(m_y, 2.5 * s_y * sqrt(1 + sum_j (mean(x_j) / sd(x_j))^2)), the
+  prior that rstanarm's Normal(m_y, 2.5 s_y) on the centred intercept implies for the
+  intercept at x = 0, so predictors far from zero do not make it too narrow;
+* sd of a varying coefficient: Exponential with mean s_y / sd(covariate) (s_y for an
+  intercept);
+* sigma: Exponential with mean s_y; correlations: LKJ(2).
+
+For the gaussian family s_y = sd(y) and m_y = mean(y). Other families work on the link
+scale: s_y = 1, m_y = 0 (logit, probit) or log(mean(y)) (poisson).
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+
+from multilevel import priors as P
+from multilevel.design import Design
+from multilevel.errors import DataError, PriorError
+from multilevel.spec import TermSpec
+
+CLASSES = {
+    "Intercept": P.REAL,
+    "b": P.REAL,
+    "sd": P.POSITIVE,
+    "cor": P.CORRELATION,
+    "sigma": P.POSITIVE,
+}
+DEFAULT = "default (auto-scaled)"
+
+
+def response_scale(design: Design, family: str) -> tuple[float, float]:
+    """(m_y, s_y): the location and scale the defaults are built from."""
+    if family == "gaussian":
+        s_y = float(np.std(design.y))
+        if s_y == 0:
+            raise DataError("The response is constant; there is nothing to model.")
+        return float(np.mean(design.y)), s_y
+    if family == "poisson":
+        mean = float(np.mean(design.y))
+        return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
+    return 0.0, 1.0
+
+
+def default_priors(design: Design, terms: tuple[TermSpec, ...], family: str, aux) -> dict:
+    """Every parameter's default prior, keyed by parameter name."""
+    m_y, s_y = response_scale(design, family)
+    X = design.X
+    means = X.mean(axis=0)
+    sds = X.std(axis=0)
+    scales = np.where(sds > 0, sds, np.sqrt(np.mean(X**2, axis=0)))
+    out: dict[str, P.Prior] = {}
+    slopes = [j for j, c in enumerate(design.columns) if c != "Intercept"]
+    for j in slopes:
+        out[design.columns[j]] = P.Normal(0.0, 2.5 * s_y / scales[j])
+    if design.has_intercept:
+        spread = np.sqrt(1.0 + sum((means[j] / scales[j]) ** 2 for j in slopes))
+        out = {"Intercept": P.Normal(m_y, 2.5 * s_y * spread), **out}
+    for term, block in zip(terms, design.blocks):
+        for name, scale in zip(term.sd_names, block.scales):
+            out[name] = P.Exponential(scale / s_y)
+    for term in terms:
+        if term.has_correlation:
+            out[term.cor_key] = P.LKJ(2.0)
+    for name in aux:
+        out[name] = P.Exponential(1.0 / s_y)
+    return out
+
+
+def _class_of(name: str) -> str:
+    if name == "Intercept" or name in ("sigma",):
+        return name
+    if name.startswith("sd("):
+        return "sd"
+    if name.startswith("cor("):
+        return "cor"
+    return "b"
+
+
+def resolve_priors(defaults: dict, user: dict | None, terms: tuple[TermSpec, ...]):
+    """Apply user priors (by parameter name first, then by class) on top of defaults.
+
+    Returns ``(priors, sources)``: name -> Prior and name -> where it came from.
+    """
+    user = dict(user or {})
+    for key, prior in user.items():
+        if isinstance(prior, str):
+            user[key] = prior = P.parse_prior(prior)
+        if not isinstance(prior, P.Prior):
+            raise PriorError(
+                f"The prior for {key!r} must be a multilevel prior such as "
+                f"ml.Normal(0, 1), got {prior!r}."
+            )
+    _check_keys(user, defaults, terms)
+    priors, sources = {}, {}
+    for name, default in defaults.items():
+        cls = _class_of(name)
+        if name in user:
+            prior, source = user[name], "set by name"
+        elif cls in user:
+            prior, source = user[cls], f"set by class '{cls}'"
+        else:
+            prior, source = default, DEFAULT
+        _check_support(name, cls, prior)
+        priors[name], sources[name] = prior, source
+    return priors, sources
+
+
+def _check_keys(user: dict, defaults: dict, terms: tuple[TermSpec, ...]) -> None:
+    known = list(defaults) + [c for c in CLASSES if c != "Intercept" or "Intercept" in defaults]
+    for key in user:
+        if key in known:
+            continue
+        if key.startswith("cor(") and any(key in t.cor_names for t in terms):
+            raise PriorError(
+                f"{key!r} is one of several correlations of a term with more than two "
+                "varying coefficients; an LKJ prior covers the whole matrix, so set it "
+                f"with 'cor' or {next(t.cor_key for t in terms if key in t.cor_names)!r}."
+            )
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise PriorError(
+            f"No parameter or class named {key!r} in this model.{hint} Parameters: "
+            f"{', '.join(defaults)}; classes: {', '.join(CLASSES)}."
+        )
+
+
+_SUPPORT_ADVICE = {
+    P.REAL: "Normal or StudentT",
+    P.POSITIVE: "HalfNormal, HalfCauchy, HalfStudentT or Exponential",
+    P.CORRELATION: "LKJ",
+}
+
+
+def _check_support(name: str, cls: str, prior: P.Prior) -> None:
+    needed = CLASSES[cls]
+    if prior.support != needed:
+        raise PriorError(
+            f"{prior} cannot be the prior of {name!r}: it needs a prior on "
+            f"{needed} values ({_SUPPORT_ADVICE[needed]})."
+        )

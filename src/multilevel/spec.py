@@ -1,0 +1,136 @@
+"""ModelSpec: a plain, immutable, printable description of a model.
+
+It names every parameter (see DESIGN.md for the conventions) and holds the resolved prior
+of each. It holds no data arrays, so it is small, serialisable and safe to share.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+from multilevel import priors as P
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """One varying-effects term as a user sees it."""
+
+    group: str
+    factors: tuple[str, ...]
+    expr: str
+    coefs: tuple[str, ...]
+    correlated: bool
+    levels: tuple[str, ...]
+
+    @property
+    def sd_names(self) -> tuple[str, ...]:
+        return tuple(f"sd({c}|{self.group})" for c in self.coefs)
+
+    @property
+    def effect_names(self) -> tuple[str, ...]:
+        return tuple(f"{c}|{self.group}" for c in self.coefs)
+
+    @property
+    def has_correlation(self) -> bool:
+        return self.correlated and len(self.coefs) > 1
+
+    @property
+    def cor_pairs(self) -> tuple[tuple[int, int], ...]:
+        q = len(self.coefs)
+        return tuple((i, j) for i in range(q) for j in range(i + 1, q))
+
+    @property
+    def cor_names(self) -> tuple[str, ...]:
+        if not self.has_correlation:
+            return ()
+        return tuple(
+            f"cor({self.coefs[i]},{self.coefs[j]}|{self.group})" for i, j in self.cor_pairs
+        )
+
+    @property
+    def cor_key(self) -> str:
+        """Prior key of this term's LKJ: its one correlation name, or ``cor(|group)``."""
+        return self.cor_names[0] if len(self.cor_names) == 1 else f"cor(|{self.group})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Family, link, terms and resolved priors of a model."""
+
+    formula: str
+    family: str
+    link: str
+    response: str
+    trials: str | None
+    columns: tuple[str, ...]
+    terms: tuple[TermSpec, ...]
+    aux: tuple[str, ...]
+    priors: tuple[tuple[str, P.Prior], ...]
+    prior_sources: tuple[tuple[str, str], ...]
+    centered: bool = False
+
+    @property
+    def prior_of(self) -> dict[str, P.Prior]:
+        return dict(self.priors)
+
+    @property
+    def sd_names(self) -> tuple[str, ...]:
+        return tuple(n for t in self.terms for n in t.sd_names)
+
+    @property
+    def cor_names(self) -> tuple[str, ...]:
+        return tuple(n for t in self.terms for n in t.cor_names)
+
+    @property
+    def hyper_names(self) -> tuple[str, ...]:
+        """Population effects, group sd and cor, then auxiliary parameters, in lme4 order."""
+        return (*self.columns, *self.sd_names, *self.cor_names, *self.aux)
+
+    def describe(self) -> str:
+        """Every parameter with its prior and where the prior came from."""
+        lines = [
+            f"Formula: {self.formula}",
+            f"Family:  {self.family} (link: {self.link})",
+            "Parameterisation of group effects: "
+            + ("centred" if self.centered else "non-centred"),
+            "",
+            f"{'parameter':<36} {'prior':<34} source",
+        ]
+        sources = dict(self.prior_sources)
+        for name, prior in self.priors:
+            lines.append(f"{name:<36} {str(prior):<34} {sources[name]}")
+        for term in self.terms:
+            lines.append(
+                f"{', '.join(term.effect_names):<36} {'multivariate normal' if term.has_correlation else 'normal':<34} "
+                f"{len(term.levels)} levels of {term.group}"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        """Lossless JSON (priors with full-precision arguments)."""
+        data = asdict(self)
+        data["priors"] = [[name, _prior_to_dict(p)] for name, p in self.priors]
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        data = json.loads(text)
+        data["terms"] = tuple(
+            TermSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
+            for t in data["terms"]
+        )
+        data["priors"] = tuple((name, _prior_from_dict(p)) for name, p in data["priors"])
+        for key in ("columns", "aux"):
+            data[key] = tuple(data[key])
+        data["prior_sources"] = tuple(tuple(x) for x in data["prior_sources"])
+        return cls(**data)
+
+
+def _prior_to_dict(prior: P.Prior) -> dict:
+    return {"type": type(prior).__name__, **{f.name: getattr(prior, f.name) for f in fields(prior)}}
+
+
+def _prior_from_dict(data: dict) -> P.Prior:
+    args = dict(data)
+    return P.PRIORS[args.pop("type")](**args)
