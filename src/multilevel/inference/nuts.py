@@ -138,6 +138,7 @@ def sample(
     progress: bool = True,
 ) -> NutsResult:
     """Run vectorised NUTS; compile only what this structure and shape have not seen."""
+    t0 = time.perf_counter()
     key = (structure_key, settings)
     program = _PROGRAMS.get(key)
     if program is None:
@@ -151,8 +152,7 @@ def sample(
         for k, (name, shape) in zip(site_keys, sorted(program.site_shapes.items()))
     }
     chain_keys = jax.random.split(chain_key, settings.chains)
-
-    t0 = time.perf_counter()
+    # Compile time: building the program, initialising the chains (jitted), compiling the loop.
     state = program.init(z0, chain_keys, model_args)
     signature = _signature((state, model_args))
     executable = program.executables.get(signature)
