@@ -135,20 +135,14 @@ def test_radon_matches_posteriordb_radon_mn() -> None:
     )
     # Rows come in another order, so compare the sorted (county, log radon, floor)
     # triples; posteriordb's floor_measure must equal our floor.
-    ours = sorted(
-        zip(df["county_id"], np.round(df["log_radon"], 6), df["floor"], strict=True)
-    )
+    ours = sorted(zip(df["county_id"], np.round(df["log_radon"], 6), df["floor"], strict=True))
     theirs = sorted(
-        zip(
-            pdb["county_idx"], np.round(their_log, 6), pdb["floor_measure"], strict=True
-        )
+        zip(pdb["county_idx"], np.round(their_log, 6), pdb["floor_measure"], strict=True)
     )
     assert ours == theirs
     # The posteriordb values give the 1.36 / 0.78 floor means, ours 1.33 / 0.71.
     q = pd.DataFrame({"floor": pdb["floor_measure"], "y": pdb["log_radon"]})
-    assert q.groupby("floor")["y"].mean().to_numpy() == pytest.approx(
-        [1.36, 0.78], abs=0.01
-    )
+    assert q.groupby("floor")["y"].mean().to_numpy() == pytest.approx([1.36, 0.78], abs=0.01)
 
 
 # --------------------------------------------------------------------------- eight schools
@@ -179,9 +173,7 @@ def test_cafe_layout() -> None:
 
 def test_cafe_reproducible_and_seed_dependent() -> None:
     pd.testing.assert_frame_equal(datasets.load("cafe"), datasets.simulate_cafe())
-    pd.testing.assert_frame_equal(
-        datasets.simulate_cafe(seed=3), datasets.simulate_cafe(seed=3)
-    )
+    pd.testing.assert_frame_equal(datasets.simulate_cafe(seed=3), datasets.simulate_cafe(seed=3))
     assert not datasets.simulate_cafe(seed=3).equals(datasets.simulate_cafe(seed=4))
 
 
@@ -217,10 +209,7 @@ def test_simulate_cafe_options() -> None:
     assert df.shape == (480, 3)
     assert df["cafe"].iloc[0] == "cafe001"
     assert df.attrs["truth"]["cor(Intercept,afternoon|cafe)"] == 0.5
-    assert (
-        df.attrs["truth"]["Intercept|cafe"].corr(df.attrs["truth"]["afternoon|cafe"])
-        > 0
-    )
+    assert df.attrs["truth"]["Intercept|cafe"].corr(df.attrs["truth"]["afternoon|cafe"]) > 0
     with pytest.raises(TypeError, match="rhoo"):
         datasets.simulate_cafe(rhoo=0.5)
     with pytest.raises(DataError, match="rho"):

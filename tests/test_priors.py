@@ -58,7 +58,11 @@ def test_name_beats_class_beats_default(sleep):
     model = ml.Model(
         "Reaction ~ Days + (Days | Subject)",
         sleep,
-        priors={"sd": ml.HalfNormal(30), "sd(Days|Subject)": "HalfCauchy(5)", "b": ml.Normal(0, 20)},
+        priors={
+            "sd": ml.HalfNormal(30),
+            "sd(Days|Subject)": "HalfCauchy(5)",
+            "b": ml.Normal(0, 20),
+        },
     )
     sources = dict(model.spec.prior_sources)
     priors = model.spec.prior_of
@@ -73,8 +77,15 @@ def test_name_beats_class_beats_default(sleep):
 def test_describe_lists_every_parameter(sleep, capsys):
     ml.Model("Reaction ~ Days + (Days | Subject)", sleep).describe()
     out = capsys.readouterr().out
-    for name in ["Intercept", "Days", "sd(Intercept|Subject)", "sd(Days|Subject)",
-                 "cor(Intercept,Days|Subject)", "sigma", "18 levels of Subject"]:
+    for name in [
+        "Intercept",
+        "Days",
+        "sd(Intercept|Subject)",
+        "sd(Days|Subject)",
+        "cor(Intercept,Days|Subject)",
+        "sigma",
+        "18 levels of Subject",
+    ]:
         assert name in out
 
 
@@ -106,7 +117,9 @@ def test_stated_priors_hold_exactly_in_the_model(sleep):
     }
     model = ml.Model("Reaction ~ Days + (Days | Subject)", sleep, priors=priors)
     data, prior = model.model_args(with_response=False)
-    draws = Predictive(model.numpyro_model(), num_samples=40_000)(jax.random.PRNGKey(0), data, prior)
+    draws = Predictive(model.numpyro_model(), num_samples=40_000)(
+        jax.random.PRNGKey(0), data, prior
+    )
     rng = np.random.default_rng(0)
     n = 40_000
     reference = {

@@ -207,14 +207,11 @@ def simulate_cafe(
     unknown = sorted(set(true_params) - set(_CAFE_PARAMS))
     if unknown:
         raise TypeError(
-            f"simulate_cafe() got unknown parameter(s) {unknown}; "
-            f"allowed: {sorted(_CAFE_PARAMS)}"
+            f"simulate_cafe() got unknown parameter(s) {unknown}; allowed: {sorted(_CAFE_PARAMS)}"
         )
     p = {**_CAFE_PARAMS, **{k: float(v) for k, v in true_params.items()}}
     if n_cafes < 1 or n_visits < 1:
-        raise DataError(
-            f"need n_cafes >= 1 and n_visits >= 1, got {n_cafes} and {n_visits}"
-        )
+        raise DataError(f"need n_cafes >= 1 and n_visits >= 1, got {n_cafes} and {n_visits}")
     if min(p["sigma_a"], p["sigma_b"], p["sigma"]) <= 0:
         raise DataError("sigma_a, sigma_b and sigma must be positive")
     if not -1 < p["rho"] < 1:
@@ -444,15 +441,9 @@ def _lookup(name: str) -> Dataset:
         pass
     # Match case-insensitively so "penicillin" still suggests "Penicillin".
     by_lower = {n.lower(): n for n in DATASETS}
-    close = difflib.get_close_matches(
-        str(name).lower(), list(by_lower), n=3, cutoff=0.6
-    )
-    hint = (
-        f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-    )
-    raise DataError(
-        f"unknown data set {name!r}.{hint} Available: {', '.join(names())}."
-    )
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    raise DataError(f"unknown data set {name!r}.{hint} Available: {', '.join(names())}.")
 
 
 def load(name: str) -> pd.DataFrame:

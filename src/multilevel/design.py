@@ -8,6 +8,7 @@ groups cost the same memory as a million rows with ten.
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -111,7 +112,15 @@ def _formulaic_variables(expr: str) -> set[str]:
     try:
         return set(formulaic.Formula(expr).required_variables)
     except FormulaicError as exc:
-        raise FormulaError(f"Cannot read `{expr}`: {exc}") from None
+        raise FormulaError(f"Cannot read `{expr}`: {_plain(exc)}") from None
+
+
+_HIGHLIGHT = re.compile(r"\x1b\[[0-9;]*m|[⧛⧚]")
+
+
+def _plain(exc: Exception) -> str:
+    """formulaic highlights the offending span with terminal colour codes; drop them."""
+    return _HIGHLIGHT.sub("", str(exc))
 
 
 def _check_missing(data: pd.DataFrame, used: list[str]) -> None:
@@ -131,7 +140,9 @@ def _column_values(data: pd.DataFrame, column: str) -> np.ndarray:
     values = data[column].to_numpy()
     if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
-        raise DataError(f"Column {column!r} has {bad} infinite values; the model needs finite ones.")
+        raise DataError(
+            f"Column {column!r} has {bad} infinite values; the model needs finite ones."
+        )
     return values
 
 
@@ -139,7 +150,7 @@ def _model_matrix(expr: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray
     try:
         matrix = formulaic.model_matrix(expr, data, na_action="raise")
     except FormulaicError as exc:
-        raise FormulaError(f"Cannot build {where} `{expr}`: {exc}") from None
+        raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
     columns = tuple(str(c) for c in matrix.columns)
     return np.asarray(matrix, dtype=float).reshape(len(data), len(columns)), columns
 
@@ -178,7 +189,9 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
     return GroupBlock(term, coefs, Z, codes, levels, scales)
 
 
-def _group_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+def _group_codes(
+    data: pd.DataFrame, factors: tuple[str, ...]
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes (0..L-1) and labels of the interaction of ``factors``."""
     if len(factors) == 1:
         codes, uniques = pd.factorize(data[factors[0]], sort=True)

@@ -31,7 +31,9 @@ class Diagnostics:
         """Plain-words description of each problem with what to try."""
         out = []
         if self.divergences:
-            other = "centered=False" if centered else "centered=True (when groups hold a lot of data)"
+            other = (
+                "centered=False" if centered else "centered=True (when groups hold a lot of data)"
+            )
             out.append(
                 f"{self.divergences} of {self.n_draws} draws ended in a divergent transition, "
                 "so the posterior may be biased. Try fit(target_accept=0.95); try "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -142,4 +142,3 @@ def get_family(name: str, link: str | None = None) -> tuple[Family, str]:
             f"The {name} family takes the link(s) {', '.join(family.links)}, not {link!r}."
         )
     return family, link
-

@@ -11,8 +11,9 @@ from __future__ import annotations
 import ast
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpyro.distributions as dist
 
@@ -44,9 +45,7 @@ class Prior:
         base = standard_distribution(self.family, self.shape_params())
         if loc == 0.0 and scale == 1.0:
             return base
-        return dist.TransformedDistribution(
-            base, dist.transforms.AffineTransform(loc, scale)
-        )
+        return dist.TransformedDistribution(base, dist.transforms.AffineTransform(loc, scale))
 
     def __str__(self) -> str:
         args = ", ".join(_fmt(getattr(self, f.name)) for f in fields(self))

@@ -92,8 +92,7 @@ class ModelSpec:
         lines = [
             f"Formula: {self.formula}",
             f"Family:  {self.family} (link: {self.link})",
-            "Parameterisation of group effects: "
-            + ("centred" if self.centered else "non-centred"),
+            "Parameterisation of group effects: " + ("centred" if self.centered else "non-centred"),
             "",
             f"{'parameter':<36} {'prior':<34} source",
         ]

@@ -13,11 +13,22 @@ from multilevel.formula import GroupTerm, parse_formula
         ("y ~ x + (1 + x | g)", "x", [GroupTerm("1 + x", ("g",), True)]),
         ("y ~ x + (1 + x || g)", "x", [GroupTerm("1 + x", ("g",), False)]),
         ("y ~ x + (0 + x | g)", "x", [GroupTerm("0 + x", ("g",), True)]),
-        ("y ~ 1 + (1 | a/b)", "1", [GroupTerm("1", ("a",), True), GroupTerm("1", ("a", "b"), True)]),
-        ("y ~ (1 | a) + (1 | b)", "1", [GroupTerm("1", ("a",), True), GroupTerm("1", ("b",), True)]),
+        (
+            "y ~ 1 + (1 | a/b)",
+            "1",
+            [GroupTerm("1", ("a",), True), GroupTerm("1", ("a", "b"), True)],
+        ),
+        (
+            "y ~ (1 | a) + (1 | b)",
+            "1",
+            [GroupTerm("1", ("a",), True), GroupTerm("1", ("b",), True)],
+        ),
         ("y ~ x - 1 + (1 | a:b)", "x - 1", [GroupTerm("1", ("a", "b"), True)]),
-        ("y ~ 0 + x * C(z) + (1 | g) + (0 + x | g)", "0 + x * C(z)",
-         [GroupTerm("1", ("g",), True), GroupTerm("0 + x", ("g",), True)]),
+        (
+            "y ~ 0 + x * C(z) + (1 | g) + (0 + x | g)",
+            "0 + x * C(z)",
+            [GroupTerm("1", ("g",), True), GroupTerm("0 + x", ("g",), True)],
+        ),
         ("y ~ x", "x", []),
     ],
 )

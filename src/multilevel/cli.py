@@ -1,0 +1,361 @@
+"""The ``multilevel`` command: fit, describe and list data sets from a shell.
+
+The command is a thin layer over the Python API: it parses arguments, calls
+:class:`multilevel.Model` and friends, prints, and exits. Errors a user can act on
+(:class:`multilevel.errors.MultilevelError`, unreadable files) are printed as one
+``error: ...`` message without a traceback and exit with status 2, like usage errors.
+
+Examples
+--------
+.. code-block:: console
+
+    $ multilevel datasets
+    $ multilevel describe sleepstudy "Reaction ~ Days + (Days | Subject)"
+    $ multilevel fit sleepstudy "Reaction ~ Days + (Days | Subject)" \\
+          --prior "sd=HalfNormal(50)" --chains 4 --json fit.json --save fit.nc
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import inspect
+import json
+import math
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from multilevel import datasets
+from multilevel.errors import DataError, MultilevelError
+from multilevel.model import Model
+from multilevel.priors import Prior, parse_prior
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # the same status argparse uses for usage errors
+EXIT_INTERRUPTED = 130
+
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+TSV_SUFFIXES = {".tsv", ".tab"}
+
+# Sampler options: CLI flag -> keyword of Model.fit. Unset flags are not passed, so the
+# library's own defaults apply (and the help text shows them, read from the signature).
+FIT_OPTIONS = {
+    "chains": int,
+    "warmup": int,
+    "draws": int,
+    "seed": int,
+    "target_accept": float,
+    "max_tree_depth": int,
+}
+
+
+class CliError(MultilevelError):
+    """A problem with the command line's inputs or outputs (files), reported like any other."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_data(source: str) -> pd.DataFrame:
+    """A CSV/TSV or Parquet file, or else a built-in data set of that name.
+
+    An existing file wins over a built-in data set of the same name.
+    """
+    path = Path(source)
+    if path.is_file():
+        return _read_file(path)
+    if source in datasets.names():
+        return datasets.load(source)
+    if path.exists():
+        raise CliError(f"Cannot read data {source!r}: it is not a file.")
+    close = difflib.get_close_matches(source, datasets.names(), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise DataError(
+        f"No file {source!r}, and it is not a built-in data set either.{hint} "
+        f"Built-in data sets: {', '.join(datasets.names())}."
+    )
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in PARQUET_SUFFIXES:
+            return pd.read_parquet(path)
+        # read_csv infers compression (.csv.gz, ...) from the name by itself.
+        sep = "\t" if suffix in TSV_SUFFIXES else ","
+        return pd.read_csv(path, sep=sep)
+    except (OSError, ValueError, ImportError, pd.errors.ParserError) as exc:
+        # ValueError covers pandas' EmptyDataError, UnicodeDecodeError and pyarrow's errors.
+        reason = str(exc).strip() or type(exc).__name__
+        raise CliError(f"Cannot read data file {str(path)!r}: {reason}") from None
+
+
+def parse_priors(items: list[str] | None) -> dict[str, Prior] | None:
+    """``["sd=HalfNormal(1)", "Days=Normal(0, 10)"]`` -> ``{"sd": HalfNormal(1), ...}``."""
+    if not items:
+        return None
+    priors: dict[str, Prior] = {}
+    for item in items:
+        key, prior_text = _split_prior(item)
+        if key in priors:
+            raise CliError(f"--prior {key!r} is given twice; give each parameter one prior.")
+        priors[key] = parse_prior(prior_text)
+    return priors
+
+
+def _split_prior(item: str) -> tuple[str, str]:
+    # Split at the first `=` outside parentheses, so that both `sd(Days|Subject)=...`
+    # and keyword arguments such as `Normal(mu=0, sigma=10)` are read correctly.
+    depth = 0
+    for i, ch in enumerate(item):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "=" and depth == 0:
+            key, text = item[:i].strip(), item[i + 1 :].strip()
+            if key and text:
+                return key, text
+            break
+    raise CliError(
+        f"Cannot read --prior {item!r}; write it as KEY=PRIOR, e.g. 'sd=HalfNormal(1)' "
+        "or 'Days=Normal(0, 10)'."
+    )
+
+
+def build_model(args: argparse.Namespace) -> Model:
+    data = read_data(args.data)
+    return Model(
+        args.formula,
+        data,
+        family=args.family,
+        link=args.link,
+        priors=parse_priors(args.prior),
+        centered=args.centered,
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@contextlib.contextmanager
+def reported_warnings() -> Iterator[None]:
+    """Record warnings raised inside and print each once to stderr as ``Warning: ...``.
+
+    They are printed even when the block fails, before the error message.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        # Our own warnings (ConvergenceWarning, DesignWarning) are all UserWarnings:
+        # show every one, even if an earlier call in the process showed it already.
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            seen: set[tuple[type, str]] = set()
+            for w in caught:
+                key = (w.category, str(w.message))
+                if key not in seen:
+                    seen.add(key)
+                    print(f"Warning: {w.message}", file=sys.stderr)
+
+
+def _finite(x) -> float | int | None:
+    """A JSON-safe number: NaN and infinities (e.g. R-hat of a constant) become null."""
+    if isinstance(x, bool):
+        return x
+    if isinstance(x, int):
+        return x
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def fit_report(fit) -> dict:
+    """The ``--json`` document: parameters, diagnostics, timing and the model."""
+    table = fit.summary()
+    d = fit.diagnostics
+    return {
+        "parameters": {
+            str(name): {col: _finite(row[col]) for col in table.columns}
+            for name, row in table.iterrows()
+        },
+        "diagnostics": {
+            "divergences": int(d.divergences),
+            "max_r_hat": _finite(d.max_r_hat),
+            "min_ess_bulk": _finite(d.min_ess_bulk),
+        },
+        "timing": {k: _finite(fit.timing[k]) for k in ("compile_s", "sampling_s", "total_s")},
+        "model": {
+            "formula": fit.spec.formula,
+            "family": fit.spec.family,
+            "link": fit.spec.link,
+            "method": fit.info["method"],
+        },
+    }
+
+
+def _check_writable(path: str | None, flag: str) -> None:
+    """Fail before sampling, not after, if an output cannot be written."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"{flag} {path!r} is a directory; give a file name.")
+    parent = target.parent
+    if not parent.is_dir():
+        raise CliError(f"{flag} {path!r}: the folder {str(parent)!r} does not exist.")
+
+
+def _write(path: str, flag: str, write) -> None:
+    try:
+        write()
+    except OSError as exc:
+        raise CliError(f"Cannot write {flag} {path!r}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    _check_writable(args.json, "--json")
+    _check_writable(args.save, "--save")
+    options = {k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None}
+    with reported_warnings():
+        model = build_model(args)
+        fit = model.fit(progress=not args.quiet, **options)
+        print(fit)
+    if args.json is not None:
+        text = json.dumps(fit_report(fit), indent=2, allow_nan=False)
+        _write(args.json, "--json", lambda: Path(args.json).write_text(text + "\n"))
+    if args.save is not None:
+        _write(args.save, "--save", lambda: fit.save(args.save))
+    return EXIT_OK
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    with reported_warnings():
+        model = build_model(args)
+        print(model.spec.describe())
+    return EXIT_OK
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        print(datasets.describe(args.name))
+        return EXIT_OK
+    names = datasets.names()
+    width = max(map(len, names))
+    for name in names:
+        first = datasets.describe(name).splitlines()[0]
+        # The first line repeats the name ("radon: 919 rows, 5 columns."); show it once.
+        first = first.removeprefix(f"{name}: ")
+        print(f"{name:<{width}}  {first}")
+    print("\nMore about one: multilevel datasets NAME")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _fit_defaults() -> dict:
+    params = inspect.signature(Model.fit).parameters
+    return {k: params[k].default for k in FIT_OPTIONS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multilevel",
+        description="Bayesian multilevel regression with lme4-style formulas (NUTS on JAX).",
+    )
+    from multilevel import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    model_args = argparse.ArgumentParser(add_help=False)
+    model_args.add_argument(
+        "data",
+        metavar="DATA",
+        help="a CSV file, a Parquet file (.parquet, .pq) or a built-in data set name "
+        "(see `multilevel datasets`)",
+    )
+    model_args.add_argument(
+        "formula", metavar="FORMULA", help="lme4-style formula, e.g. 'y ~ x + (1 + x | g)'"
+    )
+    model_args.add_argument(
+        "--family", default="gaussian", help="gaussian (default), bernoulli, binomial, poisson"
+    )
+    model_args.add_argument("--link", default=None, help="link function (default: canonical)")
+    model_args.add_argument(
+        "--prior",
+        action="append",
+        metavar="KEY=PRIOR",
+        help="prior by parameter or class (Intercept, b, sd, cor, sigma), e.g. "
+        "'sd=HalfNormal(1)' or 'Days=Normal(0, 10)'; repeatable",
+    )
+    model_args.add_argument(
+        "--centered",
+        action="store_true",
+        help="sample group effects centred instead of non-centred",
+    )
+
+    fit = commands.add_parser(
+        "fit",
+        parents=[model_args],
+        help="fit a model and print its summary",
+        description="Fit a model with NUTS and print an lme4-like summary.",
+    )
+    defaults = _fit_defaults()
+    for name, kind in FIT_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        fit.add_argument(
+            flag,
+            type=kind,
+            default=None,
+            metavar="X" if kind is float else "N",
+            help=f"default {defaults[name]}",
+        )
+    fit.add_argument("--json", metavar="FILE", help="write estimates and diagnostics as JSON")
+    fit.add_argument(
+        "--save", metavar="FILE", help="save the fit (netCDF); read it with multilevel.load"
+    )
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(handler=cmd_fit)
+
+    describe = commands.add_parser(
+        "describe",
+        parents=[model_args],
+        help="show every parameter and its prior, without fitting",
+        description="Show every parameter of a model with its prior, without fitting.",
+    )
+    describe.set_defaults(handler=cmd_describe)
+
+    data_sets = commands.add_parser(
+        "datasets",
+        help="list the built-in data sets, or describe one",
+        description="List the built-in data sets, or describe one.",
+    )
+    data_sets.add_argument("name", metavar="NAME", nargs="?", help="data set to describe")
+    data_sets.set_defaults(handler=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 2 error)."""
+    args = build_parser().parse_args(argv)  # exits 2 itself on usage errors
+    try:
+        return args.handler(args)
+    except MultilevelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
