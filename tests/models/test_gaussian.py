@@ -12,7 +12,7 @@ import multilevel as ml
 from multilevel.inference import nuts
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
-SETTINGS = dict(chains=4, warmup=500, draws=500, progress=False)
+SETTINGS = dict(chains=4, warmup=1000, draws=1000, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_idata_has_named_dims_and_levels(sleep_fit):
     post = sleep_fit.idata.posterior
     assert post["Intercept|Subject"].dims == ("chain", "draw", "Subject")
     assert list(post["Subject"].values[:3]) == ["308", "309", "310"]
-    assert post["Days"].shape == (4, 500)
+    assert post["Days"].shape == (4, 1000)
     assert "diverging" in sleep_fit.idata.sample_stats
     assert "tree_depth" in sleep_fit.idata.sample_stats
     # Correlation draws come from an LKJ Cholesky factor: always a valid correlation.

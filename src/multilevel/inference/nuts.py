@@ -11,6 +11,7 @@ NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import platformdirs
 from jax import lax
 from numpyro.infer.hmc import hmc
 from numpyro.infer.hmc_util import euclidean_kinetic_energy
-from numpyro.infer.util import initialize_model
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+from numpyro.infer.util import get_potential_fn
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
 TRACE_COUNTS: Counter = Counter()
@@ -67,6 +70,21 @@ class _Program:
 _PROGRAMS: dict[Any, _Program] = {}
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk so a new process skips XLA compilation.
+
+    JAX's persistent cache lives in the user cache directory (``MULTILEVEL_CACHE_DIR``
+    overrides it, ``off`` disables it). JAX writes entries atomically, so concurrent
+    processes are safe. A cache the user configured themselves is left alone."""
+    if jax.config.jax_compilation_cache_dir is not None:
+        return
+    where = os.environ.get("MULTILEVEL_CACHE_DIR") or platformdirs.user_cache_dir("multilevel")
+    if where.lower() == "off":
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.join(where, "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def _chunk_length(settings: NutsSettings) -> int:
     """Largest divisor of gcd(warmup, draws) up to ``settings.chunk``: one compiled loop
     serves both phases (NumPyro's state switches from warmup to sampling by itself)."""
@@ -74,13 +92,41 @@ def _chunk_length(settings: NutsSettings) -> int:
     return max(d for d in range(1, min(g, settings.chunk) + 1) if g % d == 0)
 
 
+def _latent_sites(model, model_args) -> dict:
+    """Latent sites -> (support transform, unconstrained shape), found by abstract tracing.
+
+    NumPyro's ``initialize_model`` runs the model eagerly, which compiles every small
+    operation separately (hundreds of tiny XLA programs, seconds on a cold start); tracing
+    under ``eval_shape`` compiles nothing."""
+    supports = {}
+
+    def latent_values():
+        tr = handlers.trace(handlers.seed(model, 0)).get_trace(*model_args)
+        latent = {
+            name: site
+            for name, site in tr.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+        supports.update({name: site["fn"].support for name, site in latent.items()})
+        return {name: site["value"] for name, site in latent.items()}
+
+    shapes = jax.eval_shape(latent_values)
+    out = {}
+    for name, value in shapes.items():
+        transform = biject_to(supports[name])
+        out[name] = (transform, tuple(transform.inverse_shape(value.shape)))
+    return out
+
+
 def _build_program(key, model, model_args, settings: NutsSettings, dense_sites) -> _Program:
-    info = initialize_model(jax.random.PRNGKey(0), model, model_args=model_args, dynamic_args=True)
-    potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
+    sites = _latent_sites(model, model_args)
+    potential_gen, postprocess_gen = get_potential_fn(
+        model, {name: t for name, (t, _) in sites.items()}, replay_model=True, dynamic_args=True
+    )
     init_kernel, sample_kernel = hmc(
         potential_fn_gen=potential_gen, kinetic_fn=euclidean_kinetic_energy, algo="NUTS"
     )
-    dense = [tuple(s for s in dense_sites if s in info.param_info.z)]
+    dense = [tuple(s for s in dense_sites if s in sites)]
     dense = [d for d in dense if len(d) > 0]
     length = _chunk_length(settings)
 
@@ -95,7 +141,8 @@ def _build_program(key, model, model_args, settings: NutsSettings, dense_sites) 
             rng_key=rng_key,
         )
 
-    def init(z, rng_keys, model_args):
+    def init(z, rng_key, model_args):
+        rng_keys = jax.random.split(rng_key, settings.chains)
         return jax.vmap(init_one, in_axes=(0, 0, None))(z, rng_keys, model_args)
 
     def chunk(state, model_args):
@@ -120,8 +167,15 @@ def _build_program(key, model, model_args, settings: NutsSettings, dense_sites) 
         fn = postprocess_gen(*model_args)
         return jax.vmap(jax.vmap(fn))(z)
 
-    shapes = {k: tuple(v.shape) for k, v in info.param_info.z.items()}
-    return _Program(jax.jit(init), chunk, jax.jit(postprocess), shapes)
+    shapes = {name: shape for name, (_, shape) in sites.items()}
+    return _Program(jax.jit(init), chunk, postprocess, shapes)
+
+
+def _prng_key(seed: int) -> np.ndarray:
+    """``jax.random.PRNGKey(seed)`` (threefry: the seed's high and low 32 bits), built in
+    NumPy so that a cold start compiles nothing for it."""
+    seed = int(seed)
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
 
 
 def _signature(tree) -> tuple:
@@ -140,36 +194,46 @@ def sample(
 ) -> NutsResult:
     """Run vectorised NUTS; compile only what this structure and shape have not seen."""
     t0 = time.perf_counter()
+    enable_compilation_cache()
     key = (structure_key, settings)
     program = _PROGRAMS.get(key)
     if program is None:
         program = _PROGRAMS[key] = _build_program(key, model, model_args, settings, dense_sites)
-    rng = jax.random.PRNGKey(seed)
-    init_key, chain_key = jax.random.split(rng)
     # NumPyro's init_to_uniform: every site uniform in (-2, 2) on the unconstrained scale.
-    site_keys = jax.random.split(init_key, len(program.site_shapes))
+    # Drawn with NumPy: eager JAX random calls would each compile on a cold start.
+    rng = np.random.default_rng(seed)
     z0 = {
-        name: jax.random.uniform(k, (settings.chains, *shape), minval=-2.0, maxval=2.0)
-        for k, (name, shape) in zip(site_keys, sorted(program.site_shapes.items()))
+        name: rng.uniform(-2.0, 2.0, (settings.chains, *shape)).astype(np.float32)
+        for name, shape in sorted(program.site_shapes.items())
     }
-    chain_keys = jax.random.split(chain_key, settings.chains)
+    chain_key = _prng_key(seed)
     # Compile time: building the program, initialising the chains (jitted), compiling the loop.
-    state = program.init(z0, chain_keys, model_args)
+    state = program.init(z0, chain_key, model_args)
     signature = _signature((state, model_args))
-    executable = program.executables.get(signature)
-    if executable is None:
-        executable = jax.jit(program.chunk).lower(state, model_args).compile()
-        program.executables[signature] = executable
+    executables = program.executables.get(signature)
+    if executables is None:
+        executables = program.executables[signature] = _compile(program, state, model_args, settings)
+    run_chunk, postprocess = executables
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    zs, stats = _run_chunks(executable, state, model_args, settings, progress)
-    samples = program.postprocess(zs, model_args)
-    samples = {k: np.asarray(v) for k, v in samples.items()}
+    zs, stats = _run_chunks(run_chunk, state, model_args, settings, progress)
+    samples = {k: np.asarray(v) for k, v in postprocess(zs, model_args).items()}
     sampling_s = time.perf_counter() - t1
     names = ("diverging", "n_steps", "acceptance_rate", "energy", "potential_energy", "step_size")
     return NutsResult(samples, dict(zip(names, stats)), compile_s, sampling_s, settings)
+
+
+def _compile(program: _Program, state, model_args, settings: NutsSettings):
+    """Ahead-of-time compile the sampling loop and the map back to constrained space."""
+    run_chunk = jax.jit(program.chunk).lower(state, model_args).compile()
+    draws = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((x.shape[0], settings.draws, *x.shape[1:]), x.dtype),
+        state.z,
+    )
+    postprocess = jax.jit(program.postprocess).lower(draws, model_args).compile()
+    return run_chunk, postprocess
 
 
 def _run_chunks(executable, state, model_args, settings: NutsSettings, progress: bool):
@@ -190,8 +254,9 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
             bar.update(length)
     if bar is not None:
         bar.close()
-    # scan stacks (length, chains, ...); we want (chains, draws, ...)
-    zs = jax.tree.map(lambda *xs: jnp.swapaxes(jnp.concatenate(xs), 0, 1), *kept_z)
+    # scan stacks (length, chains, ...); we want (chains, draws, ...). NumPy here: eager
+    # jnp calls would each compile a small XLA program on a cold start.
+    zs = jax.tree.map(lambda *xs: np.swapaxes(np.concatenate(xs), 0, 1), *kept_z)
     stats = tuple(
         np.swapaxes(np.concatenate([np.asarray(s[i]) for s in kept_stats]), 0, 1)
         for i in range(len(kept_stats[0]))
