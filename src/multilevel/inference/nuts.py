@@ -23,10 +23,10 @@ import jax
 import numpy as np
 import platformdirs
 from jax import lax
-from numpyro.infer.hmc import hmc
-from numpyro.infer.hmc_util import euclidean_kinetic_energy
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.hmc import hmc
+from numpyro.infer.hmc_util import euclidean_kinetic_energy
 from numpyro.infer.util import get_potential_fn
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
@@ -212,7 +212,9 @@ def sample(
     signature = _signature((state, model_args))
     executables = program.executables.get(signature)
     if executables is None:
-        executables = program.executables[signature] = _compile(program, state, model_args, settings)
+        executables = program.executables[signature] = _compile(
+            program, state, model_args, settings
+        )
     run_chunk, postprocess = executables
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
