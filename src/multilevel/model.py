@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
+import jax
 import numpy as np
 import pandas as pd
+from numpyro.infer import Predictive
 
 from multilevel import diagnostics as diag
 from multilevel._arviz import az
@@ -92,6 +97,41 @@ class Model:
     def numpyro_model(self):
         """The plain NumPyro model function; call it as ``model(*self.model_args())``."""
         return backend.make_model(self.structure)
+
+    def with_response(self, y) -> Model:
+        """The same model (same priors, same design) with another response vector.
+
+        Used to refit simulated data: the priors stay those of this model rather than
+        being re-scaled to the new response, and the compiled sampler is reused."""
+        y = np.asarray(y)
+        if y.shape != self.design.y.shape:
+            raise MultilevelError(
+                f"The new response has shape {y.shape}; this model's data has {self.design.y.shape}."
+            )
+        family, _ = get_family(self.spec.family, self.spec.link)
+        family.check(y, self.design.trials, self.spec.response)
+        clone = copy.copy(self)
+        clone.design = dataclasses.replace(self.design, y=y.astype(float))
+        return clone
+
+    def draw(self, n: int = 1, seed: int = 0, params: dict | None = None) -> dict:
+        """Draw parameters and a response from the model: from the priors, or with the
+        parameters fixed to ``params`` (user-facing names; group effects optional).
+
+        Returns user-facing parameter draws, each of shape (n, ...), and ``"y"`` of
+        shape (n, rows)."""
+        data, prior = self.model_args(with_response=False)
+        fixed = None
+        if params is not None:
+            sites = backend.site_values(self.spec, prior, params)
+            fixed = {k: np.broadcast_to(v, (n, *v.shape)) for k, v in sites.items()}
+        predictive = Predictive(self.numpyro_model(), posterior_samples=fixed, num_samples=n)
+        raw = {**(fixed or {}), **predictive(jax.random.PRNGKey(seed), data, prior)}
+        raw = {k: np.asarray(v)[None] for k, v in raw.items()}  # a "chain" dim for naming
+        named, _, _ = backend.named_posterior(self.spec, raw)
+        out = {k: v[0] for k, v in named.items()}
+        out["y"] = raw["y"][0]
+        return out
 
     def fit(
         self,

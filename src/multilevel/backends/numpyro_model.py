@@ -207,3 +207,45 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
     for j, name in enumerate(spec.aux):
         posterior[name] = samples["aux"][..., j]
     return posterior, dims, coords
+
+
+def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
+    """The inverse of ``named_posterior`` for one set of values: user-facing parameter
+    values -> values of the model's sample sites (used to simulate with fixed parameters).
+
+    ``named`` must hold every population effect, sd, cor and family parameter; group
+    effects (``Intercept|g`` as arrays over levels) are optional: left out, they are drawn
+    from their population distribution when simulating."""
+    st = structure_of(spec)
+    missing = [n for n in spec.hyper_names if n not in named]
+    if missing:
+        raise KeyError(f"values needed for {', '.join(missing)}")
+    out = {}
+    blocks = (
+        ("b", spec.columns, st.coef_groups),
+        ("sd", spec.sd_names, st.sd_groups),
+        ("aux", spec.aux, st.aux_groups),
+    )
+    for kind, names, groups in blocks:
+        for family, idx in groups:
+            params = prior[kind][family]
+            values = np.array([named[names[i]] for i in idx], dtype=float)
+            out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
+                params["scale"]
+            )
+    for k, term in enumerate(spec.terms):
+        sd = np.array([named[n] for n in term.sd_names], dtype=float)
+        chol = np.eye(len(term.coefs))
+        if term.has_correlation:
+            corr = np.eye(len(term.coefs))
+            for (i, j), name in zip(term.cor_pairs, term.cor_names):
+                corr[i, j] = corr[j, i] = named[name]
+            chol = np.linalg.cholesky(corr)
+            out[f"L_{k}"] = chol
+        if all(n in named for n in term.effect_names):
+            effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
+            if spec.centered:
+                out[f"r_{k}"] = effects
+            else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
+                out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
