@@ -25,10 +25,11 @@ class Fit:
     >>> fit.summary().loc["Days", "mean"]  # doctest: +SKIP
     """
 
-    def __init__(self, idata, spec: ModelSpec, info: dict):
+    def __init__(self, idata, spec: ModelSpec, info: dict, model=None):
         self.idata = idata
         self.spec = spec
         self.info = info  # timing, sampler settings, data size, method
+        self.model = model  # the Model that made it (with its data); None after ml.load
         self._summaries: dict[bool, pd.DataFrame] = {}
         self.diagnostics = diag.compute(
             self.summary(), _stats_dict(idata), info["settings"]["max_tree_depth"]

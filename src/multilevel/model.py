@@ -163,7 +163,7 @@ class Model:
             dense_sites=self.structure.dense_sites,
             progress=progress,
         )
-        fit = Fit(self._inference_data(result), self.spec, self._info(result, seed))
+        fit = Fit(self._inference_data(result), self.spec, self._info(result, seed), model=self)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)
         return fit
