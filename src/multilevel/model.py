@@ -133,6 +133,71 @@ class Model:
         out["y"] = raw["y"][0]
         return out
 
+    def sample_prior_predictive(self, n: int = 500, seed: int = 0, plausible=None):
+        """Prior predictive check: ``n`` data sets simulated from the priors, compared
+        with the observed outcome; warns (``PriorPredictiveWarning``), naming the prior
+        that drives it, when most simulated outcomes are implausible. ``plausible=(lo,
+        hi)`` overrides the default plausible range. Returns a ``PriorPredictiveCheck``
+        (``.summary``, ``.warnings``, ``.plot()``); see ``multilevel.workflow.prior_check``.
+        """
+        from multilevel.workflow.prior_check import prior_predictive_check
+
+        return prior_predictive_check(self, n=n, seed=seed, plausible=plausible)
+
+    def simulate(
+        self,
+        params: dict | None = None,
+        seed: int = 0,
+        n_groups: int | None = None,
+        rows_per_group: int | None = None,
+    ) -> pd.DataFrame:
+        """Simulate a data set: this model's design with a response drawn from known values.
+
+        Parameters
+        ----------
+        params : dict, optional
+            Parameter values by the names a fit reports: every hyper-parameter
+            (``model.spec.hyper_names``: population effects, ``sd(...)``, ``cor(...)``,
+            ``sigma``) is required; group effects (``"Intercept|g"``, a Series indexed by
+            level or an array over ``model.spec.terms[k].levels``) are optional and drawn
+            from their population distribution when left out. ``None`` draws every
+            parameter once from the priors. Unknown or missing names raise
+            ``MultilevelError`` listing the names expected.
+        seed : int
+            The same seed gives the same frame.
+        n_groups, rows_per_group : int, optional
+            Simulate on a new design instead (single grouping factor only): ``n_groups``
+            new groups ``g001``, ``g002``, ... (default: as many as the data has), each
+            with ``rows_per_group`` rows (default: all rows of its donor) resampled with
+            the seed from one randomly chosen original group. The new model keeps this
+            model's priors; group effects in ``params`` belong to the old groups and are
+            not used: the new groups' effects are drawn.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The data columns the formula uses (covariates, grouping factors, trials) with
+            the simulated response in the response column (whole numbers for count and
+            0/1 families). ``df.attrs["truth"]`` holds the values used: hyper-parameters
+            as floats and each group effect as a Series indexed by level.
+
+        Examples
+        --------
+        >>> import multilevel as ml
+        >>> cafe = ml.datasets.load("cafe")
+        >>> model = ml.Model("wait ~ afternoon + (1 + afternoon | cafe)", cafe)
+        >>> df = model.simulate(cafe.attrs["truth"], seed=1)
+        >>> df.attrs["truth"]["cor(Intercept,afternoon|cafe)"]
+        -0.7
+        >>> big = model.simulate(cafe.attrs["truth"], seed=1, n_groups=30, rows_per_group=7)
+        >>> big.shape, big["cafe"].nunique()
+        ((210, 3), 30)
+        >>> fit = model.with_response(df["wait"]).fit(seed=1)  # doctest: +SKIP
+        """
+        from multilevel.workflow.simulate import simulate
+
+        return simulate(self, params, seed=seed, n_groups=n_groups, rows_per_group=rows_per_group)
+
     def fit(
         self,
         chains: int = 4,

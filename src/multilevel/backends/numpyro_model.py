@@ -131,7 +131,8 @@ def data_arrays(design: Design, with_response: bool = True) -> dict:
     return {
         "X": jnp.asarray(design.X, dtype=jnp.float32),
         "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
-        "trials": None if design.trials is None else jnp.asarray(design.trials, jnp.float32),
+        # whole numbers: NumPyro draws binomial outcomes with integer trial counts
+        "trials": None if design.trials is None else jnp.asarray(design.trials, jnp.int32),
         "Z": tuple(jnp.asarray(b.Z, dtype=jnp.float32) for b in design.blocks),
         "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
     }
