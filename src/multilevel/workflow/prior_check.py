@@ -1,0 +1,854 @@
+"""Prior predictive checks: do the priors imply outcomes that look like data?
+
+``Model.sample_prior_predictive`` draws parameters and whole data sets from the priors
+(``Model.draw``), compares the simulated outcomes with the observed ones and measures how
+much of the prior predictive mass lies on absurd outcomes. When more than half does, it
+warns in plain words and says which prior drives it, found by attribution: each prior in
+turn is replaced by a fixed moderate value (the median of the default prior of that
+parameter, scaled to the data) while everything else is drawn from the priors, and the
+prior whose fixing removes most of the absurd mass is named.
+
+Plausible ranges (on the outcome scale; ``plausible=(lo, hi)`` overrides them):
+
+* gaussian: ``[min - 2 R, max + 2 R]`` with ``R = max - min`` of the observed outcome: a
+  window five times as wide as the data, centred on them. The default priors (scaled to
+  the data) put well over 95% of the outcomes inside it; a prior ten times too wide puts
+  most outside.
+* poisson: ``[0, 10 max + 10]``; counts are never negative, so only the upper end bites.
+* bernoulli and binomial: every 0/1 outcome is in range, so the check looks at the success
+  probabilities the priors imply instead: the range is ``[0.01, 0.99]`` on the probability
+  scale (widened to a tenth of the observed success rate, or failure rate, when that is
+  below 10%). Two shares are reported: of all implied success probabilities (row by row)
+  outside it, and of simulated data sets whose overall success rate is outside it.
+
+Examples
+--------
+>>> import multilevel as ml
+>>> radon = ml.datasets.load("radon")
+>>> model = ml.Model("log_radon ~ floor + (1 | county)", radon,
+...                  priors={"Intercept": ml.Normal(0, 1000)})
+>>> check = model.sample_prior_predictive(seed=1)  # doctest: +SKIP
+PriorPredictiveWarning: ... The prior on 'Intercept' (Normal(0, 1000)) drives it ...
+>>> check.summary  # doctest: +SKIP
+>>> check.plot("prior_check.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+import pandas as pd
+from numpyro.infer import Predictive
+from scipy import special, stats
+
+from multilevel import priors as P
+from multilevel.backends.numpyro_model import named_posterior, site_values
+from multilevel.errors import MultilevelError
+from multilevel.prior_rules import default_priors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from multilevel.model import Model
+
+__all__ = [
+    "QUANTILES",
+    "PriorPredictiveCheck",
+    "PriorPredictiveWarning",
+    "default_plausible_range",
+    "prior_predictive_check",
+]
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+STATISTICS = ("mean", "sd", "min", "max")
+BINARY = ("bernoulli", "binomial")
+THRESHOLD = 0.5  # warn when more than this share of the prior predictive is absurd
+N_ATTRIBUTION = 200  # parameter sets re-simulated per candidate prior
+# Poisson rates above this cannot be simulated: NumPyro clips such counts to 2**31 - 1, or
+# returns 0 once the rate overflows float32. They are marked inf (certainly out of range).
+_LOG_MAX_RATE = math.log(2.0**31)
+
+
+class PriorPredictiveWarning(UserWarning):
+    """The priors put most of their mass on absurd outcomes; the message names the prior."""
+
+
+# ------------------------------------------------------------------------ ranges
+def default_plausible_range(
+    y: np.ndarray, family: str, trials: np.ndarray | None = None
+) -> tuple[float, float]:
+    """The default plausible range of a family's outcome, given the observed outcome.
+
+    gaussian ``[min - 2R, max + 2R]`` (``R`` the observed range); poisson
+    ``[0, 10 max + 10]``; bernoulli and binomial ``[0.01, 0.99]`` on the probability scale,
+    widened to a tenth of the observed success (failure) rate when that is below 10%.
+
+    Examples
+    --------
+    >>> default_plausible_range(np.array([1.0, 2.0, 4.0]), "gaussian")
+    (-5.0, 10.0)
+    """
+    y = np.asarray(y, dtype=float)
+    if family == "gaussian":
+        width = float(y.max() - y.min()) or 1.0
+        return float(y.min() - 2 * width), float(y.max() + 2 * width)
+    if family == "poisson":
+        return 0.0, float(10 * y.max() + 10)
+    if family in BINARY:
+        rate = _success_rate(y, trials)
+        return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
+    raise MultilevelError(f"No plausible range is defined for the {family!r} family.")
+
+
+def _success_rate(y: np.ndarray, trials: np.ndarray | None) -> float:
+    total = float(np.sum(trials)) if trials is not None else float(y.size)
+    return float(np.sum(y)) / total
+
+
+def _check_plausible(plausible, family: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in plausible)
+    except (TypeError, ValueError):
+        raise MultilevelError(
+            f"plausible must be a pair (lo, hi) of numbers, got {plausible!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise MultilevelError(f"plausible must satisfy lo < hi (finite), got ({lo}, {hi}).")
+    if family in BINARY and not (0 <= lo and hi <= 1):
+        raise MultilevelError(
+            f"For the {family} family the plausible range is on the probability scale "
+            f"(within [0, 1]), got ({lo}, {hi})."
+        )
+    return lo, hi
+
+
+# ------------------------------------------------------------------- measurements
+def _linear_predictor(model: Model, named: dict) -> np.ndarray:
+    """(m, n) linear predictor of m parameter draws, from user-facing names."""
+    design, spec = model.design, model.spec
+    m = np.asarray(named["y"] if "y" in named else next(iter(named.values()))).shape[0]
+    eta = np.zeros((m, design.n))
+    if spec.columns:
+        beta = np.stack([np.asarray(named[c], dtype=float) for c in spec.columns], -1)
+        eta += beta @ design.X.T  # (m, p) @ (p, n) -> (m, n)
+    for term, block in zip(spec.terms, design.blocks):
+        for c, name in enumerate(term.effect_names):
+            # (n,) * (m, n): each row picks its level's effect
+            eta += block.Z[:, c] * np.asarray(named[name], dtype=float)[:, block.codes]
+    return eta
+
+
+def _inverse_link(eta: np.ndarray, link: str) -> np.ndarray:
+    return special.ndtr(eta) if link == "probit" else special.expit(eta)
+
+
+def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    return ~((values >= lo) & (values <= hi))  # non-finite values count as outside
+
+
+def _measure(model: Model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -> dict:
+    """Shares of absurd prior predictive mass for m draws (named parameters and y).
+
+    Returns ``outcomes`` (gaussian, poisson) or ``probabilities`` and ``rates`` (binary),
+    plus the (cleaned) outcomes ``y`` and, for binary families, the success probabilities
+    ``p`` and per-data-set success rates ``rate``."""
+    lo, hi = plausible
+    family = model.spec.family
+    eta = _linear_predictor(model, named)
+    y = np.asarray(y, dtype=float)
+    out: dict = {}
+    if family == "poisson":
+        overflow = eta > _LOG_MAX_RATE
+        y = np.where(overflow, np.inf, y)
+        out["overflow"] = float(overflow.mean())
+    out["y"] = y
+    if family in BINARY:
+        p = _inverse_link(eta, model.spec.link)
+        trials = model.design.trials
+        rate = y.sum(axis=1) / (float(trials.sum()) if trials is not None else y.shape[1])
+        out.update(
+            p=p,
+            rate=rate,
+            probabilities=float(_outside(p, lo, hi).mean()),
+            rates=float(_outside(rate, lo, hi).mean()),
+        )
+    else:
+        out["outcomes"] = float(_outside(y, lo, hi).mean())
+    return out
+
+
+def _quantile(values, q) -> np.ndarray:
+    """Quantiles that stay exact when some values are inf (no inf - inf interpolation)."""
+    values = np.asarray(values, dtype=float)
+    method = "linear" if np.isfinite(values).all() else "inverted_cdf"
+    return np.quantile(values, q, method=method)
+
+
+def _per_draw(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Statistics of each simulated data set (rows of ``values``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(values).all(axis=-1)
+        return {
+            "mean": values.mean(axis=-1),
+            "sd": np.where(finite, values.std(axis=-1), np.inf),  # not nan (inf - inf)
+            "min": values.min(axis=-1),
+            "max": values.max(axis=-1),
+        }
+
+
+# ---------------------------------------------------------------------- attribution
+def _prior_median(prior: P.Prior) -> float:
+    """The median of a scalar prior, exactly."""
+    loc, scale = prior.loc_scale()
+    if isinstance(prior, (P.Normal, P.StudentT)):
+        return loc
+    if isinstance(prior, P.Exponential):
+        return scale * math.log(2.0)
+    if isinstance(prior, P.HalfNormal):
+        return scale * float(stats.norm.ppf(0.75))
+    if isinstance(prior, P.HalfCauchy):
+        return scale
+    if isinstance(prior, P.HalfStudentT):
+        return scale * float(stats.t.ppf(0.75, prior.df))
+    draws = np.asarray(prior.to_numpyro().sample(jax.random.PRNGKey(0), (20_001,)))
+    return float(np.median(draws))
+
+
+_SIMULATORS: dict = {}  # Structure -> jitted simulation with fixed hyperparameters
+
+
+def _simulator(model: Model):
+    """``Predictive`` with given hyperparameter sets, vectorised and compiled once per
+    model structure (the model function depends on nothing else): re-simulating for each
+    prior then costs milliseconds."""
+    if model.structure not in _SIMULATORS:
+        fn = model.numpyro_model()
+
+        def simulate(key, fixed, data, prior):
+            return Predictive(fn, posterior_samples=fixed, parallel=True)(key, data, prior)
+
+        if len(_SIMULATORS) >= 16:
+            _SIMULATORS.pop(next(iter(_SIMULATORS)))
+        _SIMULATORS[model.structure] = jax.jit(simulate)
+    return _SIMULATORS[model.structure]
+
+
+def _simulate(model: Model, values: dict[str, np.ndarray], key) -> tuple[dict, np.ndarray]:
+    """Simulate one data set per parameter set: ``values`` maps every hyperparameter name
+    to m values; group effects are drawn from their prior given the sds. One vectorised,
+    compiled NumPyro ``Predictive`` call (the same key each time: common random numbers)."""
+    spec = model.spec
+    data, prior = model.model_args(with_response=False)
+    m = len(next(iter(values.values())))
+    sets = [site_values(spec, prior, {k: v[i] for k, v in values.items()}) for i in range(m)]
+    fixed = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
+    raw = {**fixed, **_simulator(model)(key, fixed, data, prior)}
+    raw = {k: np.asarray(v)[None] for k, v in raw.items()}  # a "chain" dim for naming
+    named, _, _ = named_posterior(spec, raw)
+    return {k: v[0] for k, v in named.items()}, raw["y"][0]
+
+
+def _attribute(
+    model: Model,
+    draws: dict,
+    plausible: tuple[float, float],
+    metric: str,
+    n_sets: int,
+    seed: int,
+    threshold: float,
+) -> pd.DataFrame:
+    """Share of absurd mass with each prior in turn fixed at a moderate value.
+
+    Rows (column ``kind``): ``baseline``, the first ``n_sets`` prior draws re-simulated
+    as they are (with the same random numbers as every other row); ``single``, one row
+    per prior; and, when no single prior brings the share down to ``threshold``,
+    ``joint``: priors fixed together, chosen greedily (each step adds the prior that
+    lowers the share most), until the share is at most ``threshold`` or stops falling."""
+    spec = model.spec
+    defaults = default_priors(model.design, spec.terms, spec.family, spec.aux)
+    candidates = [name for name, prior in spec.priors if prior.support != P.CORRELATION]
+    m = min(n_sets, len(draws["y"]))
+    base = {k: np.asarray(draws[k][:m], dtype=float) for k in spec.hyper_names}
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    moderate = {name: _prior_median(defaults[name]) for name in candidates}
+
+    def share(fixed: list[str]) -> float:
+        values = {**base, **{k: np.full(m, moderate[k]) for k in fixed}}
+        named, y = _simulate(model, values, key)
+        return _measure(model, named, y, plausible)[metric]
+
+    baseline = share([])
+    prior_of, sources = spec.prior_of, dict(spec.prior_sources)
+    columns = ["fixed", "kind", "prior", "source", "default prior", "fixed at", "share"]
+    rows = [("(all from the priors)", "baseline", "", "", "", np.nan, baseline)]
+    singles = {name: share([name]) for name in candidates}
+    joint: list[str] = []
+    for name, value in singles.items():
+        prior, default = str(prior_of[name]), str(defaults[name])
+        rows.append((name, "single", prior, sources[name], default, moderate[name], value))
+    if singles and min(singles.values()) > threshold:
+        pool = sorted(singles, key=singles.get)[:_GREEDY_POOL]
+        chosen, current = [], baseline
+        while pool and current > threshold and len(chosen) < _GREEDY_STEPS:
+            trial = {name: share([*chosen, name]) for name in pool}
+            best = min(trial, key=trial.get)
+            if current - trial[best] < 0.01:
+                break
+            chosen.append(best)
+            pool.remove(best)
+            current = trial[best]
+        if len(chosen) > 1:
+            joint = chosen
+            rows.append((" & ".join(chosen), "joint", "", "", "", np.nan, current))
+    table = pd.DataFrame(rows, columns=columns)
+    table["reduction"] = baseline - table["share"]
+    table = table.set_index("fixed")
+    table.attrs["joint"] = joint
+    return table
+
+
+_GREEDY_POOL = 8  # priors tried in the joint search (those that help most on their own)
+_GREEDY_STEPS = 4
+
+
+def _pct(x: float) -> str:
+    if 0 < x < 0.01 or 0.99 < x < 1:
+        return f"{100 * x:.1f}%"
+    return f"{100 * x:.0f}%"
+
+
+def _times(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _diagnosis(prior: P.Prior, default: P.Prior) -> str:
+    """Why a prior is implausible next to its default: too wide, or centred elsewhere."""
+    if prior.support == P.REAL:
+        (loc, scale), (d_loc, d_scale) = prior.loc_scale(), default.loc_scale()
+        if scale > 3 * d_scale:
+            return (
+                f"It is {_times(scale / d_scale)} times as wide as the default scaled to the data."
+            )
+        if abs(loc - d_loc) > 3 * d_scale:
+            return "It is centred far from where the data put this parameter."
+        return ""
+    ratio = _prior_median(prior) / _prior_median(default)
+    if ratio > 5:
+        return f"Its median is {_times(ratio)} times that of the default scaled to the data."
+    if ratio < 0.2:
+        return f"Its median is {_times(1 / ratio)} times smaller than that of the default."
+    return ""
+
+
+def _advice(model: Model, name: str) -> str:
+    spec = model.spec
+    prior = spec.prior_of[name]
+    default = default_priors(model.design, spec.terms, spec.family, spec.aux)[name]
+    if prior != default:
+        words = _diagnosis(prior, default)
+        return (
+            (words + " " if words else "")
+            + "Set it from what you know about the outcome, e.g. "
+            + f"priors={{'{name}': ml.{default}}} (the default, scaled to the data)."
+        )
+    return (
+        "It is the default prior, scaled to the data; if that is still too wide for your "
+        "outcome, set a narrower one from what you know."
+    )
+
+
+def _named_prior(table: pd.DataFrame, name: str) -> str:
+    row = table.loc[name]
+    source = row["source"]
+    return f"{row['prior']}, {source}" if source.startswith("set by class") else row["prior"]
+
+
+def _attribution_words(
+    model: Model, table: pd.DataFrame, share: float, threshold: float, what: str
+) -> str:
+    """Plain words on which prior drives the absurd mass (``what`` names the share)."""
+    singles = table[table["kind"] == "single"].sort_values("share")
+    if not len(singles):
+        return "The model has no prior to attribute it to."
+    best = singles.iloc[0]
+    name = str(best.name)
+    if best["share"] <= threshold:
+        text = (
+            f"The prior on '{name}' ({_named_prior(table, name)}) drives it: with {name} "
+            f"fixed at {best['fixed at']:.4g} (a moderate value: the median of its default "
+            f"prior {best['default prior']}) only {_pct(best['share'])} of {what} are out "
+            f"of range (instead of {_pct(share)}). " + _advice(model, name)
+        )
+        others = singles.iloc[1:][singles.iloc[1:]["share"] <= threshold]
+        if len(others):
+            text += " Fixing " + ", ".join(
+                f"'{o}' instead also brings it to {_pct(s)}" for o, s in others["share"].items()
+            )
+            text += "."
+        return text
+    helped = (
+        f"fixing any one prior at a moderate value leaves at least {_pct(best['share'])} of "
+        f"{what} out of range ('{name}' helps most)."
+    )
+    joint = table[table["kind"] == "joint"]
+    if len(joint):
+        names = table.attrs["joint"]
+        listed = ", ".join(f"'{n}' ({_named_prior(table, n)})" for n in names[:-1])
+        listed += f" and '{names[-1]}' ({_named_prior(table, names[-1])})"
+        value = joint["share"].iloc[0]
+        if value <= threshold:
+            return (
+                f"No single prior explains it: {helped} Together the priors on {listed} "
+                f"do: with {'both' if len(names) == 2 else 'all of them'} fixed at moderate "
+                "values (the medians of their "
+                f"default priors) only {_pct(value)} are out of range. Set each from what "
+                "you know about the outcome (their defaults are scaled to the data)."
+            )
+        return (
+            f"No prior explains it: {helped} Fixing {listed} together still leaves "
+            f"{_pct(value)}. Check the priors together with the scale of the predictors "
+            "and of the outcome."
+        )
+    return (
+        f"No prior explains it: {helped} Check the priors together with the scale of the "
+        "predictors and of the outcome."
+    )
+
+
+# ---------------------------------------------------------------------------- check
+class PriorPredictiveCheck:
+    """Outcomes implied by the priors, compared with the observed outcomes.
+
+    Attributes
+    ----------
+    draws : dict of str to ndarray
+        Prior draws of every parameter (as ``Model.draw``) and ``"y"``, shape (n, rows):
+        one simulated data set per draw. Poisson counts whose rate overflows (> 2**31)
+        are ``inf``.
+    observed : ndarray
+        The observed outcome (rows used by the model).
+    plausible : (float, float)
+        The plausible range used (outcome scale; probability scale for binary families).
+    plausible_source : {"default", "given"}
+    share_outside : float
+        gaussian, poisson: share of all simulated outcomes outside ``plausible``;
+        bernoulli, binomial: share of all implied success probabilities outside it.
+    share_extreme_rates : float or None
+        bernoulli, binomial: share of simulated data sets whose overall success rate is
+        outside ``plausible``.
+    summary : pandas.DataFrame
+        Rows ``q1%`` ... ``q99%``: quantiles of all simulated outcomes pooled over draws
+        (column ``simulated``) and of the observed outcomes (``observed``). Rows ``mean``,
+        ``sd``, ``min``, ``max``: the statistic of each simulated data set, summarised by
+        its median across draws (``simulated``) and 90% range (``5%``, ``95%``), next to
+        the observed statistic. Binomial outcomes are proportions ``y / trials``;
+        bernoulli has a ``success rate`` row instead; both binary families add ``p q1%``
+        ... rows: quantiles of the implied success probabilities.
+    warnings : list of str
+        Plain-words problems, each naming the prior that drives it.
+    attribution : pandas.DataFrame or None
+        Share of absurd mass with each prior fixed at a moderate value (computed when a
+        warning is raised, or by ``attribute()``).
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        draws: dict,
+        seed: int,
+        plausible: tuple[float, float] | None = None,
+        threshold: float = THRESHOLD,
+        n_attribution: int = N_ATTRIBUTION,
+    ):
+        self.model = model
+        self.spec = model.spec
+        self.family = model.spec.family
+        self.response = model.spec.response
+        self.seed = int(seed)
+        self.n = len(draws["y"])
+        self.threshold = float(threshold)
+        self.n_attribution = int(n_attribution)
+        design = model.design
+        self.observed = np.asarray(design.y, dtype=float)
+        self.trials = None if design.trials is None else np.asarray(design.trials, dtype=float)
+        if plausible is None:
+            self.plausible = default_plausible_range(self.observed, self.family, self.trials)
+            self.plausible_source = "default"
+        else:
+            self.plausible = _check_plausible(plausible, self.family)
+            self.plausible_source = "given"
+        measured = _measure(model, draws, draws["y"], self.plausible)
+        self.draws = {**draws, "y": measured["y"] if self.family == "poisson" else draws["y"]}
+        self._measured = measured
+        self._overflow = measured.get("overflow", 0.0)
+        if self.family in BINARY:
+            self.share_outside = measured["probabilities"]
+            self.share_extreme_rates: float | None = measured["rates"]
+        else:
+            self.share_outside = measured["outcomes"]
+            self.share_extreme_rates = None
+        self.summary = self._summary()
+        self.attribution: pd.DataFrame | None = None
+        self.warnings: list[str] = []
+        metric = self._absurd_metric()
+        if metric is not None:
+            self.attribute(metric)
+            self.warnings.append(self._message(metric))
+
+    # ------------------------------------------------------------------ numbers
+    def _summary(self) -> pd.DataFrame:
+        m = self._measured
+        cols = ["observed", "simulated", "5%", "95%"]
+        rows: dict[str, list[float]] = {}
+        if self.family == "bernoulli":
+            rate = m["rate"]
+            obs_rate = _success_rate(self.observed, None)
+            rows["success rate"] = [obs_rate, *_quantile(rate, [0.5, 0.05, 0.95])]
+        else:
+            sim, obs = m["y"], self.observed
+            if self.family == "binomial":
+                sim, obs = sim / self.trials, obs / self.trials
+            pooled = _quantile(sim.ravel(), QUANTILES)
+            observed = _quantile(obs, QUANTILES)
+            for q, a, b in zip(QUANTILES, observed, pooled):
+                rows[f"q{100 * q:g}%"] = [a, b, np.nan, np.nan]
+            per_draw, obs_stats = _per_draw(sim), _per_draw(obs[None])
+            for stat in STATISTICS:
+                rows[stat] = [
+                    float(obs_stats[stat][0]),
+                    *_quantile(per_draw[stat], [0.5, 0.05, 0.95]),
+                ]
+            if self.family == "binomial":
+                obs_rate = _success_rate(self.observed, self.trials)
+                rows["success rate"] = [obs_rate, *_quantile(m["rate"], [0.5, 0.05, 0.95])]
+        if self.family in BINARY:
+            for q, value in zip(QUANTILES, _quantile(m["p"].ravel(), QUANTILES)):
+                rows[f"p q{100 * q:g}%"] = [np.nan, value, np.nan, np.nan]
+        frame = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+        frame.index.name = "statistic"
+        return frame
+
+    def _absurd_metric(self) -> str | None:
+        if self.family in BINARY:
+            shares = {"probabilities": self.share_outside, "rates": self.share_extreme_rates}
+            metric = max(shares, key=shares.get)
+            return metric if shares[metric] > self.threshold else None
+        return "outcomes" if self.share_outside > self.threshold else None
+
+    def attribute(self, metric: str | None = None) -> pd.DataFrame:
+        """Which prior drives the absurd mass: re-simulate ``n_attribution`` of the prior
+        draws with each prior in turn fixed at a moderate value (the median of that
+        parameter's default prior) and everything else as drawn. Returns (and keeps as
+        ``attribution``) a table of the share of absurd mass in each case."""
+        metric = (
+            metric
+            or self._absurd_metric()
+            or ("probabilities" if self.family in BINARY else "outcomes")
+        )
+        self.attribution = _attribute(
+            self.model,
+            self.draws,
+            self.plausible,
+            metric,
+            self.n_attribution,
+            self.seed,
+            self.threshold,
+        )
+        self.attribution.attrs["metric"] = metric
+        return self.attribution
+
+    def _range_words(self) -> str:
+        lo, hi = self.plausible
+        if self.plausible_source == "given":
+            return f"the plausible range [{lo:.4g}, {hi:.4g}] you gave"
+        if self.family == "gaussian":
+            how = "the observed range widened by twice its width on each side"
+        elif self.family == "poisson":
+            how = "0 to ten times the largest observed count plus 10"
+        else:
+            how = "the default for success probabilities"
+        return f"the plausible range [{lo:.4g}, {hi:.4g}] ({how})"
+
+    def _message(self, metric: str) -> str:
+        lo, hi = self.plausible
+        if metric == "outcomes":
+            what = "simulated outcomes"
+            head = (
+                f"The priors put most of their mass on absurd outcomes: "
+                f"{_pct(self.share_outside)} of the values of {self.response} simulated "
+                f"from the priors lie outside {self._range_words()}; the observed values "
+                f"span [{self.observed.min():.4g}, {self.observed.max():.4g}]."
+            )
+            if self._overflow > 0:
+                head += (
+                    f" {_pct(self._overflow)} of the simulated Poisson rates exceed 2**31, "
+                    "too large to simulate at all."
+                )
+            share = self.share_outside
+        else:
+            obs_rate = _success_rate(self.observed, self.trials)
+            rates = (
+                f"{_pct(self.share_extreme_rates)} of simulated data sets have an overall "
+                f"success rate outside [{lo:.4g}, {hi:.4g}] (observed: {obs_rate:.3g})"
+            )
+            probs = (
+                f"{_pct(self.share_outside)} of the success probabilities implied by the "
+                f"priors are below {lo:.4g} or above {hi:.4g}"
+            )
+            first, second = (probs, rates) if metric == "probabilities" else (rates, probs)
+            other = self.share_extreme_rates if metric == "probabilities" else self.share_outside
+            joiner = "; " if other > self.threshold else ", although only "
+            head = (
+                "The priors put most of their mass on extreme probabilities, i.e. on an "
+                f"outcome that is almost certain: {first}{joiner}{second}."
+            )
+            what = "success probabilities" if metric == "probabilities" else "simulated data sets"
+            share = self.share_outside if metric == "probabilities" else self.share_extreme_rates
+        words = _attribution_words(self.model, self.attribution, share, self.threshold, what)
+        return head + " " + words
+
+    # ---------------------------------------------------------------- display
+    def __repr__(self) -> str:
+        lo, hi = self.plausible
+        lines = [
+            f"Prior predictive check of {self.response} ({self.family}; {self.n} draws, "
+            f"seed {self.seed})",
+            "",
+            self.summary.to_string(float_format=lambda x: f"{x:.4g}"),
+            "",
+        ]
+        if self.family in BINARY:
+            lines.append(
+                f"Success probabilities outside [{lo:.4g}, {hi:.4g}]: "
+                f"{_pct(self.share_outside)}; data sets with a success rate outside it: "
+                f"{_pct(self.share_extreme_rates)}"
+            )
+        else:
+            lines.append(
+                f"Simulated outcomes outside the plausible range [{lo:.4g}, {hi:.4g}] "
+                f"({self.plausible_source}): {_pct(self.share_outside)}"
+            )
+        if self.warnings:
+            lines += ["", "Warnings:"] + [f"- {w}" for w in self.warnings]
+        else:
+            lines.append("No warnings: the priors imply outcomes on the scale of the data.")
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path | None = None, n_sets: int = 50) -> Figure:
+        """Simulated data sets next to the observed data; saved to ``path`` if given
+        (PNG, SVG, PDF by suffix). Returns a matplotlib Figure (no pyplot state).
+
+        gaussian: densities of ``n_sets`` simulated data sets and of the observed data,
+        over a window holding the plausible range (shaded), with the share outside it;
+        poisson: proportions of counts, observed vs simulated (median, 90% range);
+        binary: histogram of simulated success rates and of implied probabilities, the
+        observed rate marked. The right panel shows each simulated data set's mean and sd
+        against the observed ones (symmetric-log axes when the spread is wide)."""
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        if self.family == "gaussian":
+            self._plot_densities(left, n_sets)
+        elif self.family == "poisson":
+            self._plot_counts(left)
+        else:
+            self._plot_rates(left)
+        if self.family in BINARY:
+            self._plot_probabilities(right)
+        else:
+            self._plot_moments(right)
+        fig.suptitle(
+            f"Prior predictive check: {self.spec.formula} ({self.family}, {self.n} draws)",
+            fontsize=10,
+        )
+        if path is not None:
+            fig.savefig(path, dpi=110)
+        return fig
+
+    def _plot_densities(self, ax, n_sets: int) -> None:
+        lo, hi = self.plausible
+        obs, sim = self.observed, self.draws["y"]
+        a, b = min(lo, obs.min()), max(hi, obs.max())
+        pad = 0.05 * (b - a)
+        bins = np.linspace(a - pad, b + pad, 61)
+        width = bins[1] - bins[0]
+        centers = (bins[:-1] + bins[1:]) / 2
+        peaks = []
+        for i, values in enumerate(sim[:n_sets]):
+            counts, _ = np.histogram(values[np.isfinite(values)], bins)
+            density = counts / (values.size * width)  # mass outside the view is not redrawn
+            peaks.append(density.max())
+            ax.plot(centers, density, color="C0", alpha=0.35, lw=0.8,
+                    label="simulated from the priors" if i == 0 else None)  # fmt: skip
+        counts, _ = np.histogram(obs, bins)
+        observed = counts / (obs.size * width)
+        ax.plot(centers, observed, color="black", lw=2.2, label="observed")
+        ax.axvspan(lo, hi, color="C2", alpha=0.1, label="plausible range")
+        top = max(observed.max(), np.median(peaks) if peaks else 0)
+        ax.set_ylim(0, 1.15 * min(max(peaks + [top]), 3 * observed.max()))
+        ax.set_xlim(bins[0], bins[-1])
+        beyond = float(np.mean(_outside(sim, bins[0], bins[-1])))
+        ax.set_title(
+            f"{min(n_sets, self.n)} simulated data sets vs observed {self.response}\n"
+            f"{_pct(self.share_outside)} of simulated values outside the plausible range; "
+            f"{_pct(beyond)} beyond this view",
+            fontsize=9,
+        )
+        ax.set_xlabel(self.response)
+        ax.set_ylabel("density")
+        ax.legend(fontsize=8, loc="upper right")
+
+    def _plot_counts(self, ax) -> None:
+        obs, sim = self.observed, self.draws["y"]
+        top = int(obs.max())
+        edges = np.unique(np.round(np.linspace(0, top + 1, min(top + 2, 26)))).astype(float)
+        edges = np.append(edges, np.inf)  # the last bin: above the largest observed count
+        labels = [
+            f"{int(lo)}" if hi - lo == 1 else f"{int(lo)}-{int(hi) - 1}"
+            for lo, hi in zip(edges[:-2], edges[1:-1])
+        ] + [f">{top}"]
+
+        def proportions(values):  # (..., rows) -> (..., bins)
+            idx = np.searchsorted(edges, np.nan_to_num(values, posinf=np.inf), side="right") - 1
+            idx = np.clip(idx, 0, len(labels) - 1)
+            return np.stack([(idx == k).mean(axis=-1) for k in range(len(labels))], axis=-1)
+
+        sim_p = proportions(sim)
+        med, q5, q95 = np.quantile(sim_p, [0.5, 0.05, 0.95], axis=0)
+        x = np.arange(len(labels))
+        ax.bar(x - 0.2, proportions(obs), width=0.4, color="black", alpha=0.8, label="observed")
+        ax.bar(x + 0.2, med, width=0.4, color="C0", alpha=0.7,
+               yerr=[med - q5, q95 - med], ecolor="C0", capsize=2,
+               label="simulated (median, 90% of data sets)")  # fmt: skip
+        ax.set_xticks(x, labels, rotation=60 if len(labels) > 12 else 0, fontsize=7)
+        ax.set_xlabel(self.response)
+        ax.set_ylabel("proportion of rows")
+        ax.set_title(
+            f"Counts: simulated vs observed; {_pct(self.share_outside)} of simulated counts "
+            f"outside [{self.plausible[0]:.4g}, {self.plausible[1]:.4g}]",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+
+    def _plot_rates(self, ax) -> None:
+        lo, hi = self.plausible
+        ax.hist(self._measured["rate"], bins=np.linspace(0, 1, 41), color="C0", alpha=0.7,
+                label="simulated data sets")  # fmt: skip
+        ax.axvspan(0, lo, color="C3", alpha=0.12, label="extreme")
+        ax.axvspan(hi, 1, color="C3", alpha=0.12)
+        ax.axvline(_success_rate(self.observed, self.trials), color="black", lw=2.2,
+                   label="observed")  # fmt: skip
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"success rate of {self.response}")
+        ax.set_ylabel("simulated data sets")
+        ax.set_title(
+            f"Success rate: {_pct(self.share_extreme_rates)} of simulated data sets outside "
+            f"[{lo:.3g}, {hi:.3g}]",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+
+    def _plot_probabilities(self, ax) -> None:
+        lo, hi = self.plausible
+        p = self._measured["p"].ravel()
+        if p.size > 200_000:
+            p = p[:: int(np.ceil(p.size / 200_000))]
+        bins = np.linspace(0, 1, 51)
+        ax.hist(p, bins=bins, density=True, color="C0", alpha=0.7,
+                label="implied by the priors")  # fmt: skip
+        if self.family == "binomial":
+            ax.hist(self.observed / self.trials, bins=bins, density=True, histtype="step",
+                    color="black", lw=2, label="observed")  # fmt: skip
+        else:
+            ax.axvline(_success_rate(self.observed, None), color="black", lw=2,
+                       label="observed")  # fmt: skip
+        ax.axvspan(0, lo, color="C3", alpha=0.12)
+        ax.axvspan(hi, 1, color="C3", alpha=0.12)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("success probability of a row")
+        ax.set_ylabel("density")
+        ax.set_title(
+            f"{_pct(self.share_outside)} of implied probabilities below {lo:.3g} or above {hi:.3g}",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+
+    def _plot_moments(self, ax) -> None:
+        per_draw = _per_draw(self.draws["y"])
+        obs = _per_draw(self.observed[None])
+        means, sds = per_draw["mean"], per_draw["sd"]
+        ok = np.isfinite(means) & np.isfinite(sds)
+        ax.scatter(means[ok], sds[ok], s=6, color="C0", alpha=0.4,
+                   label="simulated data sets")  # fmt: skip
+        ax.scatter(obs["mean"], obs["sd"], s=160, marker="*", color="black", zorder=3,
+                   label="observed")  # fmt: skip
+        ax.axvspan(*self.plausible, color="C2", alpha=0.1, label="plausible range")
+        lo, hi = self.plausible
+        # Symmetric-log axes when the spread is wide: linear over the plausible range
+        # (means) or up to the observed sd (sds), logarithmic beyond.
+        x_lin = max(abs(lo), abs(hi), 1e-12)
+        y_lin = max(float(obs["sd"][0]), 1e-12)
+        if ok.any() and np.quantile(np.abs(means[ok]), 0.9) > 2 * x_lin:
+            ax.set_xscale("symlog", linthresh=x_lin)
+        if ok.any() and np.quantile(sds[ok], 0.9) > 20 * y_lin:
+            ax.set_yscale("symlog", linthresh=y_lin)
+        ax.set_xlabel(f"mean of a data set of {self.response}")
+        ax.set_ylabel("sd of a data set")
+        ax.set_title("Each simulated data set's mean and sd", fontsize=9)
+        ax.legend(fontsize=8)
+
+
+def prior_predictive_check(
+    model: Model,
+    n: int = 500,
+    seed: int = 0,
+    plausible: tuple[float, float] | None = None,
+    *,
+    threshold: float = THRESHOLD,
+    n_attribution: int = N_ATTRIBUTION,
+    warn: bool = True,
+) -> PriorPredictiveCheck:
+    """Draw ``n`` parameter sets and data sets from the priors and check them.
+
+    Parameters
+    ----------
+    model : Model
+    n : int
+        Number of prior draws (each a whole simulated data set).
+    seed : int
+        The same seed gives identical draws.
+    plausible : (lo, hi), optional
+        Plausible range of the outcome (of the success probability for bernoulli and
+        binomial). Defaults: see ``default_plausible_range``.
+    threshold : float
+        Warn when more than this share of the prior predictive mass is out of range.
+    n_attribution : int
+        Prior draws re-simulated per prior when attributing a problem.
+    warn : bool
+        Also issue each problem as a ``PriorPredictiveWarning`` (always kept in
+        ``check.warnings``).
+
+    Examples
+    --------
+    >>> check = prior_predictive_check(model, n=500, seed=1)  # doctest: +SKIP
+    >>> check.share_outside  # doctest: +SKIP
+    0.004
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise MultilevelError(f"n must be a positive whole number, got {n!r}.")
+    if not 0 < threshold < 1:
+        raise MultilevelError(f"threshold must be between 0 and 1, got {threshold}.")
+    if plausible is not None:
+        plausible = _check_plausible(plausible, model.spec.family)
+    draws = model.draw(int(n), int(seed))
+    check = PriorPredictiveCheck(model, draws, seed, plausible, threshold, n_attribution)
+    if warn:
+        for message in check.warnings:
+            warnings.warn(message, PriorPredictiveWarning, stacklevel=3)
+    return check
