@@ -23,6 +23,9 @@ from multilevel.priors import (
     Normal,
     StudentT,
 )
+from multilevel.workflow.pooling import PoolingComparison, compare_pooling
+from multilevel.workflow.prior_check import PriorPredictiveCheck, PriorPredictiveWarning
+from multilevel.workflow.recover import RecoveryResult, recover
 
 __version__ = "0.1.0"
 
@@ -40,8 +43,14 @@ __all__ = [
     "Model",
     "MultilevelError",
     "Normal",
+    "PoolingComparison",
     "PriorError",
+    "PriorPredictiveCheck",
+    "PriorPredictiveWarning",
+    "RecoveryResult",
     "StudentT",
+    "compare_pooling",
     "datasets",
     "load",
+    "recover",
 ]

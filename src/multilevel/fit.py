@@ -59,6 +59,22 @@ class Fit:
     def timing(self) -> dict:
         return dict(self.info["timing"])
 
+    # ----------------------------------------------------------------- plots
+    def plot_shrinkage(self, path: str | Path | None = None, kind: str = "auto", **fit_kwargs):
+        """Shrinkage plot of this partial-pooling fit against no and complete pooling.
+
+        Runs ``ml.compare_pooling`` on the Model that made this fit, reusing this fit
+        and fitting the other two variants with this fit's sampler settings and seed
+        (``fit_kwargs`` override them). Returns the matplotlib Figure; ``path`` saves it
+        (``.png``, ``.svg`` or ``.pdf``). For the comparison itself (table, LOO), call
+        ``ml.compare_pooling(formula, data, partial=fit)``.
+
+        >>> fig = fit.plot_shrinkage("shrinkage.png", progress=False)  # doctest: +SKIP
+        """
+        from multilevel.workflow.pooling import PoolingComparison  # workflow imports Fit
+
+        return PoolingComparison.from_fit(self, **fit_kwargs).plot_shrinkage(path, kind=kind)
+
     # ----------------------------------------------------------------- printing
     def __repr__(self) -> str:
         return format_fit(self)

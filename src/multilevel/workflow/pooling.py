@@ -1,0 +1,497 @@
+"""Complete, no and partial pooling of one grouping factor, fitted side by side.
+
+A varying-effects model sits between two extremes. *Complete pooling* ignores the groups
+(one set of coefficients for everyone); *no pooling* gives every group its own
+coefficients, estimated from that group's rows alone; *partial pooling* (the multilevel
+model) gives every group its own coefficients but draws them from a population
+distribution whose spread is learned from the data, so a group with few rows is pulled
+toward the population mean and a group with many rows mostly keeps its own estimate.
+:func:`compare_pooling` fits all three from one formula and lays the group estimates side
+by side, with leave-one-out cross-validation of each fit.
+
+Examples
+--------
+>>> import multilevel as ml
+>>> radon = ml.datasets.load("radon")
+>>> cmp = ml.compare_pooling("log_radon ~ floor + (1 | county)", radon, seed=1)  # doctest: +SKIP
+>>> cmp.table.head()  # doctest: +SKIP
+>>> cmp.loo  # doctest: +SKIP
+>>> cmp.plot_shrinkage("shrinkage.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import formulaic
+import numpy as np
+import pandas as pd
+from formulaic.errors import FormulaicError
+from scipy import special
+
+from multilevel._arviz import az
+from multilevel.errors import FormulaError, MultilevelError
+from multilevel.fit import Fit
+from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
+from multilevel.model import Model
+from multilevel.prior_rules import DEFAULT
+
+__all__ = ["PoolingComparison", "compare_pooling", "pointwise_log_likelihood"]
+
+#: The three variants, in the order of least to most flexible per group.
+VARIANTS = ("complete", "none", "partial")
+_COLUMNS = {"complete": "complete_pooling", "none": "no_pooling", "partial": "partial_pooling"}
+_PARETO_K_BAD = 0.7
+
+
+# --------------------------------------------------------------------------- formulas
+@dataclass(frozen=True)
+class _Plan:
+    """What the three variants are: their formulas, the grouping factor and its terms."""
+
+    formulas: dict[str, str]
+    group: str
+    coefs: tuple[str, ...]  # varying coefficients as the design names them: Intercept, x
+
+
+def _plan(formula: str) -> _Plan:
+    parsed = parse_formula(formula)
+    term = _single_term(parsed)
+    coefs = _varying_coefs(term)
+    lhs = parsed.response + (f" | trials({parsed.trials})" if parsed.trials else "")
+    fixed_terms = _terms_of(parsed.fixed)
+    has_intercept = "1" in fixed_terms
+    factor = f"C({term.group})"
+    # No pooling: per-group columns replace the population intercept and slopes that vary.
+    absorbed = {"1" if c == "Intercept" else c for c in coefs}
+    keep_intercept = has_intercept and "Intercept" not in coefs
+    none_terms = ["1" if keep_intercept else "0"]
+    none_terms += [factor if c == "Intercept" else f"{factor}:{c}" for c in coefs]
+    none_terms += [t for t in fixed_terms if t not in absorbed and t != "1"]
+    return _Plan(
+        formulas={
+            "complete": f"{lhs} ~ {parsed.fixed}",
+            "none": f"{lhs} ~ {' + '.join(none_terms)}",
+            "partial": formula,
+        },
+        group=term.group,
+        coefs=coefs,
+    )
+
+
+def _single_term(parsed: ParsedFormula) -> GroupTerm:
+    terms = parsed.groups
+    if len(terms) != 1 or len(terms[0].factors) != 1:
+        if not terms:
+            found = "no group term"
+        else:
+            found = ", ".join(f"({t.expr} | {t.group})" for t in terms)
+        raise FormulaError(
+            "compare_pooling needs exactly one grouping factor in exactly one group term, "
+            "e.g. `y ~ x + (1 | g)` or `y ~ x + (1 + x | g)`; nested (`a/b`), interaction "
+            f"(`a:b`) and crossed (`(1 | a) + (1 | b)`) groupings are not supported. Found: {found}."
+        )
+    return terms[0]
+
+
+def _terms_of(expr: str) -> list[str]:
+    try:
+        return [str(t) for t in formulaic.Formula(expr)]
+    except FormulaicError as exc:  # the Model reports this better; keep the message short
+        raise FormulaError(f"Cannot read `{expr}`: {exc}") from None
+
+
+def _varying_coefs(term: GroupTerm) -> tuple[str, ...]:
+    terms = _terms_of(term.expr)
+    return tuple("Intercept" if t == "1" else t for t in terms)
+
+
+def _check_coefs(plan: _Plan, model: Model) -> None:
+    """The varying coefficients must be an intercept and numeric covariates: a
+    categorical covariate inside the bar expands into several columns we cannot name."""
+    block = model.design.blocks[0]
+    if tuple(block.coefs) != plan.coefs:
+        raise FormulaError(
+            f"compare_pooling supports a varying intercept and slopes of numeric "
+            f"covariates; `({block.term.expr} | {plan.group})` makes the columns "
+            f"{', '.join(block.coefs)}. Make a numeric column for each and use those."
+        )
+
+
+def _none_column(group: str, level: str, coef: str) -> str:
+    """The no-pooling design column of one group's coefficient (formulaic's naming)."""
+    base = f"C({group})[{level}]"
+    return base if coef == "Intercept" else f"{base}:{coef}"
+
+
+def _carried_priors(partial: Model, exclude: set[str]) -> dict:
+    """Priors the user set on the partial-pooling model that mean the same thing in the
+    other variant: population coefficients it keeps and family parameters, by name.
+
+    Class priors such as ``b`` are resolved by name, so they never reach the no-pooling
+    per-group coefficients, which keep their auto-scaled defaults."""
+    spec = partial.spec
+    sources = dict(spec.prior_sources)
+    names = [c for c in spec.columns if c not in exclude] + list(spec.aux)
+    return {n: spec.prior_of[n] for n in names if sources[n] != DEFAULT}
+
+
+# --------------------------------------------------------------------------- log-likelihood
+def pointwise_log_likelihood(fit: Fit) -> np.ndarray:
+    """Log-likelihood of every observation under every posterior draw.
+
+    Computed from the named posterior and the design: the linear predictor is
+    ``X @ beta + sum_k sum_j Z_k[:, j] * effects_k[codes_k, j]``, then the family's log
+    density (gaussian; bernoulli logit and probit; binomial logit; poisson log) in float64.
+    This is a stand-in until fits store their pointwise log-likelihood (issue 5).
+    (Probit uses the exact log normal CDF; the sampler clips the probability at
+    float32 precision, which differs only for |eta| > 5.)
+
+    Parameters
+    ----------
+    fit : Fit
+        A fit made by ``Model.fit`` in this session (it needs ``fit.model``'s data).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (chains, draws, rows).
+
+    Examples
+    --------
+    >>> fit = ml.Model("log_radon ~ floor", radon).fit(seed=1)  # doctest: +SKIP
+    >>> pointwise_log_likelihood(fit).shape  # doctest: +SKIP
+    (4, 1000, 919)
+    """
+    model = _model_of(fit, "pointwise_log_likelihood")
+    spec, design, post = fit.spec, model.design, fit.idata.posterior
+    if design.X.shape[1] != len(spec.columns):
+        raise MultilevelError("The fit and its model's design disagree; refit the model.")
+
+    def values(name: str) -> np.ndarray:
+        return np.asarray(post[name].values, dtype=float)
+
+    out = []
+    for c in range(post.sizes["chain"]):
+        beta = np.stack([values(n)[c] for n in spec.columns], axis=-1)  # (D, p)
+        eta = beta @ design.X.T  # (D, p) @ (p, n) -> (D, n)
+        for term, block in zip(spec.terms, design.blocks):
+            effects = np.stack([values(n)[c] for n in term.effect_names], -1)  # (D, L, q)
+            # (D, n, q) * (n, q) -> (D, n): each row picks its level's effects
+            eta = eta + np.einsum("dnq,nq->dn", effects[:, block.codes, :], block.Z)
+        aux = {name: values(name)[c][:, None] for name in spec.aux}  # (D, 1)
+        out.append(_log_density(spec.family, spec.link, design.y, eta, aux, design.trials))
+    return np.stack(out)
+
+
+def _log_density(family: str, link: str, y, eta, aux: dict, trials=None) -> np.ndarray:
+    """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n)."""
+    y = np.asarray(y, dtype=float)
+    if family == "gaussian":
+        sigma = aux["sigma"]
+        return -0.5 * ((y - eta) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+    if family == "bernoulli" and link == "logit":
+        return y * eta - np.logaddexp(0.0, eta)
+    if family == "bernoulli" and link == "probit":
+        return np.where(y > 0, special.log_ndtr(eta), special.log_ndtr(-eta))
+    if family == "binomial" and link == "logit":
+        n = np.asarray(trials, dtype=float)
+        log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
+        return log_choose + y * eta - n * np.logaddexp(0.0, eta)
+    if family == "poisson" and link == "log":
+        return y * eta - np.exp(eta) - special.gammaln(y + 1)
+    raise MultilevelError(f"No log-likelihood for family {family!r} with link {link!r}.")
+
+
+def _loo_row(fit: Fit) -> dict:
+    ll = pointwise_log_likelihood(fit)
+    idata = az.InferenceData(
+        posterior=fit.idata.posterior,
+        log_likelihood=az.convert_to_dataset({fit.spec.response: ll}, group="log_likelihood"),
+    )
+    with warnings.catch_warnings():  # reported as the pareto_k_bad column instead
+        warnings.simplefilter("ignore", UserWarning)
+        result = az.loo(idata, pointwise=True)
+    return {
+        "elpd": float(result["elpd_loo"]),
+        "se": float(result["se"]),
+        "p_loo": float(result["p_loo"]),
+        "pareto_k_bad": int((np.asarray(result["pareto_k"]) > _PARETO_K_BAD).sum()),
+    }
+
+
+def _model_of(fit: Fit, what: str) -> Model:
+    if fit.model is None:
+        raise MultilevelError(
+            f"{what} needs the Model (formula and data) that made this fit, and a fit read "
+            "with ml.load does not keep it. Fit the model again in this session, e.g. "
+            "fit = ml.Model(formula, data).fit(), then call it on that fit."
+        )
+    return fit.model
+
+
+# --------------------------------------------------------------------------- the comparison
+class PoolingComparison:
+    """Complete, no and partial pooling fitted to the same data (see :func:`compare_pooling`).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per group level and varying coefficient: ``group``, ``term``, ``n``,
+        ``no_pooling``, ``partial_pooling``, ``complete_pooling`` (posterior means, each
+        with ``_q5``/``_q95`` columns) and ``shrinkage``.
+    fits : dict
+        ``{"complete": Fit, "none": Fit, "partial": Fit}``.
+    loo : pandas.DataFrame
+        Indexed by variant: ``elpd``, ``se``, ``p_loo`` and ``pareto_k_bad``.
+    formulas : dict
+        The formula of each variant, keyed as ``fits``.
+    group : str
+        The grouping factor.
+    terms : tuple of str
+        The varying coefficients, e.g. ``("Intercept", "floor")``.
+    """
+
+    def __init__(self, formulas, group, terms, table, fits, loo):
+        self.formulas = dict(formulas)
+        self.group = group
+        self.terms = tuple(terms)
+        self.table = table
+        self.fits = dict(fits)
+        self.loo = loo
+
+    @classmethod
+    def from_fit(cls, fit: Fit, **fit_kwargs) -> PoolingComparison:
+        """The comparison for an existing partial-pooling fit, which is reused as is.
+
+        The other two variants are fitted with the same sampler settings and seed as
+        ``fit`` unless ``fit_kwargs`` say otherwise; priors the user set on population
+        coefficients and family parameters carry over."""
+        model = _model_of(fit, "Comparing pooling")
+        info = fit.info
+        settings = {**info["settings"], "seed": info["seed"], **fit_kwargs}
+        spec = fit.spec
+        return compare_pooling(
+            spec.formula, model.data, spec.family, spec.link, partial=fit, **settings
+        )
+
+    def population(self) -> pd.Series:
+        """Posterior means of the partial-pooling fit's population distribution:
+        coefficient means (0 where a coefficient has no population term), sds and, for
+        two correlated coefficients, their correlation."""
+        summary = self.fits["partial"].summary()["mean"]
+        spec = self.fits["partial"].spec
+        term = spec.terms[0]
+        out = {c: float(summary.get(c, 0.0)) for c in self.terms}
+        out.update({n: float(summary[n]) for n in term.sd_names})
+        out.update({n: float(summary[n]) for n in term.cor_names})
+        return pd.Series(out)
+
+    def plot_shrinkage(self, path=None, kind: str = "auto"):
+        """Plot each group's no-pooling and partial-pooling estimates; see
+        :func:`multilevel.workflow.shrinkage.plot_shrinkage`."""
+        from multilevel.workflow.shrinkage import plot_shrinkage
+
+        return plot_shrinkage(self, path=path, kind=kind)
+
+    def __repr__(self) -> str:
+        shown = ["group", "term", "n", "no_pooling", "partial_pooling", "complete_pooling"]
+        top = self.table.sort_values("shrinkage", ascending=False, na_position="last").head(10)
+        fmt = {"float_format": lambda x: f"{x:.3g}", "index": False}
+        lines = [
+            f"Pooling comparison: {len(self.table)} rows, {self.group} x {', '.join(self.terms)}"
+        ]
+        lines += [f"  {k:<9} {self.formulas[k]}" for k in VARIANTS]
+        lines += [
+            "",
+            "Groups shrunk most (shrinkage = (no_pooling - partial_pooling) / "
+            "(no_pooling - population mean)):",
+            top[[*shown, "shrinkage"]].to_string(**fmt),
+            "",
+            "Leave-one-out cross-validation (higher elpd predicts new rows better; "
+            "p_loo = effective number of parameters):",
+            self.loo.to_string(float_format=lambda x: f"{x:.1f}"),
+        ]
+        return "\n".join(lines)
+
+
+def compare_pooling(
+    formula: str,
+    data: pd.DataFrame,
+    family: str = "gaussian",
+    link: str | None = None,
+    priors: dict | None = None,
+    *,
+    partial: Fit | None = None,
+    **fit_kwargs,
+) -> PoolingComparison:
+    """Fit complete, no and partial pooling of one grouping factor and compare them.
+
+    From one partial-pooling formula such as ``y ~ x + (1 + x | g)`` three models are
+    fitted with ``Model(...).fit(**fit_kwargs)``:
+
+    * ``"complete"``: the group term dropped, ``y ~ x``: one set of coefficients for all.
+    * ``"none"``: every group its own intercept and slopes, with independent priors and
+      no population distribution: ``y ~ 0 + C(g) + C(g):x`` (the population intercept and
+      ``x`` are absorbed; other population predictors stay). These per-group coefficients
+      get the model's auto-scaled default priors, ``Normal(0, 2.5 sd(y) / sd(column))``,
+      which are wide (for a group with 1 row of 919 about 60 sd(y)): they do not pool.
+    * ``"partial"``: the formula as written (or the fit given as ``partial``).
+
+    Parameters
+    ----------
+    formula : str
+        A formula with exactly one group term and one grouping factor whose varying
+        coefficients are an intercept and/or numeric covariates: ``(1 | g)``,
+        ``(0 + x | g)``, ``(1 + x | g)``, ``(1 + x || g)``.
+    data : pandas.DataFrame
+    family, link : str
+        As for :class:`multilevel.Model`.
+    priors : dict, optional
+        Priors of the partial-pooling model. Those it sets on population coefficients
+        that the other variants keep, and on family parameters (``sigma``), carry over to
+        them by name; ``sd``/``cor`` priors have no counterpart there.
+    partial : Fit, optional
+        An existing fit of ``formula`` to ``data`` (made in this session): reused, not
+        refitted. ``priors`` is then ignored in favour of that fit's own.
+    **fit_kwargs
+        Passed to ``Model.fit`` (``chains``, ``warmup``, ``draws``, ``seed``, ``progress``...).
+
+    Returns
+    -------
+    PoolingComparison
+        ``.table``: a row per group level and varying coefficient with columns
+        ``group``, ``term``, ``n`` (rows in the group), ``no_pooling``,
+        ``partial_pooling``, ``complete_pooling`` (posterior means of the group's
+        coefficient on one scale: for partial pooling the population coefficient plus
+        the group's deviation, per draw; for complete pooling the population coefficient,
+        the same for every group), each with ``_q5`` and ``_q95`` columns (90% interval),
+        and ``shrinkage = (no_pooling - partial_pooling) / (no_pooling - population)``
+        with ``population`` the posterior mean of the partial-pooling fit's population
+        coefficient: the fraction of the way from the group's own estimate to the
+        population mean that partial pooling moved it (0: not at all, 1: all the way).
+        It is NaN where ``no_pooling == population`` exactly (nothing to shrink).
+        ``.fits``: ``{"complete": Fit, "none": Fit, "partial": Fit}``.
+        ``.loo``: ``elpd``, ``se``, ``p_loo`` and ``pareto_k_bad`` (observations with
+        Pareto k > 0.7, where the PSIS-LOO estimate is unreliable) per variant.
+        ``.plot_shrinkage(path)`` draws the estimates.
+
+    Raises
+    ------
+    FormulaError
+        If the formula has no group term, several, or a nested, interaction or crossed
+        grouping; or a categorical covariate varies.
+
+    Examples
+    --------
+    >>> import multilevel as ml
+    >>> radon = ml.datasets.load("radon")
+    >>> cmp = ml.compare_pooling("log_radon ~ floor + (1 | county)", radon,
+    ...                          chains=4, draws=1000, seed=1)  # doctest: +SKIP
+    >>> cmp.loo["p_loo"]  # doctest: +SKIP
+    variant
+    complete     3.8
+    none        86.4
+    partial     49.4
+    """
+    plan = _plan(formula)
+    if partial is not None:
+        model = _model_of(partial, "compare_pooling(partial=...)")
+        _check_same(plan, model, data, family, link)
+    else:
+        model = Model(formula, data, family=family, link=link, priors=priors)
+    _check_coefs(plan, model)
+    family, link = model.spec.family, model.spec.link
+    absorbed = set(plan.coefs)
+    models = {
+        "complete": Model(
+            plan.formulas["complete"],
+            data,
+            family=family,
+            link=link,
+            priors=_carried_priors(model, set()),
+        ),
+        "none": Model(
+            plan.formulas["none"],
+            data,
+            family=family,
+            link=link,
+            priors=_carried_priors(model, absorbed),
+        ),
+    }
+    fits = {name: m.fit(**fit_kwargs) for name, m in models.items()}
+    fits["partial"] = partial if partial is not None else model.fit(**fit_kwargs)
+    fits = {k: fits[k] for k in VARIANTS}
+    table = _table(plan, fits)
+    loo = pd.DataFrame.from_dict({k: _loo_row(f) for k, f in fits.items()}, orient="index")
+    loo.index.name = "variant"
+    return PoolingComparison(plan.formulas, plan.group, plan.coefs, table, fits, loo)
+
+
+def _check_same(plan: _Plan, model: Model, data: pd.DataFrame, family: str, link) -> None:
+    spec = model.spec
+    same = (
+        parse_formula(spec.formula).groups == parse_formula(plan.formulas["partial"]).groups
+        and parse_formula(spec.formula).fixed == parse_formula(plan.formulas["partial"]).fixed
+        and spec.family == family
+        and (link is None or spec.link == link)
+        and len(model.data) == len(data)
+    )
+    if not same:
+        raise MultilevelError(
+            f"The partial-pooling fit given is of `{spec.formula}` ({spec.family}, "
+            f"{len(model.data)} rows), not of `{plan.formulas['partial']}` ({family}, "
+            f"{len(data)} rows): pass the fit of this formula to this data."
+        )
+
+
+def _table(plan: _Plan, fits: dict[str, Fit]) -> pd.DataFrame:
+    model = fits["partial"].model
+    block = model.design.blocks[0]
+    levels = block.levels
+    sizes = np.bincount(block.codes, minlength=len(levels))
+    posts = {k: f.idata.posterior for k, f in fits.items()}
+    none_vars = set(posts["none"].data_vars)
+
+    def flat(values) -> np.ndarray:  # (chain, draw, ...) -> (samples, ...)
+        values = np.asarray(values, dtype=float)
+        return values.reshape(-1, *values.shape[2:])
+
+    def population(kind: str, coef: str) -> np.ndarray:
+        post = posts[kind]
+        return flat(post[coef].values) if coef in post.data_vars else np.zeros(1)
+
+    frames = []
+    for coef in plan.coefs:
+        names = [_none_column(plan.group, level, coef) for level in levels]
+        missing = [n for n in names if n not in none_vars]
+        if missing:
+            raise MultilevelError(
+                f"Internal: the no-pooling fit has no column {missing[0]!r}; its columns "
+                f"are {', '.join(list(posts['none'].data_vars)[:5])}, ..."
+            )
+        draws = {
+            "none": np.stack([flat(posts["none"][n].values) for n in names], axis=-1),
+            "partial": population("partial", coef)[:, None]
+            + flat(posts["partial"][f"{coef}|{plan.group}"].values),
+            "complete": np.repeat(population("complete", coef)[:, None], len(levels), axis=1),
+        }
+        frame = {"group": list(levels), "term": coef, "n": sizes}
+        for kind in ("none", "partial", "complete"):
+            col = _COLUMNS[kind]
+            frame[col] = draws[kind].mean(axis=0)
+            frame[f"{col}_q5"] = np.quantile(draws[kind], 0.05, axis=0)
+            frame[f"{col}_q95"] = np.quantile(draws[kind], 0.95, axis=0)
+        pop = float(population("partial", coef).mean())
+        distance = frame["no_pooling"] - pop
+        moved = frame["no_pooling"] - frame["partial_pooling"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frame["shrinkage"] = np.where(distance != 0, moved / distance, np.nan)
+        frames.append(pd.DataFrame(frame))
+    table = pd.concat(frames, ignore_index=True)
+    order = {c: i for i, c in enumerate(plan.coefs)}
+    table["_level"] = table["group"].map({lvl: i for i, lvl in enumerate(levels)})
+    table["_term"] = table["term"].map(order)
+    table = table.sort_values(["_level", "_term"], kind="stable").drop(columns=["_level", "_term"])
+    return table.reset_index(drop=True)
