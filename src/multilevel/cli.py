@@ -223,16 +223,104 @@ def _write(path: str, flag: str, write) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     _check_writable(args.json, "--json")
     _check_writable(args.save, "--save")
-    options = {k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None}
     with reported_warnings():
         model = build_model(args)
-        fit = model.fit(progress=not args.quiet, **options)
+        fit = model.fit(progress=not args.quiet, **_sampler_options(args))
         print(fit)
     if args.json is not None:
         text = json.dumps(fit_report(fit), indent=2, allow_nan=False)
         _write(args.json, "--json", lambda: Path(args.json).write_text(text + "\n"))
     if args.save is not None:
         _write(args.save, "--save", lambda: fit.save(args.save))
+    return EXIT_OK
+
+
+def _sampler_options(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None}
+
+
+def _save_figure(figure_path: str | None, make_figure) -> None:
+    if figure_path is not None:
+        _write(figure_path, "--plot", lambda: make_figure(figure_path))
+        print(f"\nPlot written to {figure_path}")
+
+
+def _save_table(table_path: str | None, table: pd.DataFrame) -> None:
+    if table_path is not None:
+        _write(table_path, "--csv", lambda: table.to_csv(table_path))
+
+
+def cmd_pooling(args: argparse.Namespace) -> int:
+    from multilevel.workflow.pooling import compare_pooling
+
+    for path, flag in ((args.plot, "--plot"), (args.csv, "--csv")):
+        _check_writable(path, flag)
+    with reported_warnings():
+        comparison = compare_pooling(
+            args.formula,
+            read_data(args.data),
+            family=args.family,
+            link=args.link,
+            priors=parse_priors(args.prior),
+            progress=not args.quiet,
+            **_sampler_options(args),
+        )
+        print(comparison)
+    _save_table(args.csv, comparison.table)
+    _save_figure(args.plot, lambda path: comparison.plot_shrinkage(path))
+    return EXIT_OK
+
+
+def cmd_prior_check(args: argparse.Namespace) -> int:
+    _check_writable(args.plot, "--plot")
+    with reported_warnings():
+        model = build_model(args)
+        check = model.sample_prior_predictive(n=args.n, seed=args.seed, plausible=args.plausible)
+        print(check)
+    _save_figure(args.plot, lambda path: check.plot(path))
+    return EXIT_OK
+
+
+def _parse_truth(items: list[str] | None, data: pd.DataFrame) -> dict:
+    """``--truth name=value`` pairs; without them, the data's own documented truth."""
+    if not items:
+        truth = data.attrs.get("truth")
+        if truth is None:
+            raise CliError(
+                "Give the true parameter values with --truth NAME=VALUE (repeatable), "
+                "e.g. --truth 'Intercept=3.5' --truth 'sigma=0.5'."
+            )
+        return dict(truth)
+    truth = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            truth[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise CliError(f"Cannot read --truth {item!r}; write it as NAME=NUMBER.")
+    return truth
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from multilevel.workflow.recover import recover
+
+    for path, flag in ((args.plot, "--plot"), (args.csv, "--csv")):
+        _check_writable(path, flag)
+    with reported_warnings():
+        model = build_model(args)
+        truth = _parse_truth(args.truth, model.data)
+        result = recover(
+            model,
+            truth,
+            n_reps=args.reps,
+            progress=not args.quiet,
+            **_sampler_options(args),
+        )
+        print(result)
+    _save_table(args.csv, result.table)
+    _save_figure(args.plot, lambda path: result.plot(path))
     return EXIT_OK
 
 
@@ -303,28 +391,79 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample group effects centred instead of non-centred",
     )
 
-    fit = commands.add_parser(
-        "fit",
-        parents=[model_args],
-        help="fit a model and print its summary",
-        description="Fit a model with NUTS and print an lme4-like summary.",
-    )
+    sampler_args = argparse.ArgumentParser(add_help=False)
     defaults = _fit_defaults()
     for name, kind in FIT_OPTIONS.items():
         flag = "--" + name.replace("_", "-")
-        fit.add_argument(
+        sampler_args.add_argument(
             flag,
             type=kind,
             default=None,
             metavar="X" if kind is float else "N",
             help=f"default {defaults[name]}",
         )
+    sampler_args.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    fit = commands.add_parser(
+        "fit",
+        parents=[model_args, sampler_args],
+        help="fit a model and print its summary",
+        description="Fit a model with NUTS and print an lme4-like summary.",
+    )
     fit.add_argument("--json", metavar="FILE", help="write estimates and diagnostics as JSON")
     fit.add_argument(
         "--save", metavar="FILE", help="save the fit (netCDF); read it with multilevel.load"
     )
-    fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(handler=cmd_fit)
+
+    pooling = commands.add_parser(
+        "pooling",
+        parents=[model_args, sampler_args],
+        help="complete, no and partial pooling side by side, with shrinkage",
+        description="Fit the complete-, no- and partial-pooling variants of a one-factor "
+        "model; print per-group estimates, shrinkage and LOO of each.",
+    )
+    pooling.add_argument("--plot", metavar="FILE", help="shrinkage plot (.png or .svg)")
+    pooling.add_argument("--csv", metavar="FILE", help="write the per-group table as CSV")
+    pooling.set_defaults(handler=cmd_pooling)
+
+    prior_check = commands.add_parser(
+        "prior-check",
+        parents=[model_args],
+        help="prior predictive check: what outcomes do the priors imply?",
+        description="Simulate data sets from the priors and compare them with the data; "
+        "warn, naming the prior, when most simulated outcomes are implausible.",
+    )
+    prior_check.add_argument("--n", type=int, default=500, help="simulated data sets (500)")
+    prior_check.add_argument("--seed", type=int, default=0, help="default 0")
+    prior_check.add_argument(
+        "--plausible",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="plausible range of the outcome (default: from the data; see docs)",
+    )
+    prior_check.add_argument("--plot", metavar="FILE", help="write the plot (.png or .svg)")
+    prior_check.set_defaults(handler=cmd_prior_check)
+
+    recover_cmd = commands.add_parser(
+        "recover",
+        parents=[model_args, sampler_args],
+        help="fake-data simulation and parameter recovery",
+        description="Simulate data from known parameter values, refit, and report "
+        "coverage of the 90%% intervals and z-scores.",
+    )
+    recover_cmd.add_argument(
+        "--truth",
+        action="append",
+        metavar="NAME=VALUE",
+        help="true value of a parameter (repeatable; all hyper-parameters needed); "
+        "default: the data set's documented truth (e.g. cafe)",
+    )
+    recover_cmd.add_argument("--reps", type=int, default=20, help="replications (20)")
+    recover_cmd.add_argument("--plot", metavar="FILE", help="write the plot (.png or .svg)")
+    recover_cmd.add_argument("--csv", metavar="FILE", help="write the per-replication table")
+    recover_cmd.set_defaults(handler=cmd_recover)
 
     describe = commands.add_parser(
         "describe",

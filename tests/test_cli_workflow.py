@@ -1,0 +1,103 @@
+"""The workflow commands of the CLI: pooling, prior-check, recover. Tiny settings: these
+check the wiring (arguments reach the API, outputs are written, errors exit 2); the
+statistics are tested in tests/workflow/."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pandas as pd
+
+from multilevel import cli
+
+TINY = ["--chains", "2", "--warmup", "100", "--draws", "100", "--seed", "1", "--quiet"]
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_pooling_prints_table_and_writes_plot_and_csv(tmp_path):
+    plot, table = tmp_path / "shrink.png", tmp_path / "table.csv"
+    status, out, _ = run_main(
+        [
+            "pooling",
+            "radon",
+            "log_radon ~ floor + (1 | county)",
+            *TINY,
+            "--plot",
+            str(plot),
+            "--csv",
+            str(table),
+        ]
+    )
+    assert status == 0
+    assert "shrinkage" in out and "p_loo" in out
+    assert plot.stat().st_size > 10_000
+    frame = pd.read_csv(table)
+    assert len(frame) == 85 and {"no_pooling", "partial_pooling", "shrinkage"} <= set(frame)
+
+
+def test_pooling_refuses_crossed_terms():
+    status, _, err = run_main(
+        ["pooling", "Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)", *TINY]
+    )
+    assert status == 2 and err.startswith("error:") and "one grouping factor" in err
+
+
+def test_prior_check_names_the_absurd_prior(tmp_path):
+    plot = tmp_path / "prior.svg"
+    status, out, err = run_main(
+        [
+            "prior-check",
+            "radon",
+            "log_radon ~ floor + (1 | county)",
+            "--prior",
+            "Intercept=Normal(0, 1000)",
+            "--n",
+            "200",
+            "--plot",
+            str(plot),
+        ]
+    )
+    assert status == 0
+    assert "Warning:" in err and "'Intercept'" in err
+    assert "plausible range" in out
+    assert plot.read_text().startswith("<?xml")
+
+
+def test_recover_uses_the_documented_truth_of_cafe(tmp_path):
+    table = tmp_path / "rec.csv"
+    status, out, _ = run_main(
+        [
+            "recover",
+            "cafe",
+            "wait ~ afternoon + (1 + afternoon | cafe)",
+            *TINY,
+            "--reps",
+            "2",
+            "--csv",
+            str(table),
+        ]
+    )
+    assert status == 0
+    assert "cor(Intercept,afternoon|cafe)" in out and "coverage" in out
+    frame = pd.read_csv(table)
+    assert set(frame["replication"]) == {0, 1} and len(frame) == 12
+
+
+def test_recover_needs_truth_when_the_data_has_none():
+    status, _, err = run_main(["recover", "radon", "log_radon ~ floor + (1 | county)", *TINY])
+    assert status == 2 and "--truth" in err
+    status, _, err = run_main(
+        ["recover", "radon", "log_radon ~ floor + (1 | county)", *TINY, "--truth", "Intercept=1"]
+    )
+    assert status == 2 and "sd(Intercept|county)" in err
+    status, _, err = run_main(
+        ["recover", "radon", "log_radon ~ floor + (1 | county)", *TINY, "--truth", "Intercept"]
+    )
+    assert status == 2 and "NAME=NUMBER" in err
