@@ -101,3 +101,26 @@ def test_recover_needs_truth_when_the_data_has_none():
         ["recover", "radon", "log_radon ~ floor + (1 | county)", *TINY, "--truth", "Intercept"]
     )
     assert status == 2 and "NAME=NUMBER" in err
+
+
+def test_sbc_runs_and_writes_ranks(tmp_path):
+    table, resume = tmp_path / "ranks.csv", tmp_path / "sims"
+    status, out, _ = run_main(
+        ["sbc", "radon", "log_radon ~ floor + (1 | county)", "--sims", "3", "--processes",
+         "1", "--chains", "1", "--warmup", "150", "--draws", "150", "--quiet",
+         "--csv", str(table), "--resume-dir", str(resume)]
+    )  # fmt: skip
+    assert status in (0, 1)  # 1 = ran, ranks not uniform: 3 simulations decide nothing
+    assert "SBC of log_radon" in out and "ecdf_p" in out
+    ranks = pd.read_csv(table, index_col=0)
+    assert len(ranks) == 3 and "sd(Intercept|county)" in ranks.columns
+    assert ((ranks >= 0) & (ranks <= 99)).all().all()
+    assert len(list(resume.glob("*.json"))) >= 3
+
+
+def test_sbc_cluster_needs_a_reachable_scheduler():
+    status, _, err = run_main(
+        ["sbc", "radon", "log_radon ~ floor + (1 | county)", "--sims", "2",
+         "--cluster", "tcp://127.0.0.1:9"]
+    )  # fmt: skip
+    assert status == 2 and "scheduler" in err

@@ -26,6 +26,7 @@ from multilevel.priors import (
 from multilevel.workflow.pooling import PoolingComparison, compare_pooling
 from multilevel.workflow.prior_check import PriorPredictiveCheck, PriorPredictiveWarning
 from multilevel.workflow.recover import RecoveryResult, recover
+from multilevel.workflow.sbc import SBCResult, sbc
 
 __version__ = "0.1.0"
 
@@ -48,9 +49,11 @@ __all__ = [
     "PriorPredictiveCheck",
     "PriorPredictiveWarning",
     "RecoveryResult",
+    "SBCResult",
     "StudentT",
     "compare_pooling",
     "datasets",
     "load",
     "recover",
+    "sbc",
 ]
