@@ -12,13 +12,14 @@ from numpyro.infer import Predictive
 
 from multilevel import diagnostics as diag
 from multilevel._arviz import az
+from multilevel.backends import gaussian_collapsed
 from multilevel.backends import numpyro_model as backend
 from multilevel.design import Design, build_design
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.fit import Fit
 from multilevel.formula import parse_formula
-from multilevel.inference import nuts
+from multilevel.inference import collapsed, nuts
 from multilevel.prior_rules import default_priors, resolve_priors
 from multilevel.spec import ModelSpec, TermSpec
 
@@ -82,6 +83,7 @@ class Model:
             centered=centered,
         )
         self.structure = backend.structure_of(self.spec)
+        self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
 
     def describe(self) -> None:
         """Print every parameter, its prior and where the prior came from."""
@@ -112,6 +114,7 @@ class Model:
         family.check(y, self.design.trials, self.spec.response)
         clone = copy.copy(self)
         clone.design = dataclasses.replace(self.design, y=y.astype(float))
+        clone._stats = None  # they depend on the response
         return clone
 
     def draw(self, n: int = 1, seed: int = 0, params: dict | None = None) -> dict:
@@ -208,30 +211,61 @@ class Model:
         max_tree_depth: int = 10,
         progress: bool = True,
         warn: bool = True,
+        method: str = "auto",
     ) -> Fit:
         """Sample the posterior with NUTS, all chains vectorised in one process.
 
-        The same ``seed`` gives identical draws. Convergence problems are reported as
-        ``ConvergenceWarning`` with advice (``warn=False`` keeps them in
-        ``fit.diagnostics`` only).
+        ``method="auto"`` integrates the group effects out whenever that is exact and
+        possible (gaussian family, one grouping factor): NUTS then runs over population
+        effects, sds, correlations and sigma only, at a cost per gradient independent of
+        the number of rows, and every group's effects are drawn exactly afterwards.
+        ``method="nuts"`` forces the joint sampler, ``"collapsed"`` insists on the other.
+        The printed fit says which ran. The same ``seed`` gives identical draws.
+        Convergence problems are reported as ``ConvergenceWarning`` with advice
+        (``warn=False`` keeps them in ``fit.diagnostics`` only).
         """
         _check_positive(chains=chains, warmup=warmup, draws=draws)
         if not 0 < target_accept < 1:
             raise MultilevelError(f"target_accept must be between 0 and 1, got {target_accept}.")
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
-        result = nuts.sample(
-            self.structure,
-            self.numpyro_model(),
-            self.model_args(),
-            settings,
-            seed=seed,
-            dense_sites=self.structure.dense_sites,
-            progress=progress,
-        )
-        fit = Fit(self._inference_data(result), self.spec, self._info(result, seed), model=self)
+        if self._use_collapsed(method):
+            result = collapsed.sample(
+                self.structure, self._sufficient_statistics(), self.model_args()[1],
+                settings, seed, progress,
+            )  # fmt: skip
+            method_name = collapsed.METHOD
+        else:
+            result = nuts.sample(
+                self.structure,
+                self.numpyro_model(),
+                self.model_args(),
+                settings,
+                seed=seed,
+                dense_sites=self.structure.dense_sites,
+                progress=progress,
+            )
+            method_name = "NUTS"
+        info = self._info(result, seed, method_name)
+        fit = Fit(self._inference_data(result), self.spec, info, model=self)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)
         return fit
+
+    def _use_collapsed(self, method: str) -> bool:
+        reason = gaussian_collapsed.collapsible(self.design, self.spec.family)
+        if method == "auto":
+            return reason is None
+        if method == "collapsed" and reason is not None:
+            raise MultilevelError(f"method='collapsed' does not apply here: {reason}.")
+        if method not in ("nuts", "collapsed"):
+            raise MultilevelError(f"method must be 'auto', 'nuts' or 'collapsed', not {method!r}.")
+        return method == "collapsed"
+
+    def _sufficient_statistics(self) -> dict:
+        # One pass over the rows, kept: refits (e.g. of another seed) reuse it.
+        if self._stats is None:
+            self._stats = gaussian_collapsed.sufficient_statistics(self.design)
+        return self._stats
 
     def _inference_data(self, result: nuts.NutsResult):
         posterior, dims, coords = backend.named_posterior(self.spec, result.samples)
@@ -246,10 +280,10 @@ class Model:
             dims={**dims, self.spec.response: ["obs"]},
         )
 
-    def _info(self, result: nuts.NutsResult, seed: int) -> dict:
+    def _info(self, result: nuts.NutsResult, seed: int, method: str) -> dict:
         s = result.settings
         return {
-            "method": "NUTS",
+            "method": method,
             "n_rows": int(self.design.n),
             "seed": int(seed),
             "settings": {

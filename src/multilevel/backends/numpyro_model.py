@@ -149,11 +149,25 @@ def _sample_block(kind: str, groups: Groups, size: int, arrays: dict) -> jnp.nda
     return values
 
 
-def _group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
-    """(L, q) effects of term k with covariance diag(sd) R diag(sd)."""
+def sample_hyperparameters(st: Structure, prior: dict):
+    """Population coefficients, group sds and family parameters, as reported values."""
+    beta = numpyro.deterministic("beta", _sample_block("b", st.coef_groups, st.p, prior["b"]))
+    sd = numpyro.deterministic("sd", _sample_block("sd", st.sd_groups, st.n_sd, prior["sd"]))
+    aux = _sample_block("aux", st.aux_groups, len(st.aux_names), prior["aux"])
+    return beta, sd, numpyro.deterministic("aux", aux)
+
+
+def term_scale_tril(k: int, term: TermShape, sd: jnp.ndarray, eta) -> jnp.ndarray:
+    """(q, q) Cholesky factor diag(sd) L of term k's covariance; samples ``L_k`` ~ LKJ."""
     if term.correlated:
         chol = numpyro.sample(f"L_{k}", dist.LKJCholesky(term.q, eta))
-        scale_tril = sd[:, None] * chol  # (q, q): diag(sd) @ L
+        return sd[:, None] * chol  # (q, q): diag(sd) @ L
+    return jnp.diag(sd)
+
+
+def _group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
+    """(L, q) effects of term k with covariance diag(sd) R diag(sd)."""
+    scale_tril = term_scale_tril(k, term, sd, eta)
     if centered:
         if term.correlated:
             law = dist.MultivariateNormal(jnp.zeros(term.q), scale_tril=scale_tril)
@@ -170,10 +184,7 @@ def make_model(st: Structure):
     family = FAMILIES[st.family]
 
     def model(data: dict, prior: dict):
-        beta = numpyro.deterministic("beta", _sample_block("b", st.coef_groups, st.p, prior["b"]))
-        sd = numpyro.deterministic("sd", _sample_block("sd", st.sd_groups, st.n_sd, prior["sd"]))
-        aux = _sample_block("aux", st.aux_groups, len(st.aux_names), prior["aux"])
-        numpyro.deterministic("aux", aux)
+        beta, sd, aux = sample_hyperparameters(st, prior)
         eta = data["X"] @ beta  # (n, p) @ (p,) -> (n,)
         for k, term in enumerate(st.terms):
             term_sd = sd[term.sd_start : term.sd_start + term.q]

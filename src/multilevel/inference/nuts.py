@@ -171,14 +171,14 @@ def _build_program(key, model, model_args, settings: NutsSettings, dense_sites) 
     return _Program(jax.jit(init), chunk, postprocess, shapes)
 
 
-def _prng_key(seed: int) -> np.ndarray:
+def prng_key(seed: int) -> np.ndarray:
     """``jax.random.PRNGKey(seed)`` (threefry: the seed's high and low 32 bits), built in
     NumPy so that a cold start compiles nothing for it."""
     seed = int(seed)
     return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
 
 
-def _signature(tree) -> tuple:
+def signature(tree) -> tuple:
     leaves, treedef = jax.tree.flatten(tree)
     return (str(treedef), tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
 
@@ -206,15 +206,13 @@ def sample(
         name: rng.uniform(-2.0, 2.0, (settings.chains, *shape)).astype(np.float32)
         for name, shape in sorted(program.site_shapes.items())
     }
-    chain_key = _prng_key(seed)
+    chain_key = prng_key(seed)
     # Compile time: building the program, initialising the chains (jitted), compiling the loop.
     state = program.init(z0, chain_key, model_args)
-    signature = _signature((state, model_args))
-    executables = program.executables.get(signature)
+    shapes = signature((state, model_args))
+    executables = program.executables.get(shapes)
     if executables is None:
-        executables = program.executables[signature] = _compile(
-            program, state, model_args, settings
-        )
+        executables = program.executables[shapes] = _compile(program, state, model_args, settings)
     run_chunk, postprocess = executables
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
