@@ -32,11 +32,12 @@ def small():
 def _dense_loglik(model, beta, sigma, scale_tril):
     """log N(y | X beta, sigma^2 I + Z (I_L kron S S') Z') with a dense n x n covariance."""
     d = model.design
-    block = d.blocks[0]
-    levels, q = len(block.levels), block.Z.shape[1]
+    block = d.blocks[0]  # every term shares this grouping factor (same codes)
+    z_all = np.concatenate([b.Z for b in d.blocks], axis=1)
+    levels, q = len(block.levels), z_all.shape[1]
     z_dense = np.zeros((d.n, levels * q))  # dense on purpose: the reference
     for j in range(q):
-        z_dense[np.arange(d.n), block.codes * q + j] = block.Z[:, j]
+        z_dense[np.arange(d.n), block.codes * q + j] = z_all[:, j]
     cov_b = np.kron(np.eye(levels), scale_tril @ scale_tril.T)
     cov = sigma**2 * np.eye(d.n) + z_dense @ cov_b @ z_dense.T
     return stats.multivariate_normal(d.X @ beta, cov).logpdf(d.y)
@@ -62,6 +63,16 @@ def test_collapsed_likelihood_equals_dense_to_1e8(small, beta, sigma, sd, rho):
         ours = float(gc.marginal_log_likelihood(jnp.array(beta), sigma, jnp.array(tril), st))
     reference = _dense_loglik(small, np.array(beta), sigma, tril)
     assert ours == pytest.approx(reference, rel=1e-8, abs=1e-8)
+
+
+def test_two_terms_of_one_factor_collapse_to_a_block_diagonal_covariance(small):
+    """(1 | g) + (0 + x | g): independent terms, one block-diagonal S."""
+    model = ml.Model("y ~ x + z + (1 | g) + (0 + x | g)", small.data)
+    beta, sigma, tril = np.array([99.0, 0.4, 0.2]), 2.0, np.diag([1.5, 0.7])
+    with jax.enable_x64(True):
+        st = gc.as_model_args(gc.sufficient_statistics(model.design), dtype=jnp.float64)
+        ours = float(gc.marginal_log_likelihood(jnp.array(beta), sigma, jnp.array(tril), st))
+    assert ours == pytest.approx(_dense_loglik(model, beta, sigma, tril), rel=1e-8, abs=1e-8)
 
 
 def test_group_effect_draws_follow_their_conditional(small):
