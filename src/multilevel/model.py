@@ -5,10 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-import jax
 import numpy as np
 import pandas as pd
-from numpyro.infer import Predictive
 
 from multilevel import diagnostics as diag
 from multilevel._arviz import az
@@ -117,19 +115,30 @@ class Model:
         clone._stats = None  # they depend on the response
         return clone
 
-    def draw(self, n: int = 1, seed: int = 0, params: dict | None = None) -> dict:
+    def draw(
+        self, n: int = 1, seed: int = 0, params: dict | None = None, per_draw: bool = False
+    ) -> dict:
         """Draw parameters and a response from the model: from the priors, or with the
         parameters fixed to ``params`` (user-facing names; group effects optional).
+        ``per_draw=True`` takes ``n`` values of each parameter, one set per draw.
 
         Returns user-facing parameter draws, each of shape (n, ...), and ``"y"`` of
-        shape (n, rows)."""
+        shape (n, rows). The simulation is compiled once per model structure and ``n``."""
         data, prior = self.model_args(with_response=False)
         fixed = None
-        if params is not None:
+        if params is not None and per_draw:
+            sets = [
+                backend.site_values(
+                    self.spec, prior, {k: np.asarray(v)[i] for k, v in params.items()}
+                )
+                for i in range(n)
+            ]
+            fixed = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
+        elif params is not None:
             sites = backend.site_values(self.spec, prior, params)
             fixed = {k: np.broadcast_to(v, (n, *v.shape)) for k, v in sites.items()}
-        predictive = Predictive(self.numpyro_model(), posterior_samples=fixed, num_samples=n)
-        raw = {**(fixed or {}), **predictive(jax.random.PRNGKey(seed), data, prior)}
+        simulate = backend.simulator(self.structure, n)
+        raw = {**(fixed or {}), **simulate(nuts.prng_key(seed), fixed, data, prior)}
         raw = {k: np.asarray(v)[None] for k, v in raw.items()}  # a "chain" dim for naming
         named, _, _ = backend.named_posterior(self.spec, raw)
         out = {k: v[0] for k, v in named.items()}

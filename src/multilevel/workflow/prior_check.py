@@ -43,11 +43,9 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 import pandas as pd
-from numpyro.infer import Predictive
 from scipy import special, stats
 
 from multilevel import priors as P
-from multilevel.backends.numpyro_model import named_posterior, site_values
 from multilevel.errors import MultilevelError
 from multilevel.prior_rules import default_priors
 
@@ -219,38 +217,13 @@ def _prior_median(prior: P.Prior) -> float:
     return float(np.median(draws))
 
 
-_SIMULATORS: dict = {}  # Structure -> jitted simulation with fixed hyperparameters
-
-
-def _simulator(model: Model):
-    """``Predictive`` with given hyperparameter sets, vectorised and compiled once per
-    model structure (the model function depends on nothing else): re-simulating for each
-    prior then costs milliseconds."""
-    if model.structure not in _SIMULATORS:
-        fn = model.numpyro_model()
-
-        def simulate(key, fixed, data, prior):
-            return Predictive(fn, posterior_samples=fixed, parallel=True)(key, data, prior)
-
-        if len(_SIMULATORS) >= 16:
-            _SIMULATORS.pop(next(iter(_SIMULATORS)))
-        _SIMULATORS[model.structure] = jax.jit(simulate)
-    return _SIMULATORS[model.structure]
-
-
-def _simulate(model: Model, values: dict[str, np.ndarray], key) -> tuple[dict, np.ndarray]:
+def _simulate(model: Model, values: dict[str, np.ndarray], seed: int) -> tuple[dict, np.ndarray]:
     """Simulate one data set per parameter set: ``values`` maps every hyperparameter name
-    to m values; group effects are drawn from their prior given the sds. One vectorised,
-    compiled NumPyro ``Predictive`` call (the same key each time: common random numbers)."""
-    spec = model.spec
-    data, prior = model.model_args(with_response=False)
+    to m values; group effects are drawn from their prior given the sds. The same seed
+    each time: common random numbers, so rows differ by the fixed parameters alone."""
     m = len(next(iter(values.values())))
-    sets = [site_values(spec, prior, {k: v[i] for k, v in values.items()}) for i in range(m)]
-    fixed = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
-    raw = {**fixed, **_simulator(model)(key, fixed, data, prior)}
-    raw = {k: np.asarray(v)[None] for k, v in raw.items()}  # a "chain" dim for naming
-    named, _, _ = named_posterior(spec, raw)
-    return {k: v[0] for k, v in named.items()}, raw["y"][0]
+    named = model.draw(m, seed=seed, params=values, per_draw=True)
+    return named, named.pop("y")
 
 
 def _attribute(
@@ -274,12 +247,12 @@ def _attribute(
     candidates = [name for name, prior in spec.priors if prior.support != P.CORRELATION]
     m = min(n_sets, len(draws["y"]))
     base = {k: np.asarray(draws[k][:m], dtype=float) for k in spec.hyper_names}
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+    sim_seed = seed + 1  # not the seed of the prior draws themselves
     moderate = {name: _prior_median(defaults[name]) for name in candidates}
 
     def share(fixed: list[str]) -> float:
         values = {**base, **{k: np.full(m, moderate[k]) for k in fixed}}
-        named, y = _simulate(model, values, key)
+        named, y = _simulate(model, values, sim_seed)
         return _measure(model, named, y, plausible)[metric]
 
     baseline = share([])
