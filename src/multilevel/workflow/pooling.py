@@ -25,13 +25,15 @@ import warnings
 from dataclasses import dataclass
 
 import formulaic
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from formulaic.errors import FormulaicError
-from scipy import special
 
 from multilevel._arviz import az
 from multilevel.errors import FormulaError, MultilevelError
+from multilevel.families import get_family
 from multilevel.fit import Fit
 from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
 from multilevel.model import Model
@@ -143,10 +145,10 @@ def pointwise_log_likelihood(fit: Fit) -> np.ndarray:
 
     Computed from the named posterior and the design: the linear predictor is
     ``X @ beta + sum_k sum_j Z_k[:, j] * effects_k[codes_k, j]``, then the family's log
-    density (gaussian; bernoulli logit and probit; binomial logit; poisson log) in float64.
+    density (the model's own ``Family.likelihood``) in float64.
     This is a stand-in until fits store their pointwise log-likelihood (issue 5).
-    (Probit uses the exact log normal CDF; the sampler clips the probability at
-    float32 precision, which differs only for |eta| > 5.)
+    (Probit probabilities are clipped at float64 precision here and at float32 precision
+    in the sampler, which differ only for |eta| > 5.)
 
     Parameters
     ----------
@@ -186,22 +188,17 @@ def pointwise_log_likelihood(fit: Fit) -> np.ndarray:
 
 
 def _log_density(family: str, link: str, y, eta, aux: dict, trials=None) -> np.ndarray:
-    """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n)."""
-    y = np.asarray(y, dtype=float)
-    if family == "gaussian":
-        sigma = aux["sigma"]
-        return -0.5 * ((y - eta) / sigma) ** 2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
-    if family == "bernoulli" and link == "logit":
-        return y * eta - np.logaddexp(0.0, eta)
-    if family == "bernoulli" and link == "probit":
-        return np.where(y > 0, special.log_ndtr(eta), special.log_ndtr(-eta))
-    if family == "binomial" and link == "logit":
-        n = np.asarray(trials, dtype=float)
-        log_choose = special.gammaln(n + 1) - special.gammaln(y + 1) - special.gammaln(n - y + 1)
-        return log_choose + y * eta - n * np.logaddexp(0.0, eta)
-    if family == "poisson" and link == "log":
-        return y * eta - np.exp(eta) - special.gammaln(y + 1)
-    raise MultilevelError(f"No log-likelihood for family {family!r} with link {link!r}.")
+    """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n): the
+    model's own likelihood (``Family.likelihood``), evaluated in float64."""
+    family_obj, link = get_family(family, link)
+    with jax.enable_x64(True):
+        law = family_obj.likelihood(
+            jnp.asarray(eta, dtype=jnp.float64),
+            link,
+            {k: jnp.asarray(v, dtype=jnp.float64) for k, v in aux.items()},
+            None if trials is None else jnp.asarray(trials, dtype=jnp.float64),
+        )
+        return np.asarray(law.log_prob(jnp.asarray(y, dtype=jnp.float64)))
 
 
 def _loo_row(fit: Fit) -> dict:
