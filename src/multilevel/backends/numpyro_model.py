@@ -128,8 +128,9 @@ def prior_arrays(spec: ModelSpec) -> dict:
     }
 
 
-def data_arrays(design: Design, with_response: bool = True) -> dict:
-    """The design as device arrays; ``y`` is None when simulating from the model."""
+def data_arrays(design: Design, with_response: bool = True, offset=None) -> dict:
+    """The design as device arrays; ``y`` is None when simulating from the model.
+    ``offset`` (n,), added to the linear predictor, is None unless given."""
     return {
         "X": jnp.asarray(design.X, dtype=jnp.float32),
         "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
@@ -137,6 +138,7 @@ def data_arrays(design: Design, with_response: bool = True) -> dict:
         "trials": None if design.trials is None else jnp.asarray(design.trials, jnp.int32),
         "Z": tuple(jnp.asarray(b.Z, dtype=jnp.float32) for b in design.blocks),
         "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
+        "offset": None if offset is None else jnp.asarray(offset, dtype=jnp.float32),
     }
 
 
@@ -167,7 +169,7 @@ def term_scale_tril(k: int, term: TermShape, sd: jnp.ndarray, eta) -> jnp.ndarra
     return jnp.diag(sd)
 
 
-def _group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
+def group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
     """(L, q) effects of term k with covariance diag(sd) R diag(sd)."""
     scale_tril = term_scale_tril(k, term, sd, eta)
     if centered:
@@ -188,9 +190,11 @@ def make_model(st: Structure):
     def model(data: dict, prior: dict):
         beta, sd, aux = sample_hyperparameters(st, prior)
         eta = data["X"] @ beta  # (n, p) @ (p,) -> (n,)
+        if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
+            eta = eta + data["offset"]
         for k, term in enumerate(st.terms):
             term_sd = sd[term.sd_start : term.sd_start + term.q]
-            effects = _group_effects(k, term, term_sd, prior["eta"][k], st.centered)
+            effects = group_effects(k, term, term_sd, prior["eta"][k], st.centered)
             numpyro.deterministic(f"effects_{k}", effects)
             # (n, q) * (n, q) -> (n,): each row picks its level's effects
             eta = eta + jnp.sum(data["Z"][k] * effects[data["codes"][k]], axis=-1)

@@ -1,6 +1,7 @@
-"""The collapsed Gaussian sampler: NUTS over population effects, sds, correlations and
-sigma with the group effects integrated out, then one exact draw of every group's
-effects per posterior draw (see ``backends.gaussian_collapsed`` for the algebra)."""
+"""The collapsed Gaussian sampler: NUTS over population effects, sds, correlations,
+sigma (and the effects of any other grouping factor) with one factor's group effects
+integrated out, then one exact draw of those effects per posterior draw (see
+``backends.gaussian_collapsed`` for the algebra)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,21 @@ from multilevel.backends import gaussian_collapsed as gc
 from multilevel.backends.numpyro_model import Structure
 from multilevel.inference import nuts
 
-_EFFECT_PROGRAMS: dict = {}  # (structure, shapes) -> compiled draw of group effects
-
-METHOD = "NUTS, group effects integrated out (collapsed Gaussian)"
+_EFFECT_PROGRAMS: dict = {}  # (structure, plan, shapes) -> compiled draw of group effects
 
 
-def _scale_trils(st: Structure, samples: dict) -> jnp.ndarray:
-    """(..., Q, Q) block-diagonal Cholesky factors from constrained draws."""
+def method_name(chosen: gc.Plan) -> str:
+    """How the printed fit names the sampler."""
+    if chosen.by_statistics:
+        return "NUTS, group effects integrated out (collapsed Gaussian)"
+    return "NUTS, one factor's group effects integrated out (partially collapsed Gaussian)"
+
+
+def _scale_trils(st: Structure, chosen: gc.Plan, samples: dict) -> jnp.ndarray:
+    """(S, Q, Q) block-diagonal Cholesky factors of the integrated terms, per draw."""
     blocks = []
-    for k, term in enumerate(st.terms):
+    for k in chosen.collapsed:
+        term = st.terms[k]
         sd = samples["sd"][..., term.sd_start : term.sd_start + term.q]
         if term.correlated:
             blocks.append(sd[..., :, None] * samples[f"L_{k}"])
@@ -31,33 +38,36 @@ def _scale_trils(st: Structure, samples: dict) -> jnp.ndarray:
     return jax.vmap(jax.scipy.linalg.block_diag)(*(b.reshape(-1, *b.shape[-2:]) for b in blocks))
 
 
-def _effects_program(st: Structure):
+def _effects_program(st: Structure, chosen: gc.Plan):
     def draw_all(key, beta, sigma, samples, stats):
-        trils = _scale_trils(st, samples)  # (S, Q, Q)
+        trils = _scale_trils(st, chosen, samples)  # (S, Q, Q)
+        other = tuple(samples[f"effects_{k}"] for k in chosen.sampled)  # (S, L_k, q_k) each
         keys = jax.random.split(key, beta.shape[0])
 
         def draw_one(args):
-            return gc.draw_group_effects(*args, stats)
+            key, beta, sigma, tril, other = args
+            return gc.draw_group_effects(key, beta, sigma, tril, stats, other)
 
-        # Batches of draws bound the working set (S x L x Q x Q) for large models.
-        return jax.lax.map(draw_one, (keys, beta, sigma, trils), batch_size=256)
+        # Batches of draws bound the working set (S x L x Q x Q, or S x rows) of big models.
+        return jax.lax.map(draw_one, (keys, beta, sigma, trils, other), batch_size=256)
 
     return jax.jit(draw_all)
 
 
 def sample(
     st: Structure,
+    chosen: gc.Plan,
     stats: dict,
     prior: dict,
     settings: nuts.NutsSettings,
     seed: int,
     progress: bool,
 ) -> nuts.NutsResult:
-    """Run NUTS on the collapsed model, then draw the group effects exactly."""
+    """Run NUTS on the collapsed model, then draw the integrated effects exactly."""
     model_args = (gc.as_model_args(stats), prior)
     result = nuts.sample(
-        ("collapsed", st),
-        gc.make_collapsed_model(st),
+        ("collapsed", st, chosen),
+        gc.make_collapsed_model(st, chosen),
         model_args,
         settings,
         seed=seed,
@@ -66,25 +76,32 @@ def sample(
     )
     samples = result.samples
     chains, draws = samples["beta"].shape[:2]
+    needed = [
+        "sd",
+        *(f"L_{k}" for k in chosen.collapsed),
+        *(f"effects_{k}" for k in chosen.sampled),
+    ]
     flat = {
-        k: jnp.asarray(v.reshape(chains * draws, *v.shape[2:]))
-        for k, v in samples.items()
-        if k in ("sd",) or k.startswith("L_")
+        k: jnp.asarray(samples[k].reshape(chains * draws, *samples[k].shape[2:]))
+        for k in needed
+        if k in samples
     }
     beta = jnp.asarray(samples["beta"].reshape(chains * draws, -1))
     sigma = jnp.asarray(samples["aux"][..., 0].reshape(-1))
     args = (nuts.prng_key(seed + 1), beta, sigma, flat, model_args[0])
 
     t0 = time.perf_counter()
-    signature = (st, nuts.signature(args))
+    signature = (st, chosen, nuts.signature(args))
     program = _EFFECT_PROGRAMS.get(signature)
     if program is None:
-        program = _EFFECT_PROGRAMS[signature] = _effects_program(st).lower(*args).compile()
+        program = _EFFECT_PROGRAMS[signature] = _effects_program(st, chosen).lower(*args).compile()
     t1 = time.perf_counter()
-    effects = np.asarray(program(*args)).reshape(chains, draws, *stats["Zte"].shape)
+    effects = np.asarray(program(*args))  # (S, L padded, Q)
+    levels = st.terms[chosen.collapsed[0]].n_levels
+    effects = effects[:, :levels].reshape(chains, draws, levels, -1)
     t2 = time.perf_counter()
 
-    samples.update(gc.split_effects(st, effects))
+    samples.update(gc.split_effects(st, chosen, effects))
     result.compile_s += t1 - t0
     result.sampling_s += t2 - t1
     return result
