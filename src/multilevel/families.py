@@ -127,6 +127,11 @@ _LIKELIHOODS = {
     ("bernoulli", "logit"): lambda eta, aux, n: dist.BernoulliLogits(eta),
     ("bernoulli", "probit"): lambda eta, aux, n: dist.BernoulliProbs(_probit_probs(eta)),
     ("binomial", "logit"): lambda eta, aux, n: dist.BinomialLogits(eta, total_count=n),
+    # Internal: bernoulli-probit rows aggregated into binomial counts (backends.aggregate).
+    # Not among FAMILIES["binomial"].links, so users cannot ask for it.
+    ("binomial", "probit"): lambda eta, aux, n: dist.BinomialProbs(
+        _probit_probs(eta), total_count=n
+    ),
     ("poisson", "log"): lambda eta, aux, n: dist.Poisson(jnp.exp(eta)),
 }
 

@@ -10,9 +10,9 @@ import pandas as pd
 
 from multilevel import diagnostics as diag
 from multilevel._arviz import az
-from multilevel.backends import gaussian_collapsed
+from multilevel.backends import aggregate, gaussian_collapsed
 from multilevel.backends import numpyro_model as backend
-from multilevel.design import Design, build_design
+from multilevel.design import build_design
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.fit import Fit
@@ -59,13 +59,54 @@ class Model:
     ):
         family_obj, link = get_family(family, link)
         parsed = parse_formula(formula)
+        design = build_design(parsed, data, family_obj)
+        self._setup(formula, parsed, design, family, link, priors, centered)
         self.data = data
-        self.design: Design = build_design(parsed, data, family_obj)
+
+    @classmethod
+    def from_chunks(
+        cls,
+        formula: str,
+        source,
+        priors: dict | None = None,
+        chunk_rows: int = 1_000_000,
+        progress: bool = True,
+    ) -> Model:
+        """A Gaussian model with one grouping factor, from data that need not fit in memory.
+
+        ``source`` is a Parquet file or directory, a list of DataFrames (or a function
+        returning an iterator of them) or a Dask DataFrame (reduced where it lives; needs
+        ``pip install "multilevel[cluster]"``). The rows are read twice in chunks of
+        ``chunk_rows`` and reduced to per-group sufficient statistics: memory grows with
+        the number of groups, not rows. The fit is the collapsed sampler's, identical to
+        ``Model(formula, data).fit()`` on the same rows. What needs the rows themselves
+        (simulation, prior predictive checks, pointwise log-likelihood) is refused.
+
+        Examples
+        --------
+        >>> model = ml.Model.from_chunks("y ~ x + (1 + x | g)", "big.parquet")  # doctest: +SKIP
+        >>> fit = model.fit(seed=1)  # doctest: +SKIP
+        """
+        from multilevel.chunked import chunked_statistics
+
+        summary, stats = chunked_statistics(formula, source, "gaussian", chunk_rows, progress)
+        model = cls.__new__(cls)
+        model._setup(
+            formula, parse_formula(formula), summary, "gaussian", "identity", priors, False
+        )
+        model.data = None
+        model._stats = stats
+        return model
+
+    def _setup(self, formula, parsed, design, family, link, priors, centered) -> None:
+        """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
+        family_obj, _ = get_family(family, link)
+        self.design = design
         terms = tuple(
             TermSpec(b.group, b.term.factors, b.term.expr, b.coefs, b.term.correlated, b.levels)
-            for b in self.design.blocks
+            for b in design.blocks
         )
-        defaults = default_priors(self.design, terms, family, family_obj.aux)
+        defaults = default_priors(design, terms, family, family_obj.aux)
         resolved, sources = resolve_priors(defaults, priors, terms)
         self.spec = ModelSpec(
             formula=formula,
@@ -73,7 +114,7 @@ class Model:
             link=link,
             response=parsed.response,
             trials=parsed.trials,
-            columns=self.design.columns,
+            columns=design.columns,
             terms=terms,
             aux=family_obj.aux,
             priors=tuple(resolved.items()),
@@ -82,6 +123,19 @@ class Model:
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
+
+    @property
+    def in_memory(self) -> bool:
+        """False for a model built by ``from_chunks``: it knows statistics, not rows."""
+        return self.data is not None
+
+    def _require_rows(self, what: str) -> None:
+        if not self.in_memory:
+            raise MultilevelError(
+                f"{what} needs the data's rows, and this model was built from chunked "
+                "statistics (Model.from_chunks). Load the rows as a pandas DataFrame and "
+                "use ml.Model(formula, data) for it."
+            )
 
     def describe(self) -> None:
         """Print every parameter, its prior and where the prior came from."""
@@ -92,6 +146,7 @@ class Model:
 
     def model_args(self, with_response: bool = True) -> tuple[dict, dict]:
         """(data, prior) arrays: the arguments of the NumPyro model function."""
+        self._require_rows("The row-wise model")
         return backend.data_arrays(self.design, with_response), backend.prior_arrays(self.spec)
 
     def numpyro_model(self):
@@ -103,6 +158,7 @@ class Model:
 
         Used to refit simulated data: the priors stay those of this model rather than
         being re-scaled to the new response, and the compiled sampler is reused."""
+        self._require_rows("with_response")
         y = np.asarray(y)
         if y.shape != self.design.y.shape:
             raise MultilevelError(
@@ -206,6 +262,7 @@ class Model:
         ((210, 3), 30)
         >>> fit = model.with_response(df["wait"]).fit(seed=1)  # doctest: +SKIP
         """
+        self._require_rows("Simulation")
         from multilevel.workflow.simulate import simulate
 
         return simulate(self, params, seed=seed, n_groups=n_groups, rows_per_group=rows_per_group)
@@ -224,10 +281,12 @@ class Model:
     ) -> Fit:
         """Sample the posterior with NUTS, all chains vectorised in one process.
 
-        ``method="auto"`` integrates the group effects out whenever that is exact and
-        possible (gaussian family, one grouping factor): NUTS then runs over population
+        ``method="auto"`` integrates group effects out whenever that is exact and possible
+        (gaussian family): with one grouping factor NUTS then runs over population
         effects, sds, correlations and sigma only, at a cost per gradient independent of
-        the number of rows, and every group's effects are drawn exactly afterwards.
+        the number of rows; with several (crossed or nested) the factor with the most
+        levels is integrated out and the others are sampled. The integrated effects are
+        drawn exactly afterwards, one draw per posterior draw.
         ``method="nuts"`` forces the joint sampler, ``"collapsed"`` insists on the other.
         The printed fit says which ran. The same ``seed`` gives identical draws.
         Convergence problems are reported as ``ConvergenceWarning`` with advice
@@ -237,43 +296,57 @@ class Model:
         if not 0 < target_accept < 1:
             raise MultilevelError(f"target_accept must be between 0 and 1, got {target_accept}.")
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
-        if self._use_collapsed(method):
+        chosen = self._collapse_plan(method)
+        if chosen is not None:
             result = collapsed.sample(
-                self.structure, self._sufficient_statistics(), self.model_args()[1],
-                settings, seed, progress,
+                self.structure, chosen, self._sufficient_statistics(chosen),
+                backend.prior_arrays(self.spec), settings, seed, progress,
             )  # fmt: skip
-            method_name = collapsed.METHOD
+            method_name = collapsed.method_name(chosen)
         else:
+            st, data, note = self._joint_inputs()
             result = nuts.sample(
-                self.structure,
-                self.numpyro_model(),
-                self.model_args(),
+                st,
+                backend.make_model(st),
+                (data, backend.prior_arrays(self.spec)),
                 settings,
                 seed=seed,
-                dense_sites=self.structure.dense_sites,
+                dense_sites=st.dense_sites,
                 progress=progress,
             )
-            method_name = "NUTS"
+            method_name = "NUTS" + (f" ({note})" if note else "")
         info = self._info(result, seed, method_name)
         fit = Fit(self._inference_data(result), self.spec, info, model=self)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)
         return fit
 
-    def _use_collapsed(self, method: str) -> bool:
-        reason = gaussian_collapsed.collapsible(self.design, self.spec.family)
-        if method == "auto":
-            return reason is None
-        if method == "collapsed" and reason is not None:
-            raise MultilevelError(f"method='collapsed' does not apply here: {reason}.")
-        if method not in ("nuts", "collapsed"):
-            raise MultilevelError(f"method must be 'auto', 'nuts' or 'collapsed', not {method!r}.")
-        return method == "collapsed"
+    def _joint_inputs(self) -> tuple[backend.Structure, dict, str | None]:
+        """Structure and data for the joint sampler: discrete rows that share every
+        covariate and group are pooled into one likelihood term (same posterior)."""
+        self._require_rows("The joint sampler (method='nuts')")
+        pooled = aggregate.aggregated_model_inputs(
+            self.structure, self.design, self.spec.family, self.spec.link
+        )
+        if pooled is None:
+            return self.structure, self.model_args()[0], None
+        return pooled
 
-    def _sufficient_statistics(self) -> dict:
+    def _collapse_plan(self, method: str) -> gaussian_collapsed.Plan | None:
+        """The collapsed sampler's plan, or None for the joint sampler."""
+        if method not in ("auto", "nuts", "collapsed"):
+            raise MultilevelError(f"method must be 'auto', 'nuts' or 'collapsed', not {method!r}.")
+        chosen = gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+        if method == "collapsed" and isinstance(chosen, str):
+            raise MultilevelError(f"method='collapsed' does not apply here: {chosen}.")
+        if method == "nuts" or isinstance(chosen, str):
+            return None
+        return chosen
+
+    def _sufficient_statistics(self, chosen: gaussian_collapsed.Plan) -> dict:
         # One pass over the rows, kept: refits (e.g. of another seed) reuse it.
         if self._stats is None:
-            self._stats = gaussian_collapsed.sufficient_statistics(self.design)
+            self._stats = gaussian_collapsed.sufficient_statistics(self.design, chosen)
         return self._stats
 
     def _inference_data(self, result: nuts.NutsResult):
@@ -281,6 +354,8 @@ class Model:
         stats = dict(result.stats)
         stats["lp"] = -stats.pop("potential_energy")
         stats["tree_depth"] = np.floor(np.log2(np.maximum(stats["n_steps"], 1))).astype(int) + 1
+        if not self.in_memory:  # chunked statistics: there are no rows to store
+            return az.from_dict(posterior=posterior, sample_stats=stats, coords=coords, dims=dims)
         return az.from_dict(
             posterior=posterior,
             sample_stats=stats,

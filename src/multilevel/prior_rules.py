@@ -22,7 +22,6 @@ import difflib
 import numpy as np
 
 from multilevel import priors as P
-from multilevel.design import Design
 from multilevel.errors import DataError, PriorError
 from multilevel.spec import TermSpec
 
@@ -36,26 +35,41 @@ CLASSES = {
 DEFAULT = "default (auto-scaled)"
 
 
-def response_scale(design: Design, family: str) -> tuple[float, float]:
+def response_scale(design, family: str) -> tuple[float, float]:
     """(m_y, s_y): the location and scale the defaults are built from."""
+    mean, sd = _response_moments(design)
     if family == "gaussian":
-        s_y = float(np.std(design.y))
-        if s_y == 0:
+        if sd == 0:
             raise DataError("The response is constant; there is nothing to model.")
-        return float(np.mean(design.y)), s_y
+        return mean, sd
     if family == "poisson":
-        mean = float(np.mean(design.y))
         return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
     return 0.0, 1.0
 
 
-def default_priors(design: Design, terms: tuple[TermSpec, ...], family: str, aux) -> dict:
-    """Every parameter's default prior, keyed by parameter name."""
+def _response_moments(design) -> tuple[float, float]:
+    """Mean and sd of the response, from the rows or from a chunked ``DataSummary``."""
+    if hasattr(design, "y"):
+        return float(np.mean(design.y)), float(np.std(design.y))
+    return float(design.y_mean), float(design.y_sd)
+
+
+def _predictor_moments(design) -> tuple[np.ndarray, np.ndarray]:
+    """(means, scales) of the population-level columns: scale = sd, or the root mean
+    square for a constant column. From the rows, or from a chunked ``DataSummary``."""
+    if hasattr(design, "X"):
+        X = design.X
+        means, sds, rms = X.mean(axis=0), X.std(axis=0), np.sqrt(np.mean(X**2, axis=0))
+    else:
+        means, sds, rms = design.x_mean, design.x_sd, design.x_rms
+    return means, np.where(sds > 0, sds, rms)
+
+
+def default_priors(design, terms: tuple[TermSpec, ...], family: str, aux) -> dict:
+    """Every parameter's default prior, keyed by parameter name. ``design`` is a
+    ``Design`` or a ``chunked.DataSummary`` (data summarised chunk by chunk)."""
     m_y, s_y = response_scale(design, family)
-    X = design.X
-    means = X.mean(axis=0)
-    sds = X.std(axis=0)
-    scales = np.where(sds > 0, sds, np.sqrt(np.mean(X**2, axis=0)))
+    means, scales = _predictor_moments(design)
     out: dict[str, P.Prior] = {}
     slopes = [j for j, c in enumerate(design.columns) if c != "Intercept"]
     for j in slopes:
