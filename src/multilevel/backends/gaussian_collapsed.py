@@ -26,8 +26,8 @@ Two plans (``Plan``):
 
 Numerics: everything is centred on a reference coefficient beta_0 (least squares) in
 float64, r = e - X delta - o with e = y - X beta_0 and delta = beta - beta_0: e'e is of
-the order of n sigma^2 rather than n mean(y)^2, so float32 sampling does not lose the
-residual sum of squares to cancellation.
+the order of n sigma^2 rather than n mean(y)^2, so the residual sum of squares is not
+lost to cancellation. The sampler itself runs in float64 (see ``inference.collapsed``).
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ def plan(design: Design, family: str, centered: bool = False) -> Plan | str:
     when the user asked for centring (``centered=True``)."""
     if family != "gaussian":
         return f"the {family} family has no closed-form marginal likelihood"
+    if getattr(design, "se", None) is not None:
+        return "known standard errors (se) give each row its own sd; it assumes one sigma"
     if not design.blocks:
         return "there are no group terms"
     sizes: dict[str, int] = {}
@@ -155,20 +157,32 @@ def _cross(per_group, A: np.ndarray, B: np.ndarray) -> np.ndarray:
     ).reshape(-1, A.shape[1], B.shape[1])
 
 
-def sufficient_statistics(design: Design, chosen: Plan | None = None) -> dict:
+def sufficient_statistics(
+    design: Design, chosen: Plan | None = None, weights: np.ndarray | None = None
+) -> dict:
     """Model arguments of the collapsed likelihood, accumulated in float64.
 
     Group dimensions are padded (``bucket``) with empty groups, which contribute nothing
-    to the likelihood; ``levels`` keeps the true count."""
+    to the likelihood; ``levels`` keeps the true count. ``weights`` (n,), optional, are
+    per-row likelihood weights: every row of y, X and Z is scaled by sqrt(weight), so a
+    row of weight 0 contributes nothing, as a padded row (K-fold refits: the same shapes,
+    the same compiled sampler). Exact for weights of 0 and 1."""
     chosen = chosen or plan(design, "gaussian")
     X, y = design.X, design.y
     blocks = [design.blocks[k] for k in chosen.collapsed]
     Z = np.concatenate([b.Z for b in blocks], axis=1)  # (n, Q): terms side by side
+    Z_other = [design.blocks[k].Z for k in chosen.sampled]
+    n = float(len(y))
+    if weights is not None:
+        root = np.sqrt(np.asarray(weights, dtype=float))
+        X, y, Z = X * root[:, None], y * root, Z * root[:, None]
+        Z_other = [z * root[:, None] for z in Z_other]
+        n = float(np.sum(weights))
     levels = len(blocks[0].levels)
     per_group = _per_group(blocks[0].codes, bucket(levels))
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta0
-    stats = {"beta0": beta0, "ZtZ": _cross(per_group, Z, Z), "n": float(len(y))}
+    stats = {"beta0": beta0, "ZtZ": _cross(per_group, Z, Z), "n": n}
     if chosen.by_statistics:
         return {
             **stats,
@@ -185,7 +199,7 @@ def sufficient_statistics(design: Design, chosen: Plan | None = None) -> dict:
         "X": _pad_rows(X, rows),
         "Z": _pad_rows(Z, rows),
         "codes": _pad_rows(blocks[0].codes, rows),
-        "Z_other": tuple(_pad_rows(design.blocks[k].Z, rows) for k in chosen.sampled),
+        "Z_other": tuple(_pad_rows(z, rows) for z in Z_other),
         "codes_other": tuple(_pad_rows(design.blocks[k].codes, rows) for k in chosen.sampled),
     }
 
