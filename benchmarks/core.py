@@ -182,22 +182,31 @@ COLUMNS = [  # (header, result key, format spec)
 ]
 
 
-def print_report(report: dict) -> None:
-    results = report["results"]
-    columns = [c for c in COLUMNS if c[1] in results[0]]
+def print_table(results: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Print ``results`` as aligned text, one row each; ``columns`` as in ``COLUMNS``.
+
+    Text columns (empty format spec) are left-aligned, numbers right-aligned; a missing or
+    None value prints as ``-``."""
     cells = [[h for h, _, _ in columns]]
-    cells += [[format(r[key], fmt) for _, key, fmt in columns] for r in results]
+    cells += [
+        ["-" if r.get(key) is None else format(r[key], fmt) for _, key, fmt in columns]
+        for r in results
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for n, row in enumerate(cells):
-        # model name left-aligned, numbers right-aligned
         print(
             "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
+                c.ljust(w) if not fmt else c.rjust(w)
+                for c, w, (_, _, fmt) in zip(row, widths, columns, strict=True)
+            ).rstrip()
         )
         if n == 0:
             print("-" * (sum(widths) + 2 * (len(widths) - 1)))
+
+
+def print_report(report: dict) -> None:
+    results = report["results"]
+    print_table(results, [c for c in COLUMNS if c[1] in results[0]])
     m, s = report["machine"], report["settings"]
     print(
         f"\n{s['mode']}; chains={s['chains']} warmup={s['warmup']} draws={s['draws']} "
@@ -215,6 +224,14 @@ def print_report(report: dict) -> None:
             )
         for problem in r["problems"]:  # first clause only; the JSON has the full advice
             print(f"{r['model']}: {re.split(r'[.:] ', problem)[0]}")
+
+
+def write_report(report: dict, path: Path, printer) -> None:
+    """Write the JSON, print the table with ``printer``, say where the JSON went."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    printer(report)
+    print(f"\nwrote {path}")
 
 
 def main(argv=None) -> None:
@@ -245,10 +262,7 @@ def main(argv=None) -> None:
         "mode": "cold (one process per model)" if args.cold else "in-process",
         **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed")},
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print_report(report)
-    print(f"\nwrote {args.json}")
+    write_report(report, args.json, print_report)
 
 
 if __name__ == "__main__":

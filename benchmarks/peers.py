@@ -1,0 +1,596 @@
+"""multilevel against bambi (PyMC, nutpie, NumPyro samplers): same models, seeds and draws.
+
+Needs the ``bench`` extra in its own virtual environment; run from the repository root::
+
+    python3 -m venv .venv-bench && .venv-bench/bin/pip install -e '.[bench]'
+    .venv-bench/bin/python benchmarks/peers.py                    # radon, sleepstudy, cbpp, synth100k
+    .venv-bench/bin/python benchmarks/peers.py --all --warm-cache
+    .venv-bench/bin/python benchmarks/peers.py --only radon --peers multilevel,bambi+nutpie
+
+Every (model, tool) pair is fitted in its own fresh subprocess of this interpreter, so each
+figure is a cold start: the first fit in a new process. See benchmarks/README.md for the
+columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import core
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "peers.json"
+DATA_SEED = 20261124  # the synthetic data sets are the same whatever --seed says
+
+OURS, OURS_WARM = "multilevel", "multilevel-warm"
+PEERS = {  # tool -> bambi inference_method
+    "bambi+pymc": "pymc",
+    "bambi+nutpie": "nutpie",
+    "bambi+numpyro": "numpyro",
+}
+TOOLS = [OURS, *PEERS]
+LABELS = {
+    OURS: "multilevel (cold cache)",
+    OURS_WARM: "multilevel (new process, warm cache)",
+    **{t: t for t in PEERS},
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    formula: str  # ours
+    bambi_formula: str
+    family: str = "gaussian"
+    dataset: str | None = None  # ml.datasets name, else synthetic
+    rows: int = 0  # synthetic only
+    groups: int = 1000
+    default: bool = False  # run without --all / --only
+    correlated: bool = False  # bambi cannot fit it as written: it fits `||`
+    truth: dict = field(default_factory=dict)
+
+
+SYNTH_TRUTH = {
+    "Intercept": 1.0,
+    "x": 0.5,
+    "sd(Intercept|g)": 0.7,
+    "sd(x|g)": 0.3,
+    "cor(Intercept,x|g)": -0.4,
+    "sigma": 1.0,
+}
+BERN_TRUTH = {"Intercept": -0.5, "x": 0.5, "sd(Intercept|g)": 0.7}
+
+
+def _core(name: str) -> core.Case:
+    return next(c for c in core.CASES if c.name == name)
+
+
+CASES = [
+    Case(
+        "radon",
+        _core("radon").formula,
+        _core("radon").formula,
+        dataset="radon",
+        default=True,
+        correlated=True,
+    ),
+    Case(
+        "radon_uncorr",
+        _core("radon_uncorr").formula,
+        "log_radon ~ floor + (1 + floor | county)",  # bambi's `|` is uncorrelated
+        dataset="radon",
+    ),
+    Case(
+        "sleepstudy",
+        _core("sleepstudy").formula,
+        _core("sleepstudy").formula,
+        dataset="sleepstudy",
+        default=True,
+        correlated=True,
+    ),
+    Case(
+        "cbpp",
+        _core("cbpp").formula,
+        "p(incidence, size) ~ period + (1 | herd)",
+        family="binomial",
+        dataset="cbpp",
+        default=True,
+    ),
+    *[
+        Case(
+            name,
+            "y ~ x + (1 + x | g)",
+            "y ~ x + (1 + x | g)",
+            rows=rows,
+            default=name == "synth100k",
+            correlated=True,
+            truth=SYNTH_TRUTH,
+        )
+        for name, rows in [("synth100k", 100_000), ("synth1m", 10**6), ("synth10m", 10**7)]
+    ],
+    Case(
+        "bern1m",
+        "y ~ x + (1 | g)",
+        "y ~ x + (1 | g)",
+        family="bernoulli",
+        rows=10**6,
+        truth=BERN_TRUTH,
+    ),
+    Case(
+        "InstEval",
+        "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
+        "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
+        dataset="InstEval",
+    ),
+]
+BY_NAME = {c.name: c for c in CASES}
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_data(case: Case, rows: int | None = None):
+    """The case's data frame; synthetic ones are drawn from ``case.truth`` with DATA_SEED.
+
+    ``rows`` (the hidden ``--rows``, for trying the script out) overrides the number of
+    synthetic rows, and keeps only the first ``rows`` of a real data set."""
+    import numpy as np
+    import pandas as pd
+
+    if case.dataset is not None:
+        import multilevel as ml
+
+        data = ml.datasets.load(case.dataset)
+        return data if rows is None else data.head(rows).reset_index(drop=True)
+    n, k, t = rows or case.rows, case.groups, case.truth
+    rng = np.random.default_rng(DATA_SEED)
+    g = rng.integers(0, k, n)
+    labels = pd.Categorical.from_codes(g, categories=[f"g{i:04d}" for i in range(k)])
+    if case.family == "gaussian":
+        sd = np.array([t["sd(Intercept|g)"], t["sd(x|g)"]])
+        r = t["cor(Intercept,x|g)"]
+        cov = np.outer(sd, sd) * np.array([[1.0, r], [r, 1.0]])
+        u = rng.multivariate_normal(np.zeros(2), cov, size=k)
+        x = rng.standard_normal(n)
+        mu = t["Intercept"] + u[g, 0] + (t["x"] + u[g, 1]) * x
+        y = mu + t["sigma"] * rng.standard_normal(n)
+    else:  # bernoulli, logit link, x a 0/1 covariate
+        u = t["sd(Intercept|g)"] * rng.standard_normal(k)
+        x = rng.integers(0, 2, n).astype(float)
+        eta = t["Intercept"] + u[g] + t["x"] * x
+        y = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(np.int64)
+    return pd.DataFrame({"y": y, "x": x, "g": labels})
+
+
+# ---------------------------------------------------------------- child: one fit
+
+
+def _min_ess(posterior, names: list[str]) -> dict:
+    """Smallest bulk ESS and largest R-hat over ``names`` (every element of each)."""
+    import arviz as az
+    import numpy as np
+
+    sub = posterior[names]
+    ess, rhat = az.ess(sub, method="bulk"), az.rhat(sub)
+    best = (np.inf, "")
+    for name in names:
+        da = ess[name]
+        values = np.asarray(da.values, dtype=float)
+        if np.all(np.isnan(values)):
+            continue
+        i = np.unravel_index(int(np.nanargmin(values)), values.shape)
+        if values[i] < best[0]:
+            where = ",".join(str(da[d].values[j]) for d, j in zip(da.dims, i))
+            best = (float(values[i]), f"{name}[{where}]" if where else name)
+    return {
+        "min_ess_bulk": best[0],
+        "min_ess_bulk_param": best[1],
+        "max_r_hat": max(float(np.nanmax(rhat[n].values)) for n in names),
+        "n_params": sum(int(sub[n].isel(chain=0, draw=0).size) for n in names),
+        "means": {  # posterior means, to check the synthetic cases against their truth
+            (f"{n}[{','.join(str(c) for c in idx)}]" if idx else n): float(v)
+            for n in names
+            for idx, v in _items(sub[n].mean(("chain", "draw")))
+        },
+    }
+
+
+def _items(da):
+    """(coordinate values, value) for every element of a DataArray."""
+    import numpy as np
+
+    for i in np.ndindex(da.shape):
+        yield tuple(da[d].values[j] for d, j in zip(da.dims, i)), da.values[i]
+
+
+def fit_ours(case: Case, data, args) -> dict:
+    import multilevel as ml
+
+    t0 = time.perf_counter()
+    model = ml.Model(case.formula, data, family=case.family)
+    fit = model.fit(
+        chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        seed=args.seed,
+        progress=False,
+        warn=False,
+    )
+    wall_s = time.perf_counter() - t0
+    post = fit.idata.posterior
+    # population effects, sd(...), cor(...), sigma; group effects are named `term|group`
+    names = [v for v in post.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
+    return {
+        "wall_s": wall_s,
+        "compile_s": fit.timing["compile_s"],
+        "sampling_s": fit.timing["sampling_s"],
+        "divergences": int(fit.diagnostics.divergences),
+        "sampler": fit.info["method"],
+        # "NUTS, group effects integrated out (collapsed Gaussian)" -> "collapsed Gaussian"
+        "note": (re.findall(r"\((.*)\)", fit.info["method"]) or ["joint NUTS"])[0],
+        **_min_ess(post, names),
+    }
+
+
+def fit_bambi(case: Case, data, args, method: str) -> dict:
+    import bambi as bmb
+    import pytensor
+
+    kwargs = {}
+    if method == "nutpie":
+        kwargs["nuts_sampler_kwargs"] = {"cores": args.cores}
+    t0 = time.perf_counter()
+    model = bmb.Model(case.bambi_formula, data, family=case.family)
+    idata = model.fit(
+        draws=args.draws,
+        tune=args.warmup,
+        chains=args.chains,
+        cores=args.cores,
+        random_seed=args.seed,
+        progressbar=False,
+        inference_method=method,
+        **kwargs,
+    )
+    wall_s = time.perf_counter() - t0
+    post = idata.posterior
+    # Group-level effects have a `<group>__factor_dim` dimension; everything else is a
+    # population effect, a group sd (`1|county_sigma`) or sigma, except the unconstrained
+    # values that nutpie also returns (`1|county_sigma_log__`).
+    names = [
+        v
+        for v in post.data_vars
+        if not v.endswith("__") and not any(d.endswith("__factor_dim") for d in post[v].dims)
+    ]
+    sampling_s = post.attrs.get("sampling_time")
+    return {
+        "wall_s": wall_s,
+        "compile_s": None,
+        "sampling_s": None if sampling_s is None else float(sampling_s),
+        "divergences": int(idata.sample_stats["diverging"].values.sum()),
+        "sampler": f"{method} NUTS",
+        # empty: PyTensor found no BLAS to link its C code against (usual for a pip install)
+        "pytensor_blas_ldflags": pytensor.config.blas__ldflags,
+        "note": "fits ||" if case.correlated else "",
+        **_min_ess(post, names),
+    }
+
+
+def child(args) -> None:
+    """Fit one case with one tool; write the result to ``args.out``."""
+    import pandas as pd
+
+    case = BY_NAME[args.child_case]
+    data = pd.read_parquet(args.data)
+    tool = args.child_tool
+    if tool in (OURS, OURS_WARM):
+        result = fit_ours(case, data, args)
+    else:
+        result = fit_bambi(case, data, args, PEERS[tool])
+    self_rss = core.peak_rss_mib()
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # e.g. PyMC's workers
+    kids_rss = kids / 2**20 if sys.platform == "darwin" else kids / 2**10
+    result.update(peak_rss_mib=self_rss, peak_rss_children_mib=kids_rss)
+    Path(args.out).write_text(json.dumps(result) + "\n")
+
+
+# ---------------------------------------------------------------- parent: run and watch
+
+
+def _tree_rss_mib(session: int) -> float:
+    """Resident memory of every process in session ``session`` (Linux; 0 elsewhere)."""
+    total, page = 0, os.sysconf("SC_PAGE_SIZE")
+    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[3]) == session:  # fields[3] is the session id
+                total += int(fields[21]) * page  # rss in pages
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 2**20
+
+
+def run_child(tool: str, case: Case, data_path: Path, tmp: Path, args, env: dict) -> dict:
+    out, log = tmp / f"{case.name}.{tool}.json", tmp / f"{case.name}.{tool}.log"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        f"--child-tool={tool}",
+        f"--child-case={case.name}",
+        f"--data={data_path}",
+        f"--out={out}",
+        *[f"--{k}={getattr(args, k)}" for k in ("chains", "warmup", "draws", "seed", "cores")],
+    ]
+    peak_tree, status = 0.0, "ok"
+    t0 = time.perf_counter()
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        while proc.poll() is None:
+            peak_tree = max(peak_tree, _tree_rss_mib(proc.pid))
+            elapsed = time.perf_counter() - t0
+            if elapsed > args.timeout:
+                status = f"timeout (> {args.timeout:.0f} s)"
+            elif args.max_rss_gib and peak_tree > args.max_rss_gib * 1024:
+                status = f"out of memory (> {args.max_rss_gib:g} GiB)"
+            if status != "ok":
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.25)
+    process_wall_s = time.perf_counter() - t0
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # stray workers of a child that exited
+    except ProcessLookupError:
+        pass
+    result = {"process_wall_s": process_wall_s, "peak_tree_rss_mib": peak_tree}
+    text = log.read_text(errors="replace")
+    if status == "ok" and proc.returncode != 0:
+        if "MemoryError" in text or "bad_alloc" in text or proc.returncode == -signal.SIGKILL:
+            status = "out of memory"
+        elif proc.returncode < 0:
+            status = f"killed by signal {-proc.returncode}"
+        else:
+            lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+            status = f"failed: {lines[-1][:200] if lines else f'exit {proc.returncode}'}"
+    if status == "ok":
+        result.update(json.loads(out.read_text()))
+    else:
+        result["log_tail"] = text[-4000:]
+    result["status"] = status
+    return result
+
+
+def versions() -> dict:
+    out = {}
+    for name in ("bambi", "pymc", "pytensor", "nutpie", "numba", "numpyro", "jax", "arviz"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def run_case(case: Case, tools: list[str], args, tmp: Path) -> list[dict]:
+    data = make_data(case, args.rows)
+    data_path = tmp / f"{case.name}.parquet"
+    data.to_parquet(data_path)
+    n_rows = len(data)
+    del data
+
+    base = dict(os.environ)
+    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), base.get("PYTHONPATH")]))
+    base["PYTHONUNBUFFERED"] = "1"
+    cache = tmp / f"{case.name}.multilevel-cache"  # fresh: ours starts truly cold
+
+    runs = []
+    for tool in tools:
+        runs.append(tool)
+        if tool == OURS and args.warm_cache:
+            runs.append(OURS_WARM)
+    rows = []
+    for tool in runs:
+        env = dict(base)
+        if tool in (OURS, OURS_WARM):
+            env["MULTILEVEL_CACHE_DIR"] = str(cache)
+        elif not args.warm_peer_caches:  # PyTensor's compiled C and numba code, fresh
+            flags = f"base_compiledir={tmp / case.name / tool / 'pytensor'}"
+            env["PYTENSOR_FLAGS"] = ",".join(filter(None, [env.get("PYTENSOR_FLAGS"), flags]))
+            env["NUMBA_CACHE_DIR"] = str(tmp / case.name / tool / "numba")
+        if tool == "bambi+numpyro":  # one CPU device per chain, so chains run in parallel
+            env["XLA_FLAGS"] = " ".join(
+                filter(
+                    None,
+                    [
+                        env.get("XLA_FLAGS"),
+                        f"--xla_force_host_platform_device_count={args.chains}",
+                    ],
+                )
+            )
+        print(f"{case.name}: {LABELS[tool]} ...", file=sys.stderr, flush=True)
+        r = run_child(tool, case, data_path, tmp, args, env)
+        if r.get("min_ess_bulk") is not None:
+            r["ess_per_wall_s"] = r["min_ess_bulk"] / r["wall_s"]
+            if r.get("sampling_s"):
+                r["ess_per_sampling_s"] = r["min_ess_bulk"] / r["sampling_s"]
+        if r["status"] != "ok":
+            r["note"] = r["status"]
+        rows.append(
+            {
+                "model": case.name,
+                "tool": LABELS[tool],
+                "formula": case.bambi_formula if tool in PEERS else case.formula,
+                "family": case.family,
+                "rows": n_rows,
+                **r,
+            }
+        )
+    data_path.unlink()
+
+    ours = {  # ESS/s of our cold and warm rows, where they ran
+        key: row["ess_per_wall_s"]
+        for key, label in (("cold", LABELS[OURS]), ("warm", LABELS[OURS_WARM]))
+        for row in rows
+        if row["tool"] == label and row.get("ess_per_wall_s")
+    }
+    for row in rows:
+        if row["tool"] in PEERS and row.get("ess_per_wall_s"):
+            ratios = {key: x / row["ess_per_wall_s"] for key, x in ours.items()}
+            row["ours_ess_per_wall_ratio"] = ratios
+            row["ratio"] = ratios.get("cold")
+    return rows
+
+
+COLUMNS = [  # (header, result key, format spec); text columns are left-aligned
+    ("model", "model", ""),
+    ("tool", "tool", ""),
+    ("rows", "rows", "d"),
+    ("wall_s", "wall_s", ".2f"),
+    ("compile_s", "compile_s", ".2f"),
+    ("sampling_s", "sampling_s", ".2f"),
+    ("process_s", "process_wall_s", ".1f"),
+    ("min_ess", "min_ess_bulk", ".0f"),
+    ("ess/wall_s", "ess_per_wall_s", ".1f"),
+    ("ours_x", "ratio", ".1f"),
+    ("max_rhat", "max_r_hat", ".3f"),
+    ("div", "divergences", "d"),
+    ("rss_mib", "peak_rss_mib", ".0f"),
+    ("tree_mib", "peak_tree_rss_mib", ".0f"),
+    ("note", "note", ""),
+]
+
+
+def print_report(report: dict) -> None:
+    results = report["results"]
+    core.print_table(results, COLUMNS)
+    m, s, v = report["machine"], report["settings"], report["versions"]
+    print(
+        f"\none fresh process per (model, tool); chains={s['chains']} warmup={s['warmup']} "
+        f"draws={s['draws']} seed={s['seed']} cores={s['cores']}; PyTensor/numba caches "
+        + ("as usual (warm)" if s["warm_peer_caches"] else "empty (cold)")
+    )
+    print(
+        f"{m['platform']}, {m['cpu_count']} CPUs (load {m['load_avg_1m_before']:.1f} before), "
+        f"python {m['python']}; " + ", ".join(f"{k} {x}" for k, x in v.items() if x)
+    )
+    if any(r.get("note") == "fits ||" for r in results):
+        print(
+            f"fits ||: bambi {v['bambi']} has no correlated group-level effects; "
+            "`(1 + x | g)` gives independent intercepts and slopes"
+        )
+    for r in results:
+        if r["status"] != "ok" and not r["status"].startswith("failed"):
+            tail = [ln for ln in r["log_tail"].splitlines() if ln.strip()][-1:]
+            print(
+                f"{r['model']} {r['tool']}: {r['status']}" + (f"; log: {tail[0]}" if tail else "")
+            )
+
+
+def parse_peers(text: str) -> list[str]:
+    tools = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown tool(s) {unknown}; choose from {TOOLS}")
+    return tools
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="PyMC's `cores`, nutpie's threads (default: min(4, CPUs))",
+    )
+    parser.add_argument("--all", action="store_true", help="every model")
+    parser.add_argument(
+        "--only", action="append", choices=list(BY_NAME), help="run only NAME (repeatable)"
+    )
+    parser.add_argument(
+        "--peers",
+        type=parse_peers,
+        default=TOOLS,
+        help=f"comma-separated subset of {','.join(TOOLS)}",
+    )
+    parser.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="also run multilevel in a second new process with its compilation cache filled",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per fit process")
+    parser.add_argument(
+        "--max-rss-gib",
+        type=float,
+        default=round(0.75 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30),
+        help="kill a fit process tree above this resident memory (0: never; default 75%% of RAM)",
+    )
+    parser.add_argument(
+        "--warm-peer-caches",
+        action="store_true",
+        help="let PyTensor and numba use their usual on-disk caches (default: empty ones)",
+    )
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)  # smaller data, for trying out
+    for hidden in ("--child-tool", "--child-case", "--data", "--out"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child_tool:
+        try:
+            child(args)
+        except MemoryError:
+            traceback.print_exc()
+            sys.exit(3)
+        return
+
+    if args.only:
+        cases = [c for c in CASES if c.name in args.only]
+    else:
+        cases = [c for c in CASES if args.all or c.default]
+    sys.path.insert(0, str(SRC))  # the working tree's multilevel, as in the children
+    load_before = os.getloadavg()[0]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
+        for case in cases:
+            results += run_case(case, args.peers, args, Path(tmp))
+    report = {
+        "machine": {**core.machine(), "load_avg_1m_before": load_before},
+        "versions": versions(),
+        "settings": {
+            **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "cores")},
+            "timeout_s": args.timeout,
+            "max_rss_gib": args.max_rss_gib,
+            "warm_cache": args.warm_cache,
+            "warm_peer_caches": args.warm_peer_caches,
+            "rows_override": args.rows,
+            "data_seed": DATA_SEED,
+        },
+        "truth": {c.name: c.truth for c in cases if c.truth},
+        "results": results,
+    }
+    core.write_report(report, args.json, print_report)
+
+
+if __name__ == "__main__":
+    main()
