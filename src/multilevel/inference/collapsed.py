@@ -84,9 +84,9 @@ def _sample(st, chosen, stats, prior, settings, seed, progress) -> nuts.NutsResu
         dense_sites=st.dense_sites,
         progress=progress,
         # Large data makes the posterior narrow (what NumPyro's mass-matrix regulariser
-        # cannot represent); with one factor the parameters are few and the dense block
-        # of population effects is well inside the first adaptation window (25 draws).
-        regularize_mass=not (chosen.by_statistics and st.p <= 10),
+        # cannot represent). Only the dense block of population effects could be
+        # singular without it; with p <= 10 it is well inside the first 25-draw window.
+        regularize_mass=st.p > 10,
     )
     samples = result.samples
     chains, draws = samples["beta"].shape[:2]
