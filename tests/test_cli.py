@@ -263,7 +263,7 @@ def test_prior_given_twice(capsys):
 
 
 def test_unknown_family(capsys):
-    err = expect_error(capsys, ["describe", "sleepstudy", FORMULA, "--family", "gamma"])
+    err = expect_error(capsys, ["describe", "sleepstudy", FORMULA, "--family", "weibull"])
     assert "gaussian" in err
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from jax.scipy.special import ndtr
+from jax.scipy.special import expit, ndtr
 
 from multilevel.errors import DataError
 
@@ -18,7 +18,9 @@ class Family:
     """A response distribution with its links and auxiliary parameters.
 
     ``aux`` names the family's own parameters besides the linear predictor (``sigma``
-    for gaussian); they get priors of class ``aux[i]`` and appear under that name.
+    for gaussian, ``nu`` for student_t, ``shape`` for negative_binomial and gamma,
+    ``phi`` for beta); they get priors of class ``aux[i]`` and appear under that name.
+    A gaussian model with known standard errors (``y | se(s) ~ ...``) has none.
     """
 
     name: str
@@ -28,9 +30,21 @@ class Family:
     needs_trials: bool = False
 
     def likelihood(
-        self, eta: jnp.ndarray, link: str, aux: dict, trials: jnp.ndarray | None
+        self,
+        eta: jnp.ndarray,
+        link: str,
+        aux: dict,
+        trials: jnp.ndarray | None,
+        se: jnp.ndarray | None = None,
     ) -> dist.Distribution:
-        """The observation distribution given the linear predictor ``eta``."""
+        """The observation distribution given the linear predictor ``eta``.
+
+        ``se`` (n,): known standard errors of a gaussian response (meta-analysis,
+        ``y | se(s) ~ ...``); they replace ``sigma``."""
+        if se is not None:
+            if self.name != "gaussian":
+                raise ValueError(f"known standard errors need the gaussian family, not {self.name}")
+            return dist.Normal(eta, se)
         return _LIKELIHOODS[(self.name, link)](eta, aux, trials)
 
 
@@ -51,6 +65,50 @@ def _integer_rows(y: np.ndarray) -> np.ndarray:
 
 def _check_gaussian(y, trials, column):
     _as_numeric(y, column, "gaussian")
+
+
+def _check_student_t(y, trials, column):
+    _as_numeric(y, column, "student_t")
+
+
+def _check_positive(y, trials, column, family):
+    values = _as_numeric(y, column, family)
+    bad = np.flatnonzero(values <= 0)
+    if bad.size:
+        raise DataError(
+            f"The {family} family needs a positive response, but `{column}` is zero or "
+            f"negative in {bad.size} rows (e.g. {values[bad[0]]:g} in row {bad[0]}). A "
+            f"{family} distribution cannot produce such values: for counts use "
+            "family='poisson' or 'negative_binomial'; for a response that may be zero "
+            "or negative use 'gaussian' or 'student_t'; otherwise remove or recode those "
+            "rows yourself."
+        )
+
+
+def _check_gamma(y, trials, column):
+    _check_positive(y, trials, column, "gamma")
+
+
+def _check_lognormal(y, trials, column):
+    _check_positive(y, trials, column, "lognormal")
+
+
+def _check_beta(y, trials, column):
+    values = _as_numeric(y, column, "beta")
+    # The likelihood computes in float32: 1 - 1e-9 would round to 1 there (log(0)).
+    single = values.astype(np.float32)
+    bad = np.flatnonzero((single <= 0) | (single >= 1))
+    if bad.size:
+        value = values[bad[0]]
+        extra = " (it rounds to 0 or 1 in single precision)" if 0 < value < 1 else ""
+        hint = " Percentages? Divide by 100." if values.max() > 1 and values.max() <= 100 else ""
+        raise DataError(
+            f"The beta family needs proportions strictly between 0 and 1, but `{column}` "
+            f"is outside (0, 1) in {bad.size} rows (e.g. {value:g} in row {bad[0]}"
+            f"{extra}).{hint} For successes out of a known number of trials use "
+            "family='binomial' (`k | trials(n) ~ ...`); to keep exact 0s and 1s, squeeze "
+            "them yourself, e.g. (y * (n - 1) + 0.5) / n (Smithson & Verkuilen 2006)."
+        )
 
 
 def _check_bernoulli(y, trials, column):
@@ -81,6 +139,10 @@ def _check_poisson(y, trials, column):
     _check_counts(_as_numeric(y, column, "poisson"), column, "poisson")
 
 
+def _check_negative_binomial(y, trials, column):
+    _check_counts(_as_numeric(y, column, "negative_binomial"), column, "negative_binomial")
+
+
 def _check_binomial(y, trials, column):
     values = _as_numeric(y, column, "binomial")
     _check_counts(values, column, "binomial")
@@ -108,11 +170,37 @@ def check_trials(trials: np.ndarray, column: str) -> None:
         )
 
 
+def check_se(se: np.ndarray, column: str) -> np.ndarray:
+    """Known standard errors must be positive finite numbers; returned as floats."""
+    if se.dtype == bool or not np.issubdtype(se.dtype, np.number):
+        raise DataError(
+            f"The standard-error column `{column}` holds {se.dtype} values; it needs "
+            "positive numbers. Convert it (e.g. pd.to_numeric)."
+        )
+    values = se.astype(float)
+    bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+    if bad.size:
+        raise DataError(
+            f"The standard errors in `{column}` must be positive and finite, but "
+            f"{bad.size} rows are not (e.g. {values[bad[0]]:g} in row {bad[0]}). A study "
+            "without a usable standard error cannot enter `y | se(s) ~ ...`: remove it or "
+            "supply its standard error."
+        )
+    return values
+
+
 FAMILIES: dict[str, Family] = {
     "gaussian": Family("gaussian", ("identity",), ("sigma",), _check_gaussian),
     "bernoulli": Family("bernoulli", ("logit", "probit"), (), _check_bernoulli),
     "binomial": Family("binomial", ("logit",), (), _check_binomial, needs_trials=True),
     "poisson": Family("poisson", ("log",), (), _check_poisson),
+    "student_t": Family("student_t", ("identity",), ("sigma", "nu"), _check_student_t),
+    "negative_binomial": Family(
+        "negative_binomial", ("log",), ("shape",), _check_negative_binomial
+    ),
+    "gamma": Family("gamma", ("log",), ("shape",), _check_gamma),
+    "lognormal": Family("lognormal", ("identity",), ("sigma",), _check_lognormal),
+    "beta": Family("beta", ("logit",), ("phi",), _check_beta),
 }
 
 
@@ -133,6 +221,21 @@ _LIKELIHOODS = {
         _probit_probs(eta), total_count=n
     ),
     ("poisson", "log"): lambda eta, aux, n: dist.Poisson(jnp.exp(eta)),
+    ("student_t", "identity"): lambda eta, aux, n: dist.StudentT(aux["nu"], eta, aux["sigma"]),
+    # mean exp(eta), variance mu + mu^2 / shape (brms' and Stan's neg_binomial_2)
+    ("negative_binomial", "log"): lambda eta, aux, n: dist.NegativeBinomial2(
+        jnp.exp(eta), aux["shape"]
+    ),
+    # mean exp(eta), shape alpha: rate alpha / mean (brms' gamma family)
+    ("gamma", "log"): lambda eta, aux, n: dist.Gamma(aux["shape"], aux["shape"] * jnp.exp(-eta)),
+    # log(y) ~ Normal(eta, sigma): eta is the mean of log(y), exp(eta) the median of y
+    ("lognormal", "identity"): lambda eta, aux, n: dist.LogNormal(eta, aux["sigma"]),
+    # mean mu = logistic(eta), precision phi: Beta(mu phi, (1 - mu) phi), which is
+    # NumPyro's BetaProportion(mu, phi). Written with logistic(-eta) for 1 - mu so that
+    # neither shape rounds to 0 in float32 when eta is large.
+    ("beta", "logit"): lambda eta, aux, n: dist.Beta(
+        aux["phi"] * expit(eta), aux["phi"] * expit(-eta)
+    ),
 }
 
 

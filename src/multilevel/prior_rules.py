@@ -9,10 +9,14 @@ report (not for internally centred ones):
   intercept at x = 0, so predictors far from zero do not make it too narrow;
 * sd of a varying coefficient: Exponential with mean s_y / sd(covariate) (s_y for an
   intercept);
-* sigma: Exponential with mean s_y; correlations: LKJ(2).
+* sigma: Exponential with mean s_y; correlations: LKJ(2);
+* the dimensionless family parameters (``AUX_DEFAULTS``): nu of student_t ~ Gamma(2, 0.1);
+  shape of negative_binomial and gamma, phi of beta ~ HalfStudentT(3, 10).
 
-For the gaussian family s_y = sd(y) and m_y = mean(y). Other families work on the link
-scale: s_y = 1, m_y = 0 (logit, probit) or log(mean(y)) (poisson).
+For the gaussian and student_t families s_y = sd(y) and m_y = mean(y); lognormal uses
+the same on log(y). Other families work on the link scale with s_y = 1 and m_y = 0
+(bernoulli, binomial), log(mean(y)) (poisson, negative_binomial, gamma) or
+logit(mean(y)) (beta).
 """
 
 from __future__ import annotations
@@ -31,19 +35,47 @@ CLASSES = {
     "sd": P.POSITIVE,
     "cor": P.CORRELATION,
     "sigma": P.POSITIVE,
+    "nu": P.POSITIVE,
+    "shape": P.POSITIVE,
+    "phi": P.POSITIVE,
 }
+AUX_CLASSES = ("sigma", "nu", "shape", "phi")  # family parameters: name = class
 DEFAULT = "default (auto-scaled)"
+
+# Defaults of the family parameters without units (sigma: Exponential(1 / s_y), above).
+AUX_DEFAULTS = {
+    # Student-t degrees of freedom: brms' default (Juarez & Steel 2010). Mode 10, 90% in
+    # (3.6, 47): heavy tails where the data ask for them, P(nu < 1) = 0.5%.
+    "nu": P.Gamma(2.0, 0.1),
+    # Negative-binomial shape (var = mu + mu^2 / shape), gamma shape (1 / CV^2), beta
+    # precision (var = mu (1 - mu) / (1 + phi)). Not brms' Gamma(0.01, 0.01), which puts
+    # most of its mass at values below 1e-10, nor rstanarm's Exponential(1), which makes
+    # shape > 5 (near-Poisson counts, CV < 45%, precise proportions) a priori unlikely
+    # (0.7%) and pulls estimates down when data are few. HalfStudentT(3, 10): median 7.7,
+    # P(< 1) = 7%, P(> 100) = 0.2%; its polynomial tail biases large values little, and
+    # unlike a half-Cauchy it leaves the posterior a finite mean and sd when the data
+    # cannot bound the parameter from above (e.g. Poisson-like counts). The likelihood
+    # itself vanishes as any of them goes to 0, so the prior need not avoid 0.
+    "shape": P.HalfStudentT(3.0, 10.0),
+    "phi": P.HalfStudentT(3.0, 10.0),
+}
 
 
 def response_scale(design, family: str) -> tuple[float, float]:
     """(m_y, s_y): the location and scale the defaults are built from."""
-    mean, sd = _response_moments(design)
-    if family == "gaussian":
+    if family == "lognormal":  # location and scale of log(y): y > 0 is checked before
+        log_y = np.log(design.y)
+        mean, sd = float(np.mean(log_y)), float(np.std(log_y))
+    else:
+        mean, sd = _response_moments(design)
+    if family in ("gaussian", "student_t", "lognormal"):
         if sd == 0:
             raise DataError("The response is constant; there is nothing to model.")
         return mean, sd
-    if family == "poisson":
+    if family in ("poisson", "negative_binomial", "gamma"):
         return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
+    if family == "beta":  # 0 < y < 1 is checked before
+        return float(np.log(mean / (1.0 - mean))), 1.0
     return 0.0, 1.0
 
 
@@ -83,13 +115,15 @@ def default_priors(design, terms: tuple[TermSpec, ...], family: str, aux) -> dic
     for term in terms:
         if term.has_correlation:
             out[term.cor_key] = P.LKJ(2.0)
+    if getattr(design, "se", None) is not None:
+        aux = ()  # known standard errors (y | se(s) ~ ...) replace sigma
     for name in aux:
-        out[name] = P.Exponential(1.0 / s_y)
+        out[name] = AUX_DEFAULTS.get(name) or P.Exponential(1.0 / s_y)
     return out
 
 
 def _class_of(name: str) -> str:
-    if name == "Intercept" or name in ("sigma",):
+    if name == "Intercept" or name in AUX_CLASSES:
         return name
     if name.startswith("sd("):
         return "sd"
@@ -128,7 +162,10 @@ def resolve_priors(defaults: dict, user: dict | None, terms: tuple[TermSpec, ...
 
 
 def _check_keys(user: dict, defaults: dict, terms: tuple[TermSpec, ...]) -> None:
-    known = list(defaults) + [c for c in CLASSES if c != "Intercept" or "Intercept" in defaults]
+    # Intercept and the family parameters are classes only where the model has them.
+    known = list(defaults) + [
+        c for c in CLASSES if c not in ("Intercept", *AUX_CLASSES) or c in defaults
+    ]
     for key in user:
         if key in known:
             continue
@@ -142,13 +179,13 @@ def _check_keys(user: dict, defaults: dict, terms: tuple[TermSpec, ...]) -> None
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise PriorError(
             f"No parameter or class named {key!r} in this model.{hint} Parameters: "
-            f"{', '.join(defaults)}; classes: {', '.join(CLASSES)}."
+            f"{', '.join(defaults)}; classes: {', '.join(c for c in CLASSES if c in known)}."
         )
 
 
 _SUPPORT_ADVICE = {
     P.REAL: "Normal or StudentT",
-    P.POSITIVE: "HalfNormal, HalfCauchy, HalfStudentT or Exponential",
+    P.POSITIVE: "HalfNormal, HalfCauchy, HalfStudentT, Exponential or Gamma",
     P.CORRELATION: "LKJ",
 }
 

@@ -163,6 +163,28 @@ class Exponential(Prior):
 
 
 @dataclass(frozen=True, repr=False)
+class Gamma(Prior):
+    """Gamma with the given shape and rate (mean shape/rate), on a positive parameter.
+
+    A scale family: ``value = raw / rate`` with ``raw ~ Gamma(shape, 1)``, so it
+    standardises exactly like the others (location 0, scale 1/rate)."""
+
+    shape: float = 2.0
+    rate: float = 0.1
+    support: ClassVar[str] = POSITIVE
+    family: ClassVar[str] = "gamma"
+
+    def __post_init__(self):
+        _positive("Gamma", shape=self.shape, rate=self.rate)
+
+    def loc_scale(self):
+        return 0.0, 1.0 / float(self.rate)
+
+    def shape_params(self):
+        return {"concentration": float(self.shape)}
+
+
+@dataclass(frozen=True, repr=False)
 class LKJ(Prior):
     """LKJ(eta) on a correlation matrix: eta = 1 is uniform, larger eta shrinks to 0."""
 
@@ -194,6 +216,7 @@ _STANDARD: dict[str, Callable[[dict], dist.Distribution]] = {
     "half_cauchy": lambda p: dist.HalfCauchy(1.0),
     "half_student_t": lambda p: dist.FoldedDistribution(dist.StudentT(p["df"], 0.0, 1.0)),
     "exponential": lambda p: dist.Exponential(1.0),
+    "gamma": lambda p: dist.Gamma(p["concentration"], 1.0),
 }
 
 
@@ -209,6 +232,7 @@ PRIORS: dict[str, Callable[..., Prior]] = {
     "HalfCauchy": HalfCauchy,
     "HalfStudentT": HalfStudentT,
     "Exponential": Exponential,
+    "Gamma": Gamma,
     "LKJ": LKJ,
     "InverseWishart": InverseWishart,
 }

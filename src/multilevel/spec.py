@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from multilevel import priors as P
+from multilevel.errors import MultilevelError
+from multilevel.formula import parse_formula
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,26 @@ class ModelSpec:
     prior_sources: tuple[tuple[str, str], ...]
     centered: bool = False
 
+    def __post_init__(self):
+        # `y | se(s) ~ ...`: each row's sd is known, so the gaussian family has no sigma.
+        # The formula says so; the aux given (the family's) is trimmed here, so every
+        # consumer of ``aux`` (structure, names, summaries, simulation) agrees.
+        se = parse_formula(self.formula).se
+        object.__setattr__(self, "_se", se)
+        if se is None:
+            return
+        if any(name in dict(self.priors) for name in self.aux):
+            raise MultilevelError(
+                f"Known standard errors (`| se({se})`) need the data's rows: build the "
+                "model with ml.Model(formula, data), not from chunked statistics."
+            )
+        object.__setattr__(self, "aux", ())
+
+    @property
+    def se(self) -> str | None:
+        """Column of known standard errors (``y | se(s) ~ ...``), or None."""
+        return self._se
+
     @property
     def prior_of(self) -> dict[str, P.Prior]:
         return dict(self.priors)
@@ -91,7 +113,8 @@ class ModelSpec:
         """Every parameter with its prior and where the prior came from."""
         lines = [
             f"Formula: {self.formula}",
-            f"Family:  {self.family} (link: {self.link})",
+            f"Family:  {self.family} (link: {self.link})"
+            + (f", known standard errors `{self.se}` (no sigma)" if self.se else ""),
             "Parameterisation of group effects: " + ("centred" if self.centered else "non-centred"),
             "",
             f"{'parameter':<36} {'prior':<34} source",

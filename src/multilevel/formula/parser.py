@@ -1,7 +1,8 @@
 """Split an lme4/brms formula into its response, population part and group terms.
 
 Only the lme4 extensions are parsed here: the bars `(expr | g)` / `(expr || g)`, the
-grouping factors `a`, `a:b`, `a/b`, and the brms response addition `y | trials(n)`.
+grouping factors `a`, `a:b`, `a/b`, and the brms response additions `y | trials(n)`
+(binomial totals) and `y | se(s)` (known standard errors, meta-analysis).
 Everything else (the population-level part and the covariate expression inside a bar)
 is handed to formulaic unchanged, so interactions, `C(x)`, `0 +` and `- 1` mean
 exactly what they mean there.
@@ -17,11 +18,13 @@ from multilevel.errors import FormulaError
 SUPPORTED = (
     "Supported: `y ~ x + (1 | g)`, `(1 + x | g)` (correlated), `(1 + x || g)` "
     "(uncorrelated), `(0 + x | g)`, nested `(1 | a/b)`, interactions `(1 | a:b)`, crossed "
-    "`(1 | a) + (1 | b)`, and `successes | trials(n) ~ ...` for binomial responses."
+    "`(1 | a) + (1 | b)`, `successes | trials(n) ~ ...` for binomial responses and "
+    "`y | se(s) ~ ...` for responses with known standard errors."
 )
 
 _NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 _TRIALS = re.compile(r"^trials\(\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*\)$")
+_SE = re.compile(r"^se\(\s*([A-Za-z_.][A-Za-z0-9_.]*)\s*\)$")
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,16 @@ class ParsedFormula:
     trials: str | None
     fixed: str
     groups: tuple[GroupTerm, ...]
+    se: str | None = None  # column of known standard errors: `y | se(s) ~ ...`
 
     @property
     def columns(self) -> set[str]:
-        """Columns named outside the formulaic parts (response, trials, group factors)."""
+        """Columns named outside the formulaic parts (response, trials, se, group factors)."""
         cols = {self.response}
         if self.trials:
             cols.add(self.trials)
+        if self.se:
+            cols.add(self.se)
         for term in self.groups:
             cols.update(term.factors)
         return cols
@@ -81,7 +87,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     if len(tilde) != 1:
         raise _syntax_error(formula, tilde[1] if tilde else 0, "expected exactly one `~`")
     lhs, rhs = formula[: tilde[0]], formula[tilde[0] + 1 :]
-    response, trials = _parse_response(formula, lhs)
+    response, trials, se = _parse_response(formula, lhs)
     fixed_parts, groups = [], []
     offset = tilde[0] + 1
     for part, start in _split_top_level(rhs, "+"):
@@ -99,10 +105,11 @@ def parse_formula(formula: str) -> ParsedFormula:
     if any(not p for p in fixed_parts):
         raise _syntax_error(formula, offset + len(rhs) - len(rhs.lstrip()), "empty term")
     fixed = " + ".join(fixed_parts) if fixed_parts else "1"
-    return ParsedFormula(formula, response, trials, fixed, tuple(groups))
+    return ParsedFormula(formula, response, trials, fixed, tuple(groups), se)
 
 
-def _parse_response(formula: str, lhs: str) -> tuple[str, str | None]:
+def _parse_response(formula: str, lhs: str) -> tuple[str, str | None, str | None]:
+    """(response, trials column, se column) of the left-hand side."""
     bars = _top_level_positions(lhs, "|")
     left = lhs[: bars[0]] if bars else lhs
     response = left.strip()
@@ -115,16 +122,26 @@ def _parse_response(formula: str, lhs: str) -> tuple[str, str | None]:
             "the response must be a column name; make a new column for a transformed response",
         )
     if not bars:
-        return response, None
+        return response, None, None
     addition = lhs[bars[0] + 1 :].strip()
-    match = _TRIALS.match(addition)
-    if not match:
+    if match := _TRIALS.match(addition):
+        return response, match.group(1), None
+    if match := _SE.match(addition):
+        return response, None, match.group(1)
+    at = bars[0] + 1 + (len(lhs[bars[0] + 1 :]) - len(lhs[bars[0] + 1 :].lstrip()))
+    if addition.startswith("se(") and "," in addition:
         raise _syntax_error(
             formula,
-            bars[0] + 1 + (len(lhs[bars[0] + 1 :]) - len(lhs[bars[0] + 1 :].lstrip())),
-            "after `|` on the left only `trials(n)` is supported (binomial responses)",
+            at,
+            "`se(s)` takes one column of standard errors; options such as "
+            "`se(s, sigma = TRUE)` (an extra residual sd) are not supported",
         )
-    return response, match.group(1)
+    raise _syntax_error(
+        formula,
+        at,
+        "after `|` on the left only `trials(n)` (binomial responses) or `se(s)` "
+        "(known standard errors) is supported",
+    )
 
 
 def _parse_bar(formula: str, inner: str, position: int) -> list[GroupTerm]:

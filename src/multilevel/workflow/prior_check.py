@@ -14,7 +14,10 @@ Plausible ranges (on the outcome scale; ``plausible=(lo, hi)`` overrides them):
   window five times as wide as the data, centred on them. The default priors (scaled to
   the data) put well over 95% of the outcomes inside it; a prior ten times too wide puts
   most outside.
-* poisson: ``[0, 10 max + 10]``; counts are never negative, so only the upper end bites.
+  student_t the same.
+* poisson, negative_binomial: ``[0, 10 max + 10]``; counts are never negative, so only
+  the upper end bites.
+* lognormal, gamma: ``[min / 10, 10 max]``; beta: ``[0, 1]`` (nothing is out of range).
 * bernoulli and binomial: every 0/1 outcome is in range, so the check looks at the success
   probabilities the priors imply instead: the range is ``[0.01, 0.99]`` on the probability
   scale (widened to a tenth of the observed success rate, or failure rate, when that is
@@ -92,11 +95,15 @@ def default_plausible_range(
     (-5.0, 10.0)
     """
     y = np.asarray(y, dtype=float)
-    if family == "gaussian":
+    if family in ("gaussian", "student_t"):
         width = float(y.max() - y.min()) or 1.0
         return float(y.min() - 2 * width), float(y.max() + 2 * width)
-    if family == "poisson":
+    if family in ("poisson", "negative_binomial"):
         return 0.0, float(10 * y.max() + 10)
+    if family in ("lognormal", "gamma"):  # positive: a decade beyond the data either way
+        return float(y.min() / 10), float(10 * y.max())
+    if family == "beta":  # every outcome is a proportion: nothing is absurd by range
+        return 0.0, 1.0
     if family in BINARY:
         rate = _success_rate(y, trials)
         return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
@@ -160,7 +167,7 @@ def _measure(model: Model, named: dict, y: np.ndarray, plausible: tuple[float, f
     eta = _linear_predictor(model, named)
     y = np.asarray(y, dtype=float)
     out: dict = {}
-    if family == "poisson":
+    if family in ("poisson", "negative_binomial", "gamma"):
         overflow = eta > _LOG_MAX_RATE
         y = np.where(overflow, np.inf, y)
         out["overflow"] = float(overflow.mean())

@@ -23,7 +23,7 @@ from multilevel.formula import parse_formula
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
 
-_COUNT_FAMILIES = ("bernoulli", "binomial", "poisson")
+_COUNT_FAMILIES = ("bernoulli", "binomial", "poisson", "negative_binomial")
 
 
 # --------------------------------------------------------------------------- public
