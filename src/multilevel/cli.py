@@ -13,6 +13,7 @@ Examples
     $ multilevel describe sleepstudy "Reaction ~ Days + (Days | Subject)"
     $ multilevel fit sleepstudy "Reaction ~ Days + (Days | Subject)" \\
           --prior "sd=HalfNormal(50)" --chains 4 --json fit.json --save fit.nc
+    $ multilevel predict fit.nc new.csv --data sleepstudy --kind response --out pred.csv
 """
 
 from __future__ import annotations
@@ -368,6 +369,35 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed() else EXIT_NOT_CALIBRATED
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from multilevel.fit import load
+
+    _check_writable(args.out, "--out")
+    try:
+        fit = load(args.fit)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise CliError(f"Cannot read the saved fit {args.fit!r}: {reason}") from None
+    newdata = read_data(args.newdata)
+    original = read_data(args.data) if args.data is not None else None
+    with reported_warnings():
+        prediction = fit.predict(
+            newdata,
+            kind=args.kind,
+            groups=args.groups,
+            seed=args.seed,
+            draws=args.draws,
+            data=original,
+        )
+        table = prediction.summary()
+        print(prediction)
+        print()
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if args.out is not None:
+        _write(args.out, "--out", lambda: table.to_csv(args.out, index=False))
+    return EXIT_OK
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     with reported_warnings():
         model = build_model(args)
@@ -419,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         "formula", metavar="FORMULA", help="lme4-style formula, e.g. 'y ~ x + (1 + x | g)'"
     )
     model_args.add_argument(
-        "--family", default="gaussian", help="gaussian (default), bernoulli, binomial, poisson"
+        "--family",
+        default="gaussian",
+        help="gaussian (default), student_t, bernoulli, binomial, poisson, negative_binomial, gamma, lognormal, beta",
     )
     model_args.add_argument("--link", default=None, help="link function (default: canonical)")
     model_args.add_argument(
@@ -530,6 +562,44 @@ def build_parser() -> argparse.ArgumentParser:
     sbc_cmd.add_argument("--plot", metavar="FILE", help="ECDF-difference plot (.png or .svg)")
     sbc_cmd.add_argument("--csv", metavar="FILE", help="write the ranks as CSV")
     sbc_cmd.set_defaults(handler=cmd_sbc)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict new data from a saved fit",
+        description="Predict the rows of NEWDATA from a fit saved with `multilevel fit "
+        "--save` (or fit.save): per row the mean, sd and 5/50/95%% quantiles over the "
+        "posterior draws. Levels of a grouping factor the fit never saw get effects drawn "
+        "from the fitted population distribution (--groups sample) or zero effects "
+        "(--groups population).",
+    )
+    predict.add_argument("fit", metavar="FIT", help="a saved fit (netCDF)")
+    predict.add_argument(
+        "newdata", metavar="NEWDATA", help="rows to predict: CSV, Parquet or a built-in data set"
+    )
+    predict.add_argument(
+        "--data",
+        metavar="ORIGINAL",
+        help="the data the fit was made from: needed, since a saved fit keeps no "
+        "covariates and NEWDATA must be encoded like the fitted data",
+    )
+    predict.add_argument(
+        "--kind",
+        default="mean",
+        choices=["mean", "response", "link"],
+        help="mean (default): expected response; response: new observations; link: "
+        "linear predictor",
+    )
+    predict.add_argument(
+        "--groups",
+        default="sample",
+        choices=["sample", "population"],
+        help="sample (default): new levels drawn from the population; population: all "
+        "group effects zero",
+    )
+    predict.add_argument("--seed", type=int, default=0, help="default 0")
+    predict.add_argument("--draws", type=int, default=None, help="draws per chain (default: all)")
+    predict.add_argument("--out", metavar="FILE", help="write the table as CSV")
+    predict.set_defaults(handler=cmd_predict)
 
     describe = commands.add_parser(
         "describe",

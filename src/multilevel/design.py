@@ -10,15 +10,15 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import formulaic
 import numpy as np
 import pandas as pd
-from formulaic.errors import FormulaicError
+from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from multilevel.errors import DataError, FormulaError
-from multilevel.families import Family, check_trials
+from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
 
 
@@ -36,6 +36,8 @@ class GroupBlock:
     codes: np.ndarray  # (n,) int32 level index
     levels: tuple[str, ...]  # (L,) level labels, sorted as lme4 sorts them
     scales: np.ndarray  # (q,) sd of each covariate (1 for constant columns)
+    # formulaic ModelSpec of the covariate block: encodes new data as it encoded these rows
+    spec: object = field(default=None, compare=False, repr=False)
 
     @property
     def group(self) -> str:
@@ -51,6 +53,9 @@ class Design:
     X: np.ndarray  # (n, p)
     columns: tuple[str, ...]  # (p,) population-level names
     blocks: tuple[GroupBlock, ...]
+    # formulaic ModelSpec of X: encodes new data as it encoded these rows (encode_new)
+    fixed_spec: object = field(default=None, compare=False, repr=False)
+    se: np.ndarray | None = None  # (n,) known standard errors: `y | se(s) ~ ...`
 
     @property
     def n(self) -> int:
@@ -81,13 +86,125 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
             f"`| trials({parsed.trials})` is only meaningful for family='binomial', "
             f"not {family.name!r}."
         )
+    se = None
+    if parsed.se is not None:
+        if family.name != "gaussian":
+            raise FormulaError(
+                f"`| se({parsed.se})` (known standard errors) needs family='gaussian', "
+                f"not {family.name!r}."
+            )
+        se = check_se(_column_values(data, parsed.se), parsed.se)
     family.check(y, trials, parsed.response)
-    X, columns = _model_matrix(parsed.fixed, data, "the population-level part")
+    X, columns, fixed_spec = _model_matrix(parsed.fixed, data, "the population-level part")
     _check_finite(X, columns, "population-level predictor")
     _check_constant(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     _check_unique_names(blocks)
-    return Design(y.astype(float), trials, X, columns, blocks)
+    return Design(y.astype(float), trials, X, columns, blocks, fixed_spec, se=se)
+
+
+def encode_new(
+    design: Design, parsed: ParsedFormula, newdata: pd.DataFrame
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Encode ``newdata`` exactly as ``design``'s rows were encoded (for prediction).
+
+    Returns ``X`` (m, p) and, per group term, ``(Z, codes, labels)``: the (m, q) covariate
+    block, each row's level index into the block's ``levels`` (-1 for a level not seen in
+    the fitted data) and each row's level label (as ``build_design`` writes labels, e.g.
+    ``"MN:AITKIN"`` for ``state:county``). Categorical encodings and stateful transforms
+    (``center(x)``) are those of the fitted data. Neither the response nor the trials
+    column is needed. A missing column, a missing value or a category of a
+    population-level predictor that the fitted data never had raises ``DataError``
+    naming the column.
+    """
+    if design.fixed_spec is None or any(b.spec is None for b in design.blocks):
+        raise DataError(
+            "This design does not keep the encodings of its data (it was not built by "
+            "build_design from rows), so new data cannot be encoded like it."
+        )
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}.")
+    if len(newdata) == 0:
+        raise DataError("newdata has no rows.")
+    needed = _formulaic_variables(parsed.fixed)
+    for term in parsed.groups:
+        needed |= _formulaic_variables(term.expr) | set(term.factors)
+    used = _require_columns(needed, newdata, "named in the formula", "newdata")
+    _check_missing(newdata, used, then="predict again")
+    X, columns = _encode(design.fixed_spec, newdata, "the population-level part")
+    if columns != design.columns:  # formulaic reuses the encoding, so this is a bug
+        raise DataError(f"newdata encodes to columns {columns}, the fit has {design.columns}.")
+    _check_finite(X, columns, "population-level predictor")
+    out = []
+    for block in design.blocks:
+        term = block.term
+        Z, _ = _encode(block.spec, newdata, f"the group term `({term.expr} | {term.group})`")
+        _check_finite(Z, block.coefs, f"covariate of ({term.expr} | {term.group})")
+        row_codes, row_levels = _group_codes(newdata, term.factors)
+        labels = np.asarray(row_levels, dtype=object)[row_codes]
+        index = {label: i for i, label in enumerate(block.levels)}
+        codes = np.array([index.get(label, -1) for label in labels], dtype=np.int32)
+        out.append((Z, codes, labels))
+    return X, out
+
+
+def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """``spec.get_model_matrix(data)``, refusing categories the fitted data lacked."""
+    data = _align_categories(spec, data)
+    with warnings.catch_warnings():
+        # formulaic turns an unseen category into NaN with a warning and goes on
+        warnings.simplefilter("error", DataMismatchWarning)
+        try:
+            matrix = spec.get_model_matrix(data, na_action="raise")
+        except DataMismatchWarning as exc:
+            raise DataError(
+                f"newdata has a category that {where} did not see in the fitted data: "
+                f"{_plain(exc).split(':', 1)[-1].split('.')[0].strip()}. A population-level "
+                "effect of a category the model never saw cannot be predicted."
+            ) from None
+        except (FormulaicError, ValueError, TypeError) as exc:
+            raise DataError(f"Cannot encode newdata for {where}: {_plain(exc)}") from None
+    columns = tuple(str(c) for c in matrix.columns)
+    return np.asarray(matrix, dtype=float).reshape(len(data), len(columns)), columns
+
+
+_PLAIN_FACTOR = re.compile(r"^\s*(?:C\(\s*)?([A-Za-z_.][A-Za-z0-9_.]*)\s*(?:[,)].*)?$")
+
+
+def _align_categories(spec, data: pd.DataFrame) -> pd.DataFrame:
+    """A categorical factor that is a column (``g``, ``C(g)``) must hold only its
+    fitted categories; say which column and which value. Values that match a category
+    as text (``1`` read from a CSV for the category ``"1"``) are converted to it."""
+    for factor, (kind, state) in spec.encoder_state.items():
+        categories = state.get("categories") if isinstance(state, dict) else None
+        match = _PLAIN_FACTOR.match(factor)
+        if getattr(kind, "value", kind) != "categorical" or categories is None or not match:
+            continue
+        column = match.group(1)
+        if column not in data.columns:
+            continue
+        values = data[column]
+        unseen = pd.unique(values[~values.isin(categories)])
+        if len(unseen):
+            shown = ", ".join(repr(_scalar(v)) for v in unseen[:5])
+            more = f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+            as_text = {str(c): c for c in categories}
+            if len(as_text) == len(categories) and all(str(v) in as_text for v in unseen):
+                converted = values.map(lambda v, m=as_text: m.get(str(v), v))
+                data = data.assign(**{column: converted.astype(object)})
+                continue
+            raise DataError(
+                f"Column {column!r} in newdata has a category the model never saw: "
+                f"{shown}{more} (fitted categories: "
+                f"{', '.join(repr(_scalar(c)) for c in categories[:10])}"
+                f"{' ...' if len(categories) > 10 else ''}). A population-level effect of "
+                "an unseen category cannot be predicted; only group levels may be new."
+            )
+    return data
+
+
+def _scalar(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
@@ -95,14 +212,20 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     needed |= _formulaic_variables(parsed.fixed)
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr)
+    return _require_columns(needed, data)
+
+
+def _require_columns(
+    needed: set[str], data: pd.DataFrame, why: str = "named in the formula", where: str = "the data"
+) -> list[str]:
     missing = sorted(c for c in needed if c not in data.columns)
     if missing:
         name = missing[0]
         close = difflib.get_close_matches(name, [str(c) for c in data.columns], n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise DataError(
-            f"Column {name!r} named in the formula is not in the data.{hint} "
-            f"The data has: {', '.join(map(str, data.columns[:20]))}"
+            f"Column {name!r} {why} is not in {where}.{hint} "
+            f"{where[0].upper() + where[1:]} has: {', '.join(map(str, data.columns[:20]))}"
             + (" ..." if len(data.columns) > 20 else ".")
         )
     return sorted(needed)
@@ -123,7 +246,7 @@ def _plain(exc: Exception) -> str:
     return _HIGHLIGHT.sub("", str(exc))
 
 
-def _check_missing(data: pd.DataFrame, used: list[str]) -> None:
+def _check_missing(data: pd.DataFrame, used: list[str], then: str = "fit again") -> None:
     counts = {c: int(data[c].isna().sum()) for c in used}
     counts = {c: k for c, k in counts.items() if k}
     if counts:
@@ -132,7 +255,7 @@ def _check_missing(data: pd.DataFrame, used: list[str]) -> None:
         raise DataError(
             f"Missing values in columns the model uses: {listed}; {rows} rows in all. "
             "Nothing is dropped silently: remove those rows yourself "
-            "(e.g. data.dropna(subset=[...])) or impute them, then fit again."
+            f"(e.g. data.dropna(subset=[...])) or impute them, then {then}."
         )
 
 
@@ -146,13 +269,17 @@ def _column_values(data: pd.DataFrame, column: str) -> np.ndarray:
     return values
 
 
-def _model_matrix(expr: str, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+def _model_matrix(
+    expr: str, data: pd.DataFrame, where: str
+) -> tuple[np.ndarray, tuple[str, ...], object]:
+    """The design matrix, its column names and its formulaic ModelSpec (the encoding)."""
     try:
         matrix = formulaic.model_matrix(expr, data, na_action="raise")
     except FormulaicError as exc:
         raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
     columns = tuple(str(c) for c in matrix.columns)
-    return np.asarray(matrix, dtype=float).reshape(len(data), len(columns)), columns
+    values = np.asarray(matrix, dtype=float).reshape(len(data), len(columns))
+    return values, columns, matrix.model_spec
 
 
 def _check_finite(X: np.ndarray, columns: tuple[str, ...], what: str) -> None:
@@ -174,7 +301,9 @@ def _check_constant(X: np.ndarray, columns: tuple[str, ...]) -> None:
 
 
 def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
-    Z, coefs = _model_matrix(term.expr, data, f"the group term `({term.expr} | {term.group})`")
+    Z, coefs, spec = _model_matrix(
+        term.expr, data, f"the group term `({term.expr} | {term.group})`"
+    )
     _check_finite(Z, coefs, f"covariate of ({term.expr} | {term.group})")
     codes, levels = _group_codes(data, term.factors)
     if len(levels) == 1:
@@ -186,7 +315,7 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
         )
     scales = Z.std(axis=0)
     scales = np.where(scales > 0, scales, 1.0)
-    return GroupBlock(term, coefs, Z, codes, levels, scales)
+    return GroupBlock(term, coefs, Z, codes, levels, scales, spec)
 
 
 def _group_codes(

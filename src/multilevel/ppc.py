@@ -1,0 +1,289 @@
+"""Posterior predictive checks: do data replicated from the posterior look like the data?
+
+``Fit.ppc`` draws one replicated data set per posterior draw (``Fit.predict`` with
+``kind="response"`` on the fitted rows: seen levels use their posterior effects), stores
+them in ``fit.idata`` as the ``posterior_predictive`` group (the variable is named as the
+response, dims ``chain, draw, obs`` as in ``observed_data``) and plots:
+
+* continuous families (gaussian, student_t, gamma, lognormal, beta), ``kind="density"``: the observed density (black)
+  over the densities of ``n_draws`` replicated data sets (blue), all with the same
+  Gaussian kernel bandwidth (Silverman's rule on the observed data);
+* count and 0/1 families (poisson, negative_binomial, binomial, bernoulli), ``kind="bars"``: how many rows
+  take each value (bars: observed) with the median and 90% interval of that number
+  over all replicated data sets (points and lines). Wide count ranges are binned.
+* ``group="county"``: a second panel with each group's observed mean (success rate
+  ``sum(y) / sum(trials)`` for binomial) against the 95% interval (thin) and 50%
+  interval (thick) of its replicated means. Groups whose observed mean lies outside the
+  95% interval are red and named in the title; ``group_check`` returns the table.
+
+Examples
+--------
+>>> fit = ml.Model("Reaction ~ Days + (Days | Subject)", sleep).fit(seed=1)  # doctest: +SKIP
+>>> fig = fit.ppc("ppc.png", group="Subject")  # doctest: +SKIP
+>>> fit.idata.posterior_predictive  # doctest: +SKIP
+>>> from multilevel.ppc import group_check
+>>> group_check(fit, "Subject").query("outside")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from multilevel.design import _group_codes
+from multilevel.errors import MultilevelError
+from multilevel.prediction import fitted_design, predict
+
+__all__ = ["KINDS", "group_check", "posterior_predictive", "ppc"]
+
+KINDS = ("auto", "density", "bars")
+DISCRETE = ("poisson", "negative_binomial", "binomial", "bernoulli")
+_FORMATS = {".png", ".svg", ".pdf"}
+_MAX_BARS = 40  # count values shown one by one; wider ranges are binned
+_OBS, _REP, _BAD = "black", "#1f77b4", "#d62728"
+
+
+def posterior_predictive(fit, seed: int = 0, draws: int | None = None, data=None):
+    """Replicate the fitted data once per posterior draw; store and return the
+    ``posterior_predictive`` group (replacing an earlier one)."""
+    pred = predict(fit, None, kind="response", groups="sample", seed=seed, draws=draws, data=data)
+    dataset = pred.draws
+    if "posterior_predictive" in fit.idata.groups():
+        del fit.idata["posterior_predictive"]
+    fit.idata.add_groups({"posterior_predictive": dataset})
+    return dataset
+
+
+def _replicated(fit, seed: int, data) -> np.ndarray:
+    """(draws, rows) replicated responses: the stored group if it fits, else new ones."""
+    n = fitted_design(fit, data)[0].n
+    response = fit.spec.response
+    if "posterior_predictive" in fit.idata.groups():
+        stored = fit.idata.posterior_predictive
+        if response in stored and stored[response].shape[-1] == n:
+            values = stored[response].values
+            return values.reshape(-1, n)
+    values = posterior_predictive(fit, seed=seed, data=data)[response].values
+    return values.reshape(-1, n)
+
+
+def group_check(fit, group: str, seed: int = 0, data=None) -> pd.DataFrame:
+    """Per level of ``group``: rows ``n``, the ``observed`` mean (success rate for
+    binomial), the replicated means' ``mean``, ``q2.5``, ``q25``, ``q75``, ``q97.5``,
+    ``p`` (share of replicated means >= the observed one) and ``outside`` (observed
+    outside the 95% interval). Uses ``fit.idata.posterior_predictive`` if present."""
+    design, frame = fitted_design(fit, data)
+    return _group_table(fit, design, frame, group, _replicated(fit, seed, data))
+
+
+def _group_table(fit, design, frame, group: str, rep: np.ndarray) -> pd.DataFrame:
+    codes, levels = _group_of(design, frame, group)
+    y = design.y
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(levels))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rep_sums = np.add.reduceat(rep[:, order], starts, axis=1)
+    obs_sums = np.add.reduceat(y[order], starts)
+    if fit.spec.family == "binomial":
+        denom = np.add.reduceat(design.trials[order], starts)
+    else:
+        denom = counts.astype(float)
+    observed = obs_sums / denom
+    rep_means = rep_sums / denom
+    lo, q25, q75, hi = np.quantile(rep_means, [0.025, 0.25, 0.75, 0.975], axis=0)
+    table = pd.DataFrame(
+        {
+            "n": counts,
+            "observed": observed,
+            "mean": rep_means.mean(axis=0),
+            "q2.5": lo,
+            "q25": q25,
+            "q75": q75,
+            "q97.5": hi,
+            "p": (rep_means >= observed).mean(axis=0),
+            "outside": (observed < lo) | (observed > hi),
+        },
+        index=pd.Index(levels, name=group),
+    )
+    return table
+
+
+def _group_of(design, frame, group: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    for block in design.blocks:
+        if block.group == group:
+            return block.codes, block.levels
+    factors = tuple(group.split(":"))
+    if all(f in frame.columns for f in factors):
+        return _group_codes(frame, factors)
+    known = list(dict.fromkeys(b.group for b in design.blocks))
+    raise MultilevelError(
+        f"No grouping factor or column {group!r} in the fitted data. Grouping factors: "
+        f"{', '.join(known) if known else 'none'}; any column of the data works too."
+    )
+
+
+def ppc(
+    fit,
+    path: str | Path | None = None,
+    kind: str = "auto",
+    group: str | None = None,
+    n_draws: int = 50,
+    seed: int = 0,
+    data=None,
+) -> Figure:
+    """Posterior predictive check of ``fit``; see the module doc. Returns the Figure,
+    saved to ``path`` if given (``.png``, ``.svg`` or ``.pdf``)."""
+    family = fit.spec.family
+    if kind not in KINDS:
+        raise MultilevelError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}.")
+    if kind == "auto":
+        kind = "bars" if family in DISCRETE else "density"
+    if kind == "bars" and family not in DISCRETE:
+        raise MultilevelError(
+            f"kind='bars' is for count and 0/1 outcomes; the {family} family is "
+            "continuous: use kind='density'."
+        )
+    if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
+        raise MultilevelError(f"n_draws must be a positive whole number, got {n_draws!r}.")
+    suffix = None if path is None else Path(path).suffix.lower()
+    if suffix is not None and suffix not in _FORMATS:
+        raise MultilevelError(
+            f"Cannot tell the image format from {str(path)!r}: end the name in "
+            f"{', '.join(sorted(_FORMATS))}."
+        )
+    design, frame = fitted_design(fit, data)
+    if group is not None:
+        _group_of(design, frame, group)  # an unknown group fails before simulating
+    n = design.n
+    rep = posterior_predictive(fit, seed=seed, data=data)[fit.spec.response].values
+    rep = rep.reshape(-1, n)
+    table = None if group is None else _group_table(fit, design, frame, group, rep)
+    y = design.y
+
+    if table is None:
+        fig = Figure(figsize=(7, 4.2), layout="constrained")
+        axes = [fig.subplots()]
+    else:
+        height = max(4.2, min(14.0, 1.0 + 0.17 * len(table)))
+        fig = Figure(figsize=(12, height), layout="constrained")
+        axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    FigureCanvasAgg(fig)
+    if kind == "density":
+        _plot_density(axes[0], y, rep, n_draws, seed, fit.spec.response)
+    else:
+        _plot_bars(axes[0], y, rep, family, fit.spec.response)
+    if table is not None:
+        _plot_groups(axes[1], table, group, family, fit.spec.response)
+    n_rep = rep.shape[0]
+    fig.suptitle(
+        f"Posterior predictive check: {fit.spec.formula} ({family}, {n_rep} replicated data sets)",
+        fontsize=10,
+    )
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def _binned_kde(values: np.ndarray, grid: np.ndarray, bw: float) -> np.ndarray:
+    """Gaussian kernel density on an equally spaced grid by binning and convolution:
+    linear in the number of values (a million rows cost a histogram)."""
+    delta = grid[1] - grid[0]
+    edges = np.concatenate([grid - delta / 2, [grid[-1] + delta / 2]])
+    counts, _ = np.histogram(values, edges)
+    m = int(np.ceil(4 * bw / delta))
+    kernel = np.exp(-0.5 * ((np.arange(-m, m + 1) * delta) / bw) ** 2)
+    kernel /= kernel.sum() * delta
+    dens = np.convolve(counts, kernel, mode="full")[m : m + len(counts)]
+    return dens / max(len(values), 1)
+
+
+def _bandwidth(values: np.ndarray) -> float:
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    iqr = np.subtract(*np.quantile(values, [0.75, 0.25]))
+    spread = min(sd, iqr / 1.34) if iqr > 0 else sd
+    if not spread > 0:
+        spread = max(abs(values).max(), 1.0) * 0.1
+    return 0.9 * spread * len(values) ** -0.2
+
+
+def _plot_density(ax, y, rep, n_draws, seed, response) -> None:
+    rng = np.random.default_rng(seed)
+    chosen = rep[rng.choice(rep.shape[0], size=min(n_draws, rep.shape[0]), replace=False)]
+    bw = _bandwidth(y)
+    lo = min(y.min(), np.quantile(chosen, 0.005)) - 3 * bw
+    hi = max(y.max(), np.quantile(chosen, 0.995)) + 3 * bw
+    grid = np.linspace(lo, hi, 400)
+    for i, values in enumerate(chosen):
+        ax.plot(
+            grid, _binned_kde(values, grid, bw), color=_REP, alpha=0.3, lw=0.8,
+            label="replicated" if i == 0 else None,
+        )  # fmt: skip
+    ax.plot(grid, _binned_kde(y, grid, bw), color=_OBS, lw=2, label="observed")
+    ax.set_xlabel(response)
+    ax.set_ylabel("density")
+    ax.set_title(f"Observed vs {len(chosen)} replicated data sets", fontsize=10)
+    ax.legend(frameon=False, fontsize=9)
+
+
+def _plot_bars(ax, y, rep, family, response) -> None:
+    top = int(max(y.max(), np.quantile(rep, 0.995)))
+    width = max(1, int(np.ceil((top + 1) / _MAX_BARS)))
+    n_bins = top // width + 1
+    obs = np.bincount(np.minimum(y.astype(int) // width, n_bins - 1), minlength=n_bins)
+    idx = np.minimum(rep.astype(int) // width, n_bins - 1)
+    offsets = np.arange(rep.shape[0])[:, None] * n_bins
+    reps = np.bincount((idx + offsets).ravel(), minlength=rep.shape[0] * n_bins)
+    reps = reps.reshape(rep.shape[0], n_bins)
+    lo, mid, hi = np.quantile(reps, [0.05, 0.5, 0.95], axis=0)
+    x = np.arange(n_bins) * width
+    ax.bar(x, obs, width=0.8 * width, color="#bbbbbb", label="observed", align="center")
+    ax.errorbar(
+        x, mid, yerr=[mid - lo, hi - mid], fmt="o", color=_REP, ms=4, capsize=2,
+        label="replicated: median, 90% interval",
+    )  # fmt: skip
+    if family == "bernoulli":
+        ax.set_xticks([0, 1])
+    last = "or more" if width == 1 else f"to {top} or more"
+    ax.set_xlabel(
+        f"{response}" + (f" (bins of {width}; last bin {x[-1]} {last})" if width > 1 else "")
+    )
+    ax.set_ylabel("rows")
+    ax.set_title("How many rows take each value: observed vs replicated", fontsize=10)
+    ax.legend(frameon=False, fontsize=9)
+
+
+def _plot_groups(ax, table: pd.DataFrame, group: str, family: str, response: str) -> None:
+    shown = table.sort_values(["observed", "mean"], kind="stable")
+    pos = np.arange(len(shown))
+    ax.hlines(pos, shown["q2.5"], shown["q97.5"], color=_REP, lw=1, alpha=0.7)
+    ax.hlines(pos, shown["q25"], shown["q75"], color=_REP, lw=3)
+    bad = shown["outside"].to_numpy()
+    ax.plot([], [], color=_REP, lw=3, label="replicated: 50%, 95% interval")
+    ax.plot(shown["observed"][~bad], pos[~bad], "o", color=_OBS, ms=4, label="observed")
+    if bad.any():
+        ax.plot(shown["observed"][bad], pos[bad], "o", color=_BAD, ms=5, label="outside 95%")
+    labels = [str(v) for v in shown.index]
+    if len(shown) <= 60:
+        ax.set_yticks(pos, labels, fontsize=7 if len(shown) > 30 else 8)
+        for tick, flag in zip(ax.get_yticklabels(), bad):
+            if flag:
+                tick.set_color(_BAD)
+    else:
+        ax.set_yticks([])
+        for p, label in list(zip(pos[bad], np.asarray(labels)[bad]))[:20]:
+            ax.annotate(label, (shown["observed"].iloc[p], p), fontsize=7, color=_BAD)
+    ax.set_ylim(-1, len(shown))
+    what = f"{response} / trials" if family == "binomial" else f"mean {response}"
+    ax.set_xlabel(f"{what} per {group}")
+    k = int(bad.sum())
+    named = ", ".join(labels[i] for i in np.flatnonzero(bad)[:8]) + (" ..." if k > 8 else "")
+    ax.set_title(
+        f"{k} of {len(shown)} groups outside their 95% interval" + (f"\n{named}" if k else ""),
+        fontsize=10,
+        color=_BAD if k else "black",
+    )
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)
