@@ -11,11 +11,13 @@ Examples
 from multilevel import datasets
 from multilevel.diagnostics import ConvergenceWarning
 from multilevel.errors import DataError, FormulaError, MultilevelError, PriorError
+from multilevel.evaluation import LooWarning, compare, plot_compare
 from multilevel.fit import Fit, load
 from multilevel.model import Model
 from multilevel.priors import (
     LKJ,
     Exponential,
+    Gamma,
     HalfCauchy,
     HalfNormal,
     HalfStudentT,
@@ -34,6 +36,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "Exponential",
+    "Gamma",
     "Fit",
     "FormulaError",
     "HalfCauchy",
@@ -41,6 +44,7 @@ __all__ = [
     "HalfStudentT",
     "InverseWishart",
     "LKJ",
+    "LooWarning",
     "Model",
     "MultilevelError",
     "Normal",
@@ -51,9 +55,11 @@ __all__ = [
     "RecoveryResult",
     "SBCResult",
     "StudentT",
+    "compare",
     "compare_pooling",
     "datasets",
     "load",
+    "plot_compare",
     "recover",
     "sbc",
 ]

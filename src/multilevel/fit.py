@@ -59,6 +59,70 @@ class Fit:
     def timing(self) -> dict:
         return dict(self.info["timing"])
 
+    # ----------------------------------------------------------------- prediction
+    def predict(self, newdata=None, kind="mean", groups="sample", seed=0, draws=None, data=None):
+        """Predictions for ``newdata`` (a DataFrame; default: the fitted rows), one per
+        posterior draw. Returns a ``Prediction`` (``.draws``, ``.summary()``).
+
+        ``kind``: ``"mean"`` (expected response; times trials for binomial), ``"response"``
+        (draws of new observations) or ``"link"`` (linear predictor). ``groups="sample"``
+        uses the posterior effects of levels seen in fitting and draws effects of new
+        levels from the fitted population distribution, per draw; ``"population"`` sets
+        every group effect to zero. ``draws`` thins to that many draws per chain; ``data``
+        (the fitted data) is needed only for a fit read with ``ml.load``. The same
+        ``seed`` gives the same draws. Details: ``multilevel.prediction``.
+
+        >>> fit.predict(pd.DataFrame({"Subject": [308, 999], "Days": [5, 5]})).summary()  # doctest: +SKIP
+        """
+        from multilevel.prediction import predict
+
+        return predict(self, newdata, kind=kind, groups=groups, seed=seed, draws=draws, data=data)
+
+    def ppc(self, path=None, kind="auto", group=None, n_draws=50, seed=0, data=None):
+        """Posterior predictive check: replicate the data from the posterior (stored as
+        ``fit.idata.posterior_predictive``) and plot them against the observed data;
+        ``group="county"`` adds observed group means against their replicated intervals.
+        Returns the matplotlib Figure, saved to ``path`` if given. Details:
+        ``multilevel.ppc``.
+
+        >>> fig = fit.ppc("ppc.png", group="Subject")  # doctest: +SKIP
+        """
+        from multilevel.ppc import ppc
+
+        return ppc(self, path, kind=kind, group=group, n_draws=n_draws, seed=seed, data=data)
+
+    # ----------------------------------------------------------------- evaluation
+    def loo(self):
+        """PSIS-LOO cross-validation: elpd_loo, its se, p_loo (effective parameters) next
+        to the nominal count, Pareto k counts and ``.pointwise`` (a row per observation).
+        A ``LooWarning`` names the rows with k >= 0.7. See ``multilevel.evaluation``.
+
+        >>> fit.loo()  # doctest: +SKIP
+        """
+        from multilevel.evaluation import loo
+
+        return loo(self)
+
+    def waic(self):
+        """WAIC: elpd_waic, its se, p_waic and ``.pointwise``; prefer ``loo()``."""
+        from multilevel.evaluation import waic
+
+        return waic(self)
+
+    def kfold(
+        self, k: int = 10, by: str | None = None, seed: int = 0, progress: bool = True, **fit_kwargs
+    ):
+        """K-fold cross-validation: k refits, each with one fold's rows given likelihood
+        weight 0 (so no refit compiles anew). ``by`` holds out whole groups of a column
+        (``k`` = its number of groups: leave-one-group-out); ``seed`` picks the folds;
+        ``fit_kwargs`` override this fit's sampler settings. See ``multilevel.evaluation.kfold``.
+
+        >>> fit.kfold(10, by="county")  # doctest: +SKIP
+        """
+        from multilevel.evaluation import kfold
+
+        return kfold(self, k=k, by=by, seed=seed, progress=progress, **fit_kwargs)
+
     # ----------------------------------------------------------------- plots
     def plot_shrinkage(self, path: str | Path | None = None, kind: str = "auto", **fit_kwargs):
         """Shrinkage plot of this partial-pooling fit against no and complete pooling.

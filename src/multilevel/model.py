@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
+from multilevel import evaluation
 from multilevel._arviz import az
 from multilevel.backends import aggregate, gaussian_collapsed
 from multilevel.backends import numpyro_model as backend
@@ -30,7 +31,7 @@ class Model:
     formula : str
         lme4/brms formula, e.g. ``"log_radon ~ floor + (1 + floor | county)"``.
     data : pandas.DataFrame
-    family : {"gaussian", "bernoulli", "binomial", "poisson"}
+    family : {"gaussian", "student_t", "bernoulli", "binomial", "poisson", "negative_binomial", "gamma", "lognormal", "beta"}
     link : str, optional
         Defaults to the family's canonical link; bernoulli also takes "probit".
     priors : dict, optional
@@ -123,6 +124,7 @@ class Model:
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
+        self._weights: np.ndarray | None = None  # per-row likelihood weights (K-fold refits)
 
     @property
     def in_memory(self) -> bool:
@@ -278,6 +280,7 @@ class Model:
         progress: bool = True,
         warn: bool = True,
         method: str = "auto",
+        log_likelihood: bool | None = None,
     ) -> Fit:
         """Sample the posterior with NUTS, all chains vectorised in one process.
 
@@ -291,11 +294,16 @@ class Model:
         The printed fit says which ran. The same ``seed`` gives identical draws.
         Convergence problems are reported as ``ConvergenceWarning`` with advice
         (``warn=False`` keeps them in ``fit.diagnostics`` only).
+        The pointwise log-likelihood (every row under every draw, for ``fit.loo()``,
+        ``fit.waic()``, ``ml.compare``) is stored in ``fit.idata.log_likelihood`` unless
+        it would exceed 2e8 values (``log_likelihood=None``); ``True``/``False`` override
+        that, and ``fit.info["log_likelihood"]`` says what was done.
         """
         _check_positive(chains=chains, warmup=warmup, draws=draws)
         if not 0 < target_accept < 1:
             raise MultilevelError(f"target_accept must be between 0 and 1, got {target_accept}.")
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
+        keep_ll, ll_note = evaluation.log_likelihood_plan(self, chains * draws, log_likelihood)
         chosen = self._collapse_plan(method)
         if chosen is not None:
             result = collapsed.sample(
@@ -315,8 +323,11 @@ class Model:
                 progress=progress,
             )
             method_name = "NUTS" + (f" ({note})" if note else "")
-        info = self._info(result, seed, method_name)
-        fit = Fit(self._inference_data(result), self.spec, info, model=self)
+        info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}
+        idata = self._inference_data(result)
+        if keep_ll:
+            evaluation.add_log_likelihood(idata, self.spec, self.design)
+        fit = Fit(idata, self.spec, info, model=self)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)
         return fit
@@ -325,6 +336,8 @@ class Model:
         """Structure and data for the joint sampler: discrete rows that share every
         covariate and group are pooled into one likelihood term (same posterior)."""
         self._require_rows("The joint sampler (method='nuts')")
+        if self._weights is not None:  # K-fold refits: rows not pooled, shapes as every fold's
+            return self.structure, backend.data_arrays(self.design, weight=self._weights), None
         pooled = aggregate.aggregated_model_inputs(
             self.structure, self.design, self.spec.family, self.spec.link
         )
@@ -346,8 +359,21 @@ class Model:
     def _sufficient_statistics(self, chosen: gaussian_collapsed.Plan) -> dict:
         # One pass over the rows, kept: refits (e.g. of another seed) reuse it.
         if self._stats is None:
-            self._stats = gaussian_collapsed.sufficient_statistics(self.design, chosen)
+            self._stats = gaussian_collapsed.sufficient_statistics(
+                self.design, chosen, weights=self._weights
+            )
         return self._stats
+
+    def _weighted(self, weights) -> Model:
+        """This model with per-row likelihood weights (0 leaves a row out, 1 keeps it).
+        Every array keeps its shape, so K-fold refits reuse the compiled sampler."""
+        self._require_rows("Row weights (K-fold cross-validation)")
+        weights = np.asarray(weights, dtype=float)
+        if weights.shape != (self.design.n,) or (weights < 0).any():
+            raise MultilevelError(f"Row weights must be {self.design.n} values >= 0.")
+        clone = copy.copy(self)
+        clone._weights, clone._stats = weights, None
+        return clone
 
     def _inference_data(self, result: nuts.NutsResult):
         posterior, dims, coords = backend.named_posterior(self.spec, result.samples)

@@ -128,10 +128,12 @@ def prior_arrays(spec: ModelSpec) -> dict:
     }
 
 
-def data_arrays(design: Design, with_response: bool = True, offset=None) -> dict:
+def data_arrays(design: Design, with_response: bool = True, offset=None, weight=None) -> dict:
     """The design as device arrays; ``y`` is None when simulating from the model.
-    ``offset`` (n,), added to the linear predictor, is None unless given."""
-    return {
+    ``offset`` (n,), added to the linear predictor, is None unless given. ``weight`` (n,),
+    per-row likelihood weights (0 leaves a row out: K-fold refits keep every shape), is
+    added as ``data["weight"]`` only when given, so unweighted fits keep their compile keys."""
+    out = {
         "X": jnp.asarray(design.X, dtype=jnp.float32),
         "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
         # whole numbers: NumPyro draws binomial outcomes with integer trial counts
@@ -140,6 +142,11 @@ def data_arrays(design: Design, with_response: bool = True, offset=None) -> dict
         "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
         "offset": None if offset is None else jnp.asarray(offset, dtype=jnp.float32),
     }
+    if getattr(design, "se", None) is not None:  # known sds of y (y | se(s) ~ ...): no sigma
+        out["se"] = jnp.asarray(design.se, dtype=jnp.float32)
+    if weight is not None:
+        out["weight"] = jnp.asarray(weight, dtype=jnp.float32)
+    return out
 
 
 def _sample_block(kind: str, groups: Groups, size: int, arrays: dict) -> jnp.ndarray:
@@ -199,8 +206,16 @@ def make_model(st: Structure):
             # (n, q) * (n, q) -> (n,): each row picks its level's effects
             eta = eta + jnp.sum(data["Z"][k] * effects[data["codes"][k]], axis=-1)
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
-        likelihood = family.likelihood(eta, st.link, aux_values, data["trials"])
-        numpyro.sample("y", likelihood, obs=data["y"])
+        likelihood = family.likelihood(eta, st.link, aux_values, data["trials"], se=data.get("se"))
+        weight = data.get("weight")
+        if weight is None:
+            numpyro.sample("y", likelihood, obs=data["y"])
+            return
+        # Each row's log-likelihood times its weight; weight 0 removes the row (mask: scale
+        # refuses 0). Shapes stay those of the full data, so every K-fold refit shares one program.
+        with numpyro.handlers.mask(mask=weight > 0):
+            with numpyro.handlers.scale(scale=jnp.where(weight > 0, weight, 1.0)):
+                numpyro.sample("y", likelihood, obs=data["y"])
 
     return model
 

@@ -25,15 +25,16 @@ import warnings
 from dataclasses import dataclass
 
 import formulaic
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from formulaic.errors import FormulaicError
 
 from multilevel._arviz import az
 from multilevel.errors import FormulaError, MultilevelError
-from multilevel.families import get_family
+from multilevel.evaluation import (
+    _log_density,  # noqa: F401 (moved there; kept importable)
+    pointwise_log_likelihood,
+)
 from multilevel.fit import Fit
 from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
 from multilevel.model import Model
@@ -140,67 +141,6 @@ def _carried_priors(partial: Model, exclude: set[str]) -> dict:
 
 
 # --------------------------------------------------------------------------- log-likelihood
-def pointwise_log_likelihood(fit: Fit) -> np.ndarray:
-    """Log-likelihood of every observation under every posterior draw.
-
-    Computed from the named posterior and the design: the linear predictor is
-    ``X @ beta + sum_k sum_j Z_k[:, j] * effects_k[codes_k, j]``, then the family's log
-    density (the model's own ``Family.likelihood``) in float64.
-    This is a stand-in until fits store their pointwise log-likelihood (issue 5).
-    (Probit probabilities are clipped at float64 precision here and at float32 precision
-    in the sampler, which differ only for |eta| > 5.)
-
-    Parameters
-    ----------
-    fit : Fit
-        A fit made by ``Model.fit`` in this session (it needs ``fit.model``'s data).
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (chains, draws, rows).
-
-    Examples
-    --------
-    >>> fit = ml.Model("log_radon ~ floor", radon).fit(seed=1)  # doctest: +SKIP
-    >>> pointwise_log_likelihood(fit).shape  # doctest: +SKIP
-    (4, 1000, 919)
-    """
-    model = _model_of(fit, "pointwise_log_likelihood")
-    spec, design, post = fit.spec, model.design, fit.idata.posterior
-    if design.X.shape[1] != len(spec.columns):
-        raise MultilevelError("The fit and its model's design disagree; refit the model.")
-
-    def values(name: str) -> np.ndarray:
-        return np.asarray(post[name].values, dtype=float)
-
-    out = []
-    for c in range(post.sizes["chain"]):
-        beta = np.stack([values(n)[c] for n in spec.columns], axis=-1)  # (D, p)
-        eta = beta @ design.X.T  # (D, p) @ (p, n) -> (D, n)
-        for term, block in zip(spec.terms, design.blocks):
-            effects = np.stack([values(n)[c] for n in term.effect_names], -1)  # (D, L, q)
-            # (D, n, q) * (n, q) -> (D, n): each row picks its level's effects
-            eta = eta + np.einsum("dnq,nq->dn", effects[:, block.codes, :], block.Z)
-        aux = {name: values(name)[c][:, None] for name in spec.aux}  # (D, 1)
-        out.append(_log_density(spec.family, spec.link, design.y, eta, aux, design.trials))
-    return np.stack(out)
-
-
-def _log_density(family: str, link: str, y, eta, aux: dict, trials=None) -> np.ndarray:
-    """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n): the
-    model's own likelihood (``Family.likelihood``), evaluated in float64."""
-    family_obj, link = get_family(family, link)
-    with jax.enable_x64(True):
-        law = family_obj.likelihood(
-            jnp.asarray(eta, dtype=jnp.float64),
-            link,
-            {k: jnp.asarray(v, dtype=jnp.float64) for k, v in aux.items()},
-            None if trials is None else jnp.asarray(trials, dtype=jnp.float64),
-        )
-        return np.asarray(law.log_prob(jnp.asarray(y, dtype=jnp.float64)))
-
-
 def _loo_row(fit: Fit) -> dict:
     ll = pointwise_log_likelihood(fit)
     idata = az.InferenceData(
