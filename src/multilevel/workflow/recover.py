@@ -260,7 +260,8 @@ def recover(
         raise MultilevelError("recover sets each fit's seed from its own `seed`.")
     params = check_params(model, truth)
     spec = model.spec
-    settings = {"progress": False, "warn": False, **fit_kwargs}
+    # recovery compares summaries only: no pointwise log-likelihood to store
+    settings = {"progress": False, "warn": False, "log_likelihood": False, **fit_kwargs}
     children = np.random.SeedSequence(seed).spawn(int(n_reps))
     bar = _progress_bar(int(n_reps), progress)
     rows, diagnostics = [], []

@@ -193,6 +193,7 @@ def simulate_one(model, index: int, settings: SBCSettings, seed: int, params: Se
             seed=fit_seed,
             target_accept=settings.target_accept,
             max_tree_depth=settings.max_tree_depth,
+            log_likelihood=False,  # ranks need the posterior draws only
             progress=False,
             warn=False,
             **extra,
