@@ -124,6 +124,7 @@ class Model:
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
+        self._plan: gaussian_collapsed.Plan | str | None = None  # which effects to integrate
         self._weights: np.ndarray | None = None  # per-row likelihood weights (K-fold refits)
 
     @property
@@ -349,7 +350,11 @@ class Model:
         """The collapsed sampler's plan, or None for the joint sampler."""
         if method not in ("auto", "nuts", "collapsed"):
             raise MultilevelError(f"method must be 'auto', 'nuts' or 'collapsed', not {method!r}.")
-        chosen = gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+        if self._plan is None:
+            # Decided once per model: the centring rule reads the response, and refits of
+            # simulated responses (with_response, K-fold weights) must keep one program.
+            self._plan = gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+        chosen = self._plan
         if method == "collapsed" and isinstance(chosen, str):
             raise MultilevelError(f"method='collapsed' does not apply here: {chosen}.")
         if method == "nuts" or isinstance(chosen, str):
