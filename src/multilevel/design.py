@@ -252,9 +252,16 @@ def _check_missing(data: pd.DataFrame, used: list[str], then: str = "fit again")
     if counts:
         listed = ", ".join(f"{c!r} ({k} missing)" for c, k in counts.items())
         rows = int(data[list(counts)].isna().any(axis=1).sum())
+        options = (
+            "pass missing='drop' to drop those rows (with a report), or missing='model' to "
+            "model them (missing responses predicted, numeric predictors imputed inside the "
+            "sampler); or "
+            if then == "fit again"
+            else ""
+        )
         raise DataError(
             f"Missing values in columns the model uses: {listed}; {rows} rows in all. "
-            "Nothing is dropped silently: remove those rows yourself "
+            f"Nothing is dropped silently: {options}remove those rows yourself "
             f"(e.g. data.dropna(subset=[...])) or impute them, then {then}."
         )
 

@@ -38,6 +38,7 @@ from scipy.special import logsumexp
 from multilevel._arviz import az
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
+from multilevel.missing import fitted_eta_shift
 
 if TYPE_CHECKING:
     from multilevel.design import Design
@@ -177,6 +178,7 @@ def log_likelihood_values(spec: ModelSpec, design: Design, posterior, rows=None)
         beta = np.stack([values(n) for n in spec.columns], axis=-1)
     effects = [np.stack([values(n) for n in t.effect_names], -1) for t in spec.terms]
     aux = {name: values(name) for name in spec.aux}  # (C, D)
+    shift = fitted_eta_shift(spec, design, posterior, rows)  # imputed predictors' draws
     out = np.empty((chains, draws, len(rows)))
     step = max(1, _BATCH_VALUES // max(len(rows), 1))
     program = _program(spec.family, spec.link)
@@ -190,6 +192,8 @@ def log_likelihood_values(spec: ModelSpec, design: Design, posterior, rows=None)
                     "effects": tuple(e[c, d] for e in effects),
                     "aux": {k: v[c, d][:, None] for k, v in aux.items()},  # (D, 1)
                 }
+                if shift is not None:
+                    draw["shift"] = shift[c, d]  # (D, n)
                 out[c, d] = np.asarray(program(jax.tree.map(jnp.asarray, draw), fixed))
     return out
 
@@ -219,6 +223,8 @@ def _program(family: str, link: str):
             for eff, Z, codes in zip(draw["effects"], data["Z"], data["codes"]):
                 # (D, n, q) * (n, q) -> (D, n): each row picks its level's effects
                 eta = eta + jnp.sum(eff[:, codes, :] * Z, axis=-1)
+            if "shift" in draw:  # imputed predictor values, per draw (missing="model")
+                eta = eta + draw["shift"]
             return density(data["y"], eta, draw["aux"], data["trials"], data["se"])
 
         _PROGRAMS[(family, link)] = jax.jit(run)
@@ -277,7 +283,11 @@ def _log_likelihood_idata(fit: Fit, what: str):
 
 def nominal_parameters(spec: ModelSpec) -> int:
     """Population effects, sds, correlations, family parameters and every group effect."""
-    return len(spec.hyper_names) + sum(len(t.levels) * len(t.coefs) for t in spec.terms)
+    count = len(spec.hyper_names) + sum(len(t.levels) * len(t.coefs) for t in spec.terms)
+    for imp in spec.imputed:  # a predictor's model and its missing values (missing="model")
+        levels = 0 if imp.block is None else len(spec.terms[imp.block].levels)
+        count += len(imp.names) + levels + len(imp.positions)
+    return count
 
 
 # --------------------------------------------------------------------------- LOO and WAIC

@@ -44,7 +44,7 @@ class Fit:
         as ``Intercept|county[AITKIN]``.
         """
         if group_effects not in self._summaries:
-            names = list(self.spec.hyper_names)
+            names = [*self.spec.hyper_names, *self.spec.imputation_names]
             if group_effects:
                 names += [n for t in self.spec.terms for n in t.effect_names]
             self._summaries[group_effects] = _summarise(self.idata.posterior[names])
@@ -223,6 +223,11 @@ def format_fit(fit: Fit) -> str:
             lines += [f"~{group} ({len(terms[0].levels)} levels)", _table(table.loc[names])]
     if spec.aux:
         lines += ["", "Family-specific parameters:", _table(table.loc[list(spec.aux)])]
+    if spec.imputed:
+        lines += ["", "Models of missing predictors (missing='model'):"]
+        lines += [_table(table.loc[list(spec.imputation_names)])]
+    if info.get("missing") and info["missing"] != "no missing values":
+        lines += [f"Missing data: {info['missing']}"]
     d = fit.diagnostics
     lines += [
         "",

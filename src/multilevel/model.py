@@ -10,10 +10,10 @@ import pandas as pd
 
 from multilevel import diagnostics as diag
 from multilevel import evaluation
+from multilevel import missing as missing_values
 from multilevel._arviz import az
 from multilevel.backends import aggregate, gaussian_collapsed
 from multilevel.backends import numpyro_model as backend
-from multilevel.design import build_design
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.fit import Fit
@@ -39,6 +39,13 @@ class Model:
         e.g. ``{"sd": ml.HalfNormal(1), "floor": ml.Normal(0, 10)}``.
     centered : bool
         Sample group effects directly (centred) instead of as scaled standard normals.
+    missing : {"error", "drop", "model"}
+        What to do with missing values in the columns the formula uses: refuse them
+        (default, listing the columns and counts), drop their rows (with a
+        ``MissingDataWarning`` saying how many), or model them: missing responses are
+        predicted from the posterior and missing numeric predictors imputed inside the
+        sampler, as brms' ``mi()``. ``model.missing`` says what was done; details in
+        ``multilevel.missing``.
 
     Examples
     --------
@@ -57,12 +64,15 @@ class Model:
         link: str | None = None,
         priors: dict | None = None,
         centered: bool = False,
+        missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
         parsed = parse_formula(formula)
-        design = build_design(parsed, data, family_obj)
-        self._setup(formula, parsed, design, family, link, priors, centered)
-        self.data = data
+        design, fitted, self.missing, imputed = missing_values.prepare(
+            parsed, data, family_obj, missing
+        )
+        self._setup(formula, parsed, design, family, link, priors, centered, imputed)
+        self.data = fitted  # the rows in the likelihood
 
     @classmethod
     def from_chunks(
@@ -97,9 +107,10 @@ class Model:
         )
         model.data = None
         model._stats = stats
+        model.missing = missing_values.MissingData("error")
         return model
 
-    def _setup(self, formula, parsed, design, family, link, priors, centered) -> None:
+    def _setup(self, formula, parsed, design, family, link, priors, centered, imputed=()):
         """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
         family_obj, _ = get_family(family, link)
         self.design = design
@@ -121,6 +132,7 @@ class Model:
             priors=tuple(resolved.items()),
             prior_sources=tuple(sources.items()),
             centered=centered,
+            imputed=imputed,
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
@@ -140,6 +152,14 @@ class Model:
                 "use ml.Model(formula, data) for it."
             )
 
+    def _require_complete(self, what: str) -> None:
+        if self.spec.imputed:
+            raise MultilevelError(
+                f"{what} needs every predictor known, and this model samples the missing "
+                f"values of {', '.join(i.column for i in self.spec.imputed)} "
+                "(missing='model'). Use a model of the complete rows (missing='drop')."
+            )
+
     def describe(self) -> None:
         """Print every parameter, its prior and where the prior came from."""
         print(self.spec.describe())
@@ -150,7 +170,8 @@ class Model:
     def model_args(self, with_response: bool = True) -> tuple[dict, dict]:
         """(data, prior) arrays: the arguments of the NumPyro model function."""
         self._require_rows("The row-wise model")
-        return backend.data_arrays(self.design, with_response), backend.prior_arrays(self.spec)
+        data = backend.data_arrays(self.design, with_response, imputed=self.spec.imputed)
+        return data, backend.prior_arrays(self.spec)
 
     def numpyro_model(self):
         """The plain NumPyro model function; call it as ``model(*self.model_args())``."""
@@ -162,6 +183,7 @@ class Model:
         Used to refit simulated data: the priors stay those of this model rather than
         being re-scaled to the new response, and the compiled sampler is reused."""
         self._require_rows("with_response")
+        self._require_complete("Refitting a simulated response")
         y = np.asarray(y)
         if y.shape != self.design.y.shape:
             raise MultilevelError(
@@ -266,6 +288,7 @@ class Model:
         >>> fit = model.with_response(df["wait"]).fit(seed=1)  # doctest: +SKIP
         """
         self._require_rows("Simulation")
+        self._require_complete("Simulation")
         from multilevel.workflow.simulate import simulate
 
         return simulate(self, params, seed=seed, n_groups=n_groups, rows_per_group=rows_per_group)
@@ -325,10 +348,13 @@ class Model:
             )
             method_name = "NUTS" + (f" ({note})" if note else "")
         info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}
+        info["missing"] = str(self.missing)
         idata = self._inference_data(result)
         if keep_ll:
             evaluation.add_log_likelihood(idata, self.spec, self.design)
         fit = Fit(idata, self.spec, info, model=self)
+        if self.missing.unobserved is not None:
+            missing_values.add_predicted_responses(fit, self.missing.unobserved, seed)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)
         return fit
@@ -338,7 +364,10 @@ class Model:
         covariate and group are pooled into one likelihood term (same posterior)."""
         self._require_rows("The joint sampler (method='nuts')")
         if self._weights is not None:  # K-fold refits: rows not pooled, shapes as every fold's
-            return self.structure, backend.data_arrays(self.design, weight=self._weights), None
+            data = backend.data_arrays(self.design, weight=self._weights, imputed=self.spec.imputed)
+            return self.structure, data, None
+        if self.spec.imputed:  # rows differ by their sampled predictor values: not pooled
+            return self.structure, self.model_args()[0], None
         pooled = aggregate.aggregated_model_inputs(
             self.structure, self.design, self.spec.family, self.spec.link
         )
@@ -353,7 +382,11 @@ class Model:
         if self._plan is None:
             # Decided once per model: the centring rule reads the response, and refits of
             # simulated responses (with_response, K-fold weights) must keep one program.
-            self._plan = gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+            self._plan = (
+                "predictors with missing values are sampled (missing='model')"
+                if self.spec.imputed
+                else gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+            )
         chosen = self._plan
         if method == "collapsed" and isinstance(chosen, str):
             raise MultilevelError(f"method='collapsed' does not apply here: {chosen}.")

@@ -53,6 +53,7 @@ from multilevel.design import Design, _check_missing, build_design, encode_new
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import check_trials, get_family
 from multilevel.formula import parse_formula
+from multilevel.missing import fitted_eta_shift
 
 __all__ = ["KINDS", "GROUPS", "Prediction", "predict", "fitted_design"]
 
@@ -222,6 +223,9 @@ def predict(
             index = np.array([where[label] for label in labels[missing]], dtype=np.intp)
             eta[..., missing] += np.einsum("nq,cdnq->cdn", Z[missing], drawn[..., index, :])
 
+    if newdata is None:  # the fitted rows' imputed predictor values, per draw
+        shift = fitted_eta_shift(spec, design, posterior)
+        eta = eta if shift is None else eta + shift
     values = _on_scale(eta, kind, spec, trials, se, posterior, seed)
     dataset = xr.Dataset(
         {spec.response: (("chain", "draw", "obs"), values)},

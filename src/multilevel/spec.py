@@ -57,6 +57,45 @@ class TermSpec:
 
 
 @dataclass(frozen=True)
+class ImputedSpec:
+    """A predictor with missing values modelled as ``x ~ Normal(Intercept + u[group],
+    sigma)`` and its missing values sampled (``missing="model"``)."""
+
+    column: str
+    group: str | None  # grouping factor of the varying intercept, if any
+    block: int | None  # index of that factor's term in ModelSpec.terms
+    rows: tuple  # data index labels of the rows whose value is missing
+    positions: tuple[int, ...]  # those rows' positions among the fitted rows
+    x_columns: tuple[int, ...]  # population-level design columns that are the predictor
+    z_columns: tuple[tuple[int, int], ...]  # (term, covariate) columns that are it
+    priors: tuple[tuple[str, P.Prior], ...]  # Intercept, (sd,) sigma of its model
+    centered: bool = False  # varying intercepts hierarchically centred (data-rich groups)
+
+    @staticmethod
+    def parameter_names(column: str, group: str | None) -> tuple[str, ...]:
+        sd = () if group is None else (f"sd(Intercept|{group})[mi({column})]",)
+        return (f"Intercept[mi({column})]", *sd, f"sigma[mi({column})]")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.priors)
+
+    @property
+    def values_name(self) -> str:
+        """The posterior variable of the imputed values, e.g. ``mi(uranium)``."""
+        return f"mi({self.column})"
+
+    @property
+    def effect_name(self) -> str:
+        """Its model's varying intercepts, e.g. ``Intercept|county[mi(uranium)]``."""
+        return f"Intercept|{self.group}[mi({self.column})]"
+
+    @property
+    def dim(self) -> str:
+        return f"mi({self.column})_row"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Family, link, terms and resolved priors of a model."""
 
@@ -71,6 +110,7 @@ class ModelSpec:
     priors: tuple[tuple[str, P.Prior], ...]
     prior_sources: tuple[tuple[str, str], ...]
     centered: bool = False
+    imputed: tuple[ImputedSpec, ...] = ()  # predictors with missing values, modelled
 
     def __post_init__(self):
         # `y | se(s) ~ ...`: each row's sd is known, so the gaussian family has no sigma.
@@ -109,6 +149,11 @@ class ModelSpec:
         """Population effects, group sd and cor, then auxiliary parameters, in lme4 order."""
         return (*self.columns, *self.sd_names, *self.cor_names, *self.aux)
 
+    @property
+    def imputation_names(self) -> tuple[str, ...]:
+        """Parameters of the models of imputed predictors (``missing="model"``)."""
+        return tuple(name for imp in self.imputed for name in imp.names)
+
     def describe(self) -> str:
         """Every parameter with its prior and where the prior came from."""
         lines = [
@@ -127,12 +172,18 @@ class ModelSpec:
                 f"{', '.join(term.effect_names):<36} {'multivariate normal' if term.has_correlation else 'normal':<34} "
                 f"{len(term.levels)} levels of {term.group}"
             )
+        for imp in self.imputed:
+            lines.append(f"{imp.values_name} ({len(imp.rows)} missing values of {imp.column}):")
+            for name, prior in imp.priors:
+                lines.append(f"  {name:<34} {str(prior):<34} {DEFAULT_IMPUTATION}")
         return "\n".join(lines)
 
     def to_json(self) -> str:
         """Lossless JSON (priors with full-precision arguments)."""
         data = asdict(self)
         data["priors"] = [[name, _prior_to_dict(p)] for name, p in self.priors]
+        for imp, out in zip(self.imputed, data["imputed"]):
+            out["priors"] = [[name, _prior_to_dict(p)] for name, p in imp.priors]
         return json.dumps(data)
 
     @classmethod
@@ -146,7 +197,20 @@ class ModelSpec:
         for key in ("columns", "aux"):
             data[key] = tuple(data[key])
         data["prior_sources"] = tuple(tuple(x) for x in data["prior_sources"])
+        data["imputed"] = tuple(_imputed_from_dict(d) for d in data.get("imputed", ()))
         return cls(**data)
+
+
+DEFAULT_IMPUTATION = "default (scaled to the observed values)"
+
+
+def _imputed_from_dict(data: dict) -> ImputedSpec:
+    data = dict(data)
+    data["priors"] = tuple((name, _prior_from_dict(p)) for name, p in data["priors"])
+    data["z_columns"] = tuple(tuple(z) for z in data["z_columns"])
+    for key in ("rows", "positions", "x_columns"):
+        data[key] = tuple(data[key])
+    return ImputedSpec(**data)
 
 
 def _prior_to_dict(prior: P.Prior) -> dict:

@@ -46,6 +46,17 @@ class TermShape:
 
 
 @dataclass(frozen=True)
+class ImputedShape:
+    """Static facts about one predictor whose missing values are sampled."""
+
+    n_missing: int
+    n_levels: int  # levels of its varying intercept; 0 for none
+    x_columns: tuple[int, ...]  # population-level design columns equal to it
+    z_columns: tuple[tuple[int, int], ...]  # (term, covariate) columns equal to it
+    centered: bool = False  # its varying intercepts hierarchically centred
+
+
+@dataclass(frozen=True)
 class Structure:
     """Everything static about a model: hashable, the key of its compiled sampler."""
 
@@ -60,6 +71,7 @@ class Structure:
     terms: tuple[TermShape, ...]
     centered: bool
     has_trials: bool
+    imputed: tuple[ImputedShape, ...] = ()
 
     @property
     def dense_sites(self) -> tuple[str, ...]:
@@ -94,6 +106,16 @@ def structure_of(spec: ModelSpec) -> Structure:
         terms=tuple(terms),
         centered=spec.centered,
         has_trials=spec.trials is not None,
+        imputed=tuple(
+            ImputedShape(
+                len(imp.positions),
+                0 if imp.block is None else len(spec.terms[imp.block].levels),
+                imp.x_columns,
+                imp.z_columns,
+                imp.centered,
+            )
+            for imp in spec.imputed
+        ),
     )
 
 
@@ -125,11 +147,26 @@ def prior_arrays(spec: ModelSpec) -> dict:
         "sd": _block_arrays(spec.sd_names, st.sd_groups, priors),
         "aux": _block_arrays(spec.aux, st.aux_groups, priors),
         "eta": eta,
+        "impute": tuple(_imputation_priors(imp) for imp in spec.imputed),
     }
 
 
-def data_arrays(design: Design, with_response: bool = True, offset=None, weight=None) -> dict:
+def _imputation_priors(imp) -> dict:
+    """Intercept ~ Normal(loc, scale); sd and sigma ~ Exponential(rate) (``missing``)."""
+    intercept, *rest = (prior for _, prior in imp.priors)
+    return {
+        "loc": jnp.float32(intercept.mu),
+        "scale": jnp.float32(intercept.sigma),
+        "rate": jnp.asarray([p.rate for p in rest], dtype=jnp.float32),
+    }
+
+
+def data_arrays(
+    design: Design, with_response: bool = True, offset=None, weight=None, imputed=()
+) -> dict:
     """The design as device arrays; ``y`` is None when simulating from the model.
+    ``imputed`` (``ModelSpec.imputed``) adds each imputed predictor's observed values
+    and row indices as ``data["impute"]``.
     ``offset`` (n,), added to the linear predictor, is None unless given. ``weight`` (n,),
     per-row likelihood weights (0 leaves a row out: K-fold refits keep every shape), is
     added as ``data["weight"]`` only when given, so unweighted fits keep their compile keys."""
@@ -146,7 +183,27 @@ def data_arrays(design: Design, with_response: bool = True, offset=None, weight=
         out["se"] = jnp.asarray(design.se, dtype=jnp.float32)
     if weight is not None:
         out["weight"] = jnp.asarray(weight, dtype=jnp.float32)
+    if imputed:
+        out["impute"] = tuple(_imputation_arrays(design, imp) for imp in imputed)
     return out
+
+
+def _imputation_arrays(design: Design, imp) -> dict:
+    """Observed values of an imputed predictor and where its missing values go."""
+    if imp.x_columns:
+        values = design.X[:, imp.x_columns[0]]
+    else:
+        k, j = imp.z_columns[0]
+        values = design.blocks[k].Z[:, j]
+    missing = np.asarray(imp.positions, dtype=np.int32)
+    observed = np.setdiff1d(np.arange(design.n, dtype=np.int32), missing)
+    codes = np.zeros(design.n, np.int32) if imp.block is None else design.blocks[imp.block].codes
+    return {
+        "x_observed": jnp.asarray(values[observed], dtype=jnp.float32),
+        "codes_observed": jnp.asarray(codes[observed]),
+        "missing": jnp.asarray(missing),
+        "codes_missing": jnp.asarray(codes[missing]),
+    }
 
 
 def _sample_block(kind: str, groups: Groups, size: int, arrays: dict) -> jnp.ndarray:
@@ -196,7 +253,8 @@ def make_model(st: Structure):
 
     def model(data: dict, prior: dict):
         beta, sd, aux = sample_hyperparameters(st, prior)
-        eta = data["X"] @ beta  # (n, p) @ (p,) -> (n,)
+        X, Z = impute_predictors(st, data, prior) if st.imputed else (data["X"], data["Z"])
+        eta = X @ beta  # (n, p) @ (p,) -> (n,)
         if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
             eta = eta + data["offset"]
         for k, term in enumerate(st.terms):
@@ -204,7 +262,7 @@ def make_model(st: Structure):
             effects = group_effects(k, term, term_sd, prior["eta"][k], st.centered)
             numpyro.deterministic(f"effects_{k}", effects)
             # (n, q) * (n, q) -> (n,): each row picks its level's effects
-            eta = eta + jnp.sum(data["Z"][k] * effects[data["codes"][k]], axis=-1)
+            eta = eta + jnp.sum(Z[k] * effects[data["codes"][k]], axis=-1)
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         likelihood = family.likelihood(eta, st.link, aux_values, data["trials"], se=data.get("se"))
         weight = data.get("weight")
@@ -218,6 +276,52 @@ def make_model(st: Structure):
                 numpyro.sample("y", likelihood, obs=data["y"])
 
     return model
+
+
+def impute_predictors(st: Structure, data: dict, prior: dict):
+    """X and Z with each imputed predictor's missing values sampled from its own model,
+    ``x ~ Normal(intercept + u[group], sigma)``, fitted to its observed values as well
+    (brms' ``mi()``). Every site is on a unit scale: ``mi_x_<j>`` are standard normal."""
+    X, Z = data["X"], list(data["Z"])
+    for j, shape in enumerate(st.imputed):
+        arrays, law = data["impute"][j], prior["impute"][j]
+        intercept = law["loc"] + law["scale"] * numpyro.sample(f"mi_b_{j}", dist.Normal())
+        scales = numpyro.sample(f"mi_scale_{j}", dist.Exponential(1.0).expand([len(law["rate"])]))
+        scales = scales / law["rate"]  # (sd,) sigma
+        sigma = scales[-1]
+        mean_observed = mean_missing = intercept
+        if shape.n_levels:
+            u = _predictor_intercepts(j, shape, intercept, scales[0], law)  # (L,)
+            mean_observed = intercept + u[arrays["codes_observed"]]
+            mean_missing = intercept + u[arrays["codes_missing"]]
+        observed = dist.Normal(mean_observed, sigma)
+        numpyro.sample(f"mi_observed_{j}", observed, obs=arrays["x_observed"])
+        numpyro.deterministic(f"mi_params_{j}", jnp.concatenate([intercept[None], scales]))
+        if not shape.n_missing:  # missing only where the response is missing too
+            continue
+        z_missing = numpyro.sample(f"mi_x_{j}", dist.Normal().expand([shape.n_missing]))
+        values = numpyro.deterministic(f"mi_values_{j}", mean_missing + sigma * z_missing)
+        for c in shape.x_columns:
+            X = X.at[arrays["missing"], c].set(values)
+        for k, c in shape.z_columns:
+            Z[k] = Z[k].at[arrays["missing"], c].set(values)
+    return X, tuple(Z)
+
+
+def _predictor_intercepts(j: int, shape: ImputedShape, intercept, sd, law: dict):
+    """Varying intercepts of an imputed predictor's model. Groups rich in observed
+    values take them hierarchically centred (the group means are the sites, so the
+    intercept does not ride a ridge with their mean); others non-centred."""
+    if shape.centered:
+        unit = law["scale"] / 2.5  # the observed sd: group means on a unit scale
+        means = numpyro.sample(
+            f"mi_m_{j}",
+            dist.Normal((intercept - law["loc"]) / unit, sd / unit).expand([shape.n_levels]),
+        )
+        u = law["loc"] + unit * means - intercept
+    else:
+        u = sd * numpyro.sample(f"mi_z_{j}", dist.Normal().expand([shape.n_levels]))
+    return numpyro.deterministic(f"mi_effects_{j}", u)
 
 
 _SIMULATORS: dict = {}  # (structure, n) -> compiled Predictive
@@ -257,6 +361,16 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
             dims[name] = [term.group]
     for j, name in enumerate(spec.aux):
         posterior[name] = samples["aux"][..., j]
+    for j, imp in enumerate(spec.imputed):
+        for i, name in enumerate(imp.names):
+            posterior[name] = samples[f"mi_params_{j}"][..., i]
+        if imp.group is not None:
+            posterior[imp.effect_name] = samples[f"mi_effects_{j}"]
+            dims[imp.effect_name] = [imp.group]
+        if imp.positions:
+            posterior[imp.values_name] = samples[f"mi_values_{j}"]
+            dims[imp.values_name] = [imp.dim]
+            coords[imp.dim] = list(imp.rows)
     return posterior, dims, coords
 
 

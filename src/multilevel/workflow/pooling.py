@@ -210,7 +210,13 @@ class PoolingComparison:
         settings = {**info["settings"], "seed": info["seed"], **fit_kwargs}
         spec = fit.spec
         return compare_pooling(
-            spec.formula, model.data, spec.family, spec.link, partial=fit, **settings
+            spec.formula,
+            model.data,
+            spec.family,
+            spec.link,
+            partial=fit,
+            missing=model.missing.mode,
+            **settings,
         )
 
     def population(self) -> pd.Series:
@@ -261,6 +267,7 @@ def compare_pooling(
     priors: dict | None = None,
     *,
     partial: Fit | None = None,
+    missing: str = "error",
     **fit_kwargs,
 ) -> PoolingComparison:
     """Fit complete, no and partial pooling of one grouping factor and compare them.
@@ -292,6 +299,8 @@ def compare_pooling(
     partial : Fit, optional
         An existing fit of ``formula`` to ``data`` (made in this session): reused, not
         refitted. ``priors`` is then ignored in favour of that fit's own.
+    missing : {"error", "drop", "model"}
+        Missing values, handled alike in all three models (see :class:`multilevel.Model`).
     **fit_kwargs
         Passed to ``Model.fit`` (``chains``, ``warmup``, ``draws``, ``seed``, ``progress``...).
 
@@ -337,7 +346,7 @@ def compare_pooling(
         model = _model_of(partial, "compare_pooling(partial=...)")
         _check_same(plan, model, data, family, link)
     else:
-        model = Model(formula, data, family=family, link=link, priors=priors)
+        model = Model(formula, data, family=family, link=link, priors=priors, missing=missing)
     _check_coefs(plan, model)
     family, link = model.spec.family, model.spec.link
     absorbed = set(plan.coefs)
@@ -348,6 +357,7 @@ def compare_pooling(
             family=family,
             link=link,
             priors=_carried_priors(model, set()),
+            missing=missing,
         ),
         "none": Model(
             plan.formulas["none"],
@@ -355,6 +365,7 @@ def compare_pooling(
             family=family,
             link=link,
             priors=_carried_priors(model, absorbed),
+            missing=missing,
         ),
     }
     fits = {name: m.fit(**fit_kwargs) for name, m in models.items()}
