@@ -175,6 +175,27 @@ def test_describe_reads_parquet_and_family_options(tmp_path, capsys):
     assert "centred" in out and "non-centred" not in out
 
 
+def test_missing_values_refused_dropped_or_modelled(tmp_path, capsys):
+    data = ml.datasets.load("sleepstudy")
+    data.loc[[3, 50, 51], "Days"] = None
+    data.loc[[7], "Reaction"] = None
+    path = tmp_path / "gappy.csv"
+    data.to_csv(path, index=False)
+    argv = ["describe", str(path), FORMULA]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'Days' (3 missing)" in err and "missing='drop'" in err and "Traceback" not in err
+    assert cli.main([*argv, "--missing", "drop"]) == 0
+    captured = capsys.readouterr()
+    assert "Dropped 4 of 180 rows" in captured.err
+    assert (
+        "Missing data: 4 rows with missing values dropped: Days (3), Reaction (1)" in captured.out
+    )
+    assert cli.main([*argv, "--missing", "model"]) == 0
+    out = capsys.readouterr().out
+    assert "mi(Days) (3 missing values of Days)" in out and "sigma[mi(Days)]" in out
+
+
 def test_prior_with_keyword_arguments_and_parameter_key(capsys):
     argv = ["describe", "sleepstudy", FORMULA, "--prior", "Days=Normal(mu=0, sigma=10)"]
     assert cli.main(argv) == 0

@@ -14,6 +14,8 @@ Examples
     $ multilevel fit sleepstudy "Reaction ~ Days + (Days | Subject)" \\
           --prior "sd=HalfNormal(50)" --chains 4 --json fit.json --save fit.nc
     $ multilevel predict fit.nc new.csv --data sleepstudy --kind response --out pred.csv
+    $ multilevel loo fit.nc --json loo.json
+    $ multilevel compare partial=partial.nc complete=complete.nc --plot compare.png
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import difflib
 import inspect
 import json
 import math
+import shlex
 import sys
 import warnings
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ import pandas as pd
 
 from multilevel import datasets
 from multilevel.errors import DataError, MultilevelError
+from multilevel.evaluation import MAX_STORED_VALUES, compare, plot_compare
 from multilevel.model import Model
 from multilevel.priors import Prior, parse_prior
 
@@ -131,6 +135,65 @@ def _split_prior(item: str) -> tuple[str, str]:
     )
 
 
+def load_fit(path: str, argument: str | None = None):
+    """A fit saved with ``multilevel fit --save`` (or ``fit.save``); ``argument`` (e.g.
+    ``partial=partial.nc``) starts the error message when given."""
+    from multilevel.fit import load
+
+    where = f"{argument}: " if argument else ""
+    if Path(path).is_dir():
+        raise CliError(f"{where}{path!r} is a directory, not a saved fit.")
+    try:
+        return load(path)
+    except MultilevelError as exc:  # no such file; not a multilevel fit
+        raise CliError(f"{where}{exc}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        reason = str(exc).strip() or type(exc).__name__
+        raise CliError(f"{where}Cannot read the saved fit {path!r}: {reason}") from None
+
+
+def load_scored_fit(path: str, argument: str | None = None):
+    """A saved fit that stores its pointwise log-likelihood, which LOO and WAIC need: a
+    saved fit keeps no data to compute it from."""
+    fit = load_fit(path, argument)
+    if "log_likelihood" in fit.idata.groups():
+        return fit
+    where = f"{argument}: " if argument else ""
+    family = "" if fit.spec.family == "gaussian" else f" --family {fit.spec.family}"
+    raise CliError(
+        f"{where}The saved fit {path!r} has no pointwise log-likelihood, which LOO and WAIC "
+        "score, and a saved fit keeps no data to compute it from. Fits store it unless made "
+        f"with log_likelihood=False or larger than {MAX_STORED_VALUES:.0e} values (chains x "
+        "draws x rows). Refit with it stored and save again: multilevel fit DATA "
+        f"{shlex.quote(fit.spec.formula)}{family} --save FILE, or in Python "
+        "ml.Model(formula, data).fit(log_likelihood=True).save(FILE)."
+    )
+
+
+def parse_named_fits(items: list[str]) -> dict[str, str]:
+    """``["partial=p.nc", "complete=c.nc"]`` -> ``{"partial": "p.nc", ...}``, two or more."""
+    fits: dict[str, str] = {}
+    for item in items:
+        name, sep, path = (part.strip() for part in item.partition("="))
+        if not (sep and name and path):
+            raise CliError(
+                f"Cannot read the fit {item!r}; write each fit as NAME=PATH, e.g. "
+                "partial=partial.nc."
+            )
+        if name in fits:
+            raise CliError(
+                f"The name {name!r} is given twice ({name}={fits[name]} and {item}); "
+                "give each fit its own name."
+            )
+        fits[name] = path
+    if len(fits) < 2:
+        raise CliError(
+            f"compare needs two or more fits, got {len(fits)} ({', '.join(items)}): e.g. "
+            "multilevel compare partial=partial.nc complete=complete.nc."
+        )
+    return fits
+
+
 def build_model(args: argparse.Namespace) -> Model:
     data = read_data(args.data)
     return Model(
@@ -140,6 +203,7 @@ def build_model(args: argparse.Namespace) -> Model:
         link=args.link,
         priors=parse_priors(args.prior),
         centered=args.centered,
+        missing=args.missing,
     )
 
 
@@ -201,6 +265,39 @@ def fit_report(fit) -> dict:
     }
 
 
+def elpd_report(result) -> dict:
+    """The ``loo --json`` document: the numbers of an ``ELPDResult``."""
+    report = {
+        "method": result.method,
+        "elpd": _finite(result.elpd),
+        "se": _finite(result.se),
+        "p": _finite(result.p),
+        "n_params": result.n_params,
+        "n_obs": result.n_obs,
+        "n_samples": result.n_samples,
+    }
+    if result.method == "loo":
+        report["pareto_k"] = dict(result.pareto_k)
+    report["warning"] = result.warning
+    return report
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """A ``compare`` table with a title and a line on how to read it."""
+    ic = table.attrs.get("ic", "loo")
+    title = "PSIS-LOO" if ic == "loo" else "WAIC"
+    return "\n".join(
+        [
+            f"Fits ranked by {title} (elpd_{ic}: higher predicts new rows better), best first:",
+            table.to_string(float_format=lambda x: f"{x:.2f}"),
+            "elpd_diff: how far below the best fit, a real difference when it is a few "
+            "se_diff or more.",
+            "p: effective parameters (n_params: nominal count). weight: stacking weights. "
+            "warning: the estimate is unreliable (see the Warning lines).",
+        ]
+    )
+
+
 def _check_writable(path: str | None, flag: str) -> None:
     """Fail before sampling, not after, if an output cannot be written."""
     if path is None:
@@ -220,6 +317,12 @@ def _write(path: str, flag: str, write) -> None:
         raise CliError(f"Cannot write {flag} {path!r}: {exc.strerror or exc}") from None
 
 
+def _write_json(path: str | None, report: dict) -> None:
+    if path is not None:
+        text = json.dumps(report, indent=2, allow_nan=False)
+        _write(path, "--json", lambda: Path(path).write_text(text + "\n"))
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -230,9 +333,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         model = build_model(args)
         fit = model.fit(progress=not args.quiet, **_sampler_options(args))
         print(fit)
-    if args.json is not None:
-        text = json.dumps(fit_report(fit), indent=2, allow_nan=False)
-        _write(args.json, "--json", lambda: Path(args.json).write_text(text + "\n"))
+    _write_json(args.json, fit_report(fit))
     if args.save is not None:
         _write(args.save, "--save", lambda: fit.save(args.save))
     return EXIT_OK
@@ -265,6 +366,7 @@ def cmd_pooling(args: argparse.Namespace) -> int:
             family=args.family,
             link=args.link,
             priors=parse_priors(args.prior),
+            missing=args.missing,
             progress=not args.quiet,
             **_sampler_options(args),
         )
@@ -370,14 +472,8 @@ def cmd_sbc(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from multilevel.fit import load
-
     _check_writable(args.out, "--out")
-    try:
-        fit = load(args.fit)
-    except (OSError, ValueError, KeyError) as exc:
-        reason = str(exc).strip() or type(exc).__name__
-        raise CliError(f"Cannot read the saved fit {args.fit!r}: {reason}") from None
+    fit = load_fit(args.fit)
     newdata = read_data(args.newdata)
     original = read_data(args.data) if args.data is not None else None
     with reported_warnings():
@@ -398,10 +494,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_loo(args: argparse.Namespace) -> int:
+    _check_writable(args.json, "--json")
+    fit = load_scored_fit(args.fit)
+    with reported_warnings():
+        result = fit.waic() if args.waic else fit.loo()
+        print(result)
+    _write_json(args.json, elpd_report(result))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    for path, flag in ((args.plot, "--plot"), (args.csv, "--csv")):
+        _check_writable(path, flag)
+    paths = parse_named_fits(args.fits)
+    fits = {name: load_scored_fit(path, f"{name}={path}") for name, path in paths.items()}
+    with reported_warnings():
+        table = compare(fits, ic=args.ic)
+        print(format_comparison(table))
+    _save_table(args.csv, table)
+    _save_figure(args.plot, lambda path: plot_compare(table, path))
+    return EXIT_OK
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     with reported_warnings():
         model = build_model(args)
         print(model.spec.describe())
+        if model.missing.counts:
+            print(f"Missing data: {model.missing}")
     return EXIT_OK
 
 
@@ -465,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--centered",
         action="store_true",
         help="sample group effects centred instead of non-centred",
+    )
+    model_args.add_argument(
+        "--missing",
+        choices=("error", "drop", "model"),
+        default="error",
+        help="missing values: refuse them (default), drop their rows (reported), or model "
+        "them (responses predicted, numeric predictors imputed in the sampler)",
     )
 
     sampler_args = argparse.ArgumentParser(add_help=False)
@@ -600,6 +728,45 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--draws", type=int, default=None, help="draws per chain (default: all)")
     predict.add_argument("--out", metavar="FILE", help="write the table as CSV")
     predict.set_defaults(handler=cmd_predict)
+
+    loo_cmd = commands.add_parser(
+        "loo",
+        help="PSIS-LOO (or WAIC) of a saved fit",
+        description="Estimate how well a fit saved with `multilevel fit --save` (or "
+        "fit.save) predicts new rows, by PSIS-LOO cross-validation on its stored pointwise "
+        "log-likelihood: elpd_loo and its se, p_loo (effective parameters) against the "
+        "nominal count, and Pareto k counts, naming the rows where PSIS-LOO is unreliable.",
+    )
+    loo_cmd.add_argument("fit", metavar="FIT", help="a saved fit (netCDF)")
+    loo_cmd.add_argument(
+        "--waic", action="store_true", help="WAIC instead of PSIS-LOO (cheaper, less robust)"
+    )
+    loo_cmd.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    loo_cmd.set_defaults(handler=cmd_loo)
+
+    compare_cmd = commands.add_parser(
+        "compare",
+        help="rank saved fits of the same data by elpd (PSIS-LOO or WAIC)",
+        description="Rank two or more saved fits of the same data by expected log "
+        "predictive density (elpd), best first: each fit's elpd and se, its difference to "
+        "the best fit with the standard error of that difference, effective and nominal "
+        "parameters, and stacking weights.",
+    )
+    compare_cmd.add_argument(
+        "fits",
+        metavar="NAME=FIT",
+        nargs="+",
+        help="a name and a saved fit, e.g. partial=partial.nc; two or more",
+    )
+    compare_cmd.add_argument(
+        "--ic",
+        default="loo",
+        choices=["loo", "waic"],
+        help="loo (default): PSIS-LOO; waic: WAIC",
+    )
+    compare_cmd.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    compare_cmd.add_argument("--plot", metavar="FILE", help="elpd plot (.png or .svg)")
+    compare_cmd.set_defaults(handler=cmd_compare)
 
     describe = commands.add_parser(
         "describe",
