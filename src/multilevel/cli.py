@@ -584,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model_args.add_argument(
         "--centered",
-        action="store_true",
-        help="sample group effects centred instead of non-centred",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample group effects centred (--centered) or as scaled standard normals "
+        "(--no-centered); default: chosen from the data",
     )
     model_args.add_argument(
         "--missing",

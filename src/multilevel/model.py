@@ -12,7 +12,7 @@ from multilevel import diagnostics as diag
 from multilevel import evaluation
 from multilevel import missing as missing_values
 from multilevel._arviz import az
-from multilevel.backends import aggregate, gaussian_collapsed
+from multilevel.backends import aggregate, centring, gaussian_collapsed
 from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
@@ -37,8 +37,12 @@ class Model:
     priors : dict, optional
         Priors by parameter name or class (``Intercept``, ``b``, ``sd``, ``cor``, ``sigma``),
         e.g. ``{"sd": ml.HalfNormal(1), "floor": ml.Normal(0, 10)}``.
-    centered : bool
+    centered : bool, optional
         Sample group effects directly (centred) instead of as scaled standard normals.
+        None (default) chooses from the data: centred, with the intercept as the
+        groups' mean, for the lone group term of a bernoulli, binomial or poisson model
+        whose many groups are rich in data (``backends.centring``); for the gaussian
+        family per term (``gaussian_collapsed.plan``); non-centred otherwise.
     missing : {"error", "drop", "model"}
         What to do with missing values in the columns the formula uses: refuse them
         (default, listing the columns and counts), drop their rows (with a
@@ -63,7 +67,7 @@ class Model:
         family: str = "gaussian",
         link: str | None = None,
         priors: dict | None = None,
-        centered: bool = False,
+        centered: bool | None = None,
         missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
@@ -71,6 +75,8 @@ class Model:
         design, fitted, self.missing, imputed = missing_values.prepare(
             parsed, data, family_obj, missing
         )
+        if centered is None:
+            centered = centring.rich_groups(design, family_obj.name)
         self._setup(formula, parsed, design, family, link, priors, centered, imputed)
         self.data = fitted  # the rows in the likelihood
 

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from posterior_checks import same_posterior
 from scipy import stats
 
 import multilevel as ml
-from multilevel._arviz import az
 from multilevel.backends import gaussian_collapsed as gc
 
 
@@ -169,30 +169,7 @@ def test_partially_collapsed_and_joint_nuts_agree_on_crossed_penicillin():
     assert "partially collapsed" in fast.info["method"]
     assert fast.diagnostics.divergences <= 2
     effects = [n for t in model.spec.terms for n in t.effect_names]
-    _same_posterior(fast, joint, [*model.spec.hyper_names, *effects])
-
-
-def _same_posterior(a, b, names):
-    """Posterior means within 4.5 combined MCSEs (about 200 comparisons: a false alarm
-    has probability ~0.1%), posterior sds within 12% or 4.5 combined Monte Carlo ses."""
-    pa, pb = a.idata.posterior, b.idata.posterior
-    for name in names:
-        xa, xb = pa[name].values, pb[name].values
-        if xa.ndim == 2:
-            xa, xb = xa[..., None], xb[..., None]
-        for j in range(xa.shape[-1]):
-            u, v = xa[..., j], xb[..., j]
-            mcse = np.hypot(az.mcse(u), az.mcse(v))
-            assert abs(u.mean() - v.mean()) < 4.5 * mcse, (name, j, u.mean(), v.mean(), mcse)
-            tol = 4.5 * np.hypot(_relative_se_of_sd(u), _relative_se_of_sd(v))
-            assert abs(u.std() / v.std() - 1) < max(tol, 0.12), (name, j, u.std(), v.std(), tol)
-
-
-def _relative_se_of_sd(x):
-    """Monte Carlo se of a posterior sd relative to it, sqrt((kurtosis - 1) / (4 ESS)):
-    heavy right tails (a group sd of six levels) make the sd itself noisy."""
-    kurtosis = stats.kurtosis(x.ravel(), fisher=False)
-    return np.sqrt((kurtosis - 1) / (4 * az.ess(x)))
+    same_posterior(fast, joint, [*model.spec.hyper_names, *effects])
 
 
 @pytest.mark.parametrize(
@@ -211,4 +188,4 @@ def test_collapsed_and_joint_nuts_agree(data, formula):
     assert joint.info["method"] == "NUTS"
     assert fast.diagnostics.divergences == 0
     effects = [n for t in model.spec.terms for n in t.effect_names]
-    _same_posterior(fast, joint, [*model.spec.hyper_names, *effects])
+    same_posterior(fast, joint, [*model.spec.hyper_names, *effects])

@@ -42,7 +42,9 @@ from jax.scipy.linalg import block_diag, solve_triangular
 
 from multilevel.backends.numpyro_model import (
     Structure,
+    centring_columns,
     group_effects,
+    population_means,
     sample_hyperparameters,
     term_scale_tril,
 )
@@ -316,11 +318,14 @@ def make_collapsed_model(st: Structure, chosen: Plan):
         beta, sd, aux = sample_hyperparameters(st, prior)
         scale_tril = combined_scale_tril(st, chosen, sd, prior)
         other = []
+        centred = tuple(k for k, c in zip(chosen.sampled, chosen.centered) if c)
+        centring = centring_columns(st, centred) if len(chosen.sampled) == 1 else {}
         for k in chosen.sampled:
             term = st.terms[k]
             term_sd = sd[term.sd_start : term.sd_start + term.q]
             centered = chosen.centered[chosen.sampled.index(k)]
-            effects = group_effects(k, term, term_sd, prior["eta"][k], centered)
+            mean = population_means(centring[k], beta) if k in centring else None
+            effects = group_effects(k, term, term_sd, prior["eta"][k], centered, mean)
             other.append(numpyro.deterministic(f"effects_{k}", effects))
         loglik = marginal_log_likelihood(beta, aux[0], scale_tril, stats, tuple(other))
         numpyro.factor("y", loglik)

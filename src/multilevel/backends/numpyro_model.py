@@ -43,6 +43,7 @@ class TermShape:
     n_levels: int
     correlated: bool  # has an LKJ-distributed correlation matrix
     sd_start: int
+    columns: tuple[int, ...] = ()  # population column of each covariate (-1: none)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ def structure_of(spec: ModelSpec) -> Structure:
     terms, start = [], 0
     for term in spec.terms:
         q = len(term.coefs)
-        terms.append(TermShape(q, len(term.levels), term.has_correlation, start))
+        columns = tuple(spec.columns.index(c) if c in spec.columns else -1 for c in term.coefs)
+        terms.append(TermShape(q, len(term.levels), term.has_correlation, start, columns))
         start += q
     return Structure(
         family=spec.family,
@@ -233,14 +235,47 @@ def term_scale_tril(k: int, term: TermShape, sd: jnp.ndarray, eta) -> jnp.ndarra
     return jnp.diag(sd)
 
 
-def group_effects(k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool):
-    """(L, q) effects of term k with covariance diag(sd) R diag(sd)."""
+def centring_columns(st: Structure, centred: tuple[int, ...]) -> dict[int, tuple[int, ...]]:
+    """Hierarchical centring (Gelfand, Sahu & Carlin 1995): centred terms whose
+    covariates have population coefficients are sampled as coefficients, ``r_k ~
+    N(beta[columns], S)``, not as deviations from them. The likelihood then sees ``r_k``
+    alone, and the population coefficient is informed through the groups' mean instead
+    of riding a ridge with it (intercept ESS 93 on 1M bernoulli rows centred the plain
+    way). Each population column serves one term: the centred one with most levels.
+    Returns term -> column per covariate (-1: none), for terms with any.
+
+    Callers use it for a lone sampled term only: with crossed or nested terms beside it
+    their effects' common shift trades with the centred term's mean (InstEval, lecturers
+    centred on the intercept beside departments: R-hat 2.7 after 50 + 50 draws)."""
+    out, taken = {}, set()
+    for k in sorted(centred, key=lambda k: -st.terms[k].n_levels):
+        columns = tuple(c if c >= 0 and c not in taken else -1 for c in st.terms[k].columns)
+        taken |= {c for c in columns if c >= 0}
+        if any(c >= 0 for c in columns):
+            out[k] = columns
+    return out
+
+
+def population_means(columns: tuple[int, ...], beta: jnp.ndarray) -> jnp.ndarray:
+    """(q,) the population coefficient of each covariate, 0 where it has none."""
+    index = np.array([max(c, 0) for c in columns])
+    return jnp.where(np.array(columns) >= 0, beta[index], 0.0)
+
+
+def group_effects(
+    k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool, mean=None
+) -> jnp.ndarray:
+    """(L, q) effects of term k with covariance diag(sd) R diag(sd). ``mean`` (q,), for a
+    centred term: sample the coefficients ``mean + effects`` (hierarchical centring)."""
     scale_tril = term_scale_tril(k, term, sd, eta)
     if centered:
+        loc = jnp.zeros(term.q) if mean is None else mean
         if term.correlated:
-            law = dist.MultivariateNormal(jnp.zeros(term.q), scale_tril=scale_tril)
-            return numpyro.sample(f"r_{k}", law.expand([term.n_levels]))
-        return numpyro.sample(f"r_{k}", dist.Normal(0.0, sd).expand([term.n_levels, term.q]))
+            law = dist.MultivariateNormal(loc, scale_tril=scale_tril)
+            r = numpyro.sample(f"r_{k}", law.expand([term.n_levels]))
+        else:
+            r = numpyro.sample(f"r_{k}", dist.Normal(loc, sd).expand([term.n_levels, term.q]))
+        return r if mean is None else r - mean
     z = numpyro.sample(f"z_{k}", dist.Normal(0.0, 1.0).expand([term.n_levels, term.q]))
     if term.correlated:
         return z @ scale_tril.T  # (L, q) @ (q, q) -> (L, q)
@@ -257,9 +292,11 @@ def make_model(st: Structure):
         eta = X @ beta  # (n, p) @ (p,) -> (n,)
         if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
             eta = eta + data["offset"]
+        centring = centring_columns(st, (0,)) if st.centered and len(st.terms) == 1 else {}
         for k, term in enumerate(st.terms):
             term_sd = sd[term.sd_start : term.sd_start + term.q]
-            effects = group_effects(k, term, term_sd, prior["eta"][k], st.centered)
+            mean = population_means(centring[k], beta) if k in centring else None
+            effects = group_effects(k, term, term_sd, prior["eta"][k], st.centered, mean)
             numpyro.deterministic(f"effects_{k}", effects)
             # (n, q) * (n, q) -> (n,): each row picks its level's effects
             eta = eta + jnp.sum(Z[k] * effects[data["codes"][k]], axis=-1)
@@ -398,6 +435,8 @@ def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
             out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
                 params["scale"]
             )
+    centring = centring_columns(st, (0,)) if spec.centered and len(st.terms) == 1 else {}
+    beta = np.array([named[c] for c in spec.columns], dtype=float)
     for k, term in enumerate(spec.terms):
         sd = np.array([named[n] for n in term.sd_names], dtype=float)
         chol = np.eye(len(term.coefs))
@@ -409,8 +448,9 @@ def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
             out[f"L_{k}"] = chol
         if all(n in named for n in term.effect_names):
             effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
-            if spec.centered:
-                out[f"r_{k}"] = effects
+            if spec.centered:  # coefficients, where hierarchically centred
+                mean = np.asarray(population_means(centring[k], beta)) if k in centring else 0.0
+                out[f"r_{k}"] = effects + mean
             else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
                 out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
