@@ -1,11 +1,18 @@
-"""NUTS with all chains vectorised in one process, compiled once per model structure.
+"""NUTS with all chains in one process, compiled once per model structure.
 
 NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so that
-  * one log-density and one sampler loop are compiled for all chains (``vmap``);
+  * one sampler loop is compiled for one chain and runs every chain, side by side on
+    threads, one per core (``_run_chunks``);
   * the loop runs in chunks of a fixed length, so a progress bar can update between
     chunks without compiling anything new;
   * compilation is timed apart from sampling, and compiled programs are cached by model
-    structure and array shapes: a refit on data of the same shapes never retraces.
+    structure and array shapes: a refit on data of the same shapes never retraces;
+  * a cold start (new process, empty compilation cache) is mostly compiling, so there are
+    few programs and small ones (no ``vmap`` over chains; draws leave the loop already
+    constrained), XLA's CPU compiler runs with cheaper options (``COMPILER_OPTIONS``),
+    and programs compile on background threads while Python traces the next one and
+    while the chains sample (``compile_async``). ``benchmarks/compile_time.py`` measures
+    where a cold start's time goes; docs/benchmarks.md has the numbers.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +40,61 @@ from numpyro.infer.util import get_potential_fn
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
 TRACE_COUNTS: Counter = Counter()
+
+# XLA CPU compiler options for every program compiled here. XLA's newer "fusion emitters"
+# (MLIR-based code generation of fused loops) take about twice as long to compile our
+# samplers as the classic LLVM IR emitters and make them no faster. Measured on 2 CPU
+# cores (benchmarks/compile_time.py, radon's collapsed sampler, seconds of XLA compile,
+# default -> this): sampler loop 4.1 -> 1.5, chain initialisation 2.1 -> 0.7, with
+# sampling 1.7-2.0 s either way. Tried and not taken: xla_backend_optimization_level=0
+# (compiles ~40% faster, samples 2-3x slower), xla_llvm_disable_expensive_passes and
+# xla_cpu_parallel_codegen_split_count=1 (no measurable change on top of this).
+# The options are part of JAX's persistent-cache key. An XLA that no longer knows an
+# option fails every compile with "No such compile option": drop it here on upgrades.
+COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+
+def compiler_options() -> dict[str, Any]:
+    """``COMPILER_OPTIONS`` on the CPU backend, none elsewhere."""
+    return dict(COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}
+
+
+def jit(fun: Callable, **kwargs) -> Callable:
+    """``jax.jit`` with this package's compiler options (``COMPILER_OPTIONS``)."""
+    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+
+
+_COMPILER_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _COMPILER_POOL
+    _COMPILER_POOL = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def compile_async(lowered) -> Future:
+    """XLA-compile a ``jax.stages.Lowered`` on a background thread.
+
+    XLA releases the GIL while it compiles, so the caller can trace the next program (pure
+    Python) or run a compiled one meanwhile: on two cores a cold fit overlaps compiling
+    the chain initialisation with tracing and compiling the sampler loop, and compiling
+    the collapsed sampler's effect draws with sampling. Two workers: more would only
+    compete for the cores with the sampler. ``jax.enable_x64`` is thread-local, so the
+    caller's setting is carried over."""
+    global _COMPILER_POOL
+    if _COMPILER_POOL is None:
+        _COMPILER_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="multilevel-xla")
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def compile_():
+        with jax.enable_x64(x64):
+            return lowered.compile()
+
+    return _COMPILER_POOL.submit(compile_)
 
 
 @dataclass(frozen=True)
@@ -54,17 +118,26 @@ class NutsResult:
     compile_s: float
     sampling_s: float
     settings: NutsSettings
+    companion: Any = None  # what ``sample(..., companion=)`` returned
 
 
 @dataclass
 class _Program:
-    """The compiled pieces of one (structure, settings) pair."""
+    """The traced pieces of one (structure, settings) pair."""
 
     init: Callable
     chunk: Callable
-    postprocess: Callable
-    site_shapes: dict[str, tuple[int, ...]]
+    site_shapes: dict[str, tuple[int, ...]]  # unconstrained, per chain
+    value_shapes: dict[str, jax.ShapeDtypeStruct]  # constrained and deterministic, per draw
     executables: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Executables:
+    """Futures of the compiled programs (``compile_async``) for one set of shapes."""
+
+    init: Future
+    chunk: Future
 
 
 _PROGRAMS: dict[Any, _Program] = {}
@@ -82,7 +155,9 @@ def enable_compilation_cache() -> None:
     if where.lower() == "off":
         return
     jax.config.update("jax_compilation_cache_dir", os.path.join(where, "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Our programs now compile in 0.1-2 s (COMPILER_OPTIONS): a 0.5 s floor would leave
+    # some of them out of the cache on a fast machine, and every new process compiling.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 
 
 def _chunk_length(settings: NutsSettings) -> int:
@@ -92,36 +167,41 @@ def _chunk_length(settings: NutsSettings) -> int:
     return max(d for d in range(1, min(g, settings.chunk) + 1) if g % d == 0)
 
 
-def _latent_sites(model, model_args) -> dict:
-    """Latent sites -> (support transform, unconstrained shape), found by abstract tracing.
+def _latent_sites(model, model_args) -> tuple[dict, dict]:
+    """Latent sites -> (support transform, unconstrained shape), and every latent and
+    deterministic site -> its (constrained) value's shape, found by abstract tracing.
 
     NumPyro's ``initialize_model`` runs the model eagerly, which compiles every small
     operation separately (hundreds of tiny XLA programs, seconds on a cold start); tracing
     under ``eval_shape`` compiles nothing."""
-    supports = {}
+    supports, latent_names = {}, []
 
-    def latent_values():
+    # model_args as arguments, not closed over: as constants, NumPyro would validate
+    # them eagerly (e.g. binomial trial counts: five small compiles, 0.2 s for cbpp).
+    def site_values(model_args):
         tr = handlers.trace(handlers.seed(model, 0)).get_trace(*model_args)
-        latent = {
-            name: site
-            for name, site in tr.items()
-            if site["type"] == "sample" and not site["is_observed"]
-        }
-        supports.update({name: site["fn"].support for name, site in latent.items()})
-        return {name: site["value"] for name, site in latent.items()}
+        values = {}
+        for name, site in tr.items():
+            if site["type"] == "sample" and not site["is_observed"]:
+                supports[name] = site["fn"].support
+                latent_names.append(name)
+                values[name] = site["value"]
+            elif site["type"] == "deterministic":
+                values[name] = site["value"]
+        return values
 
-    shapes = jax.eval_shape(latent_values)
+    shapes = jax.eval_shape(site_values, model_args)
     out = {}
-    for name, value in shapes.items():
+    for name in latent_names:
         transform = biject_to(supports[name])
-        out[name] = (transform, tuple(transform.inverse_shape(value.shape)))
-    return out
+        out[name] = (transform, tuple(transform.inverse_shape(shapes[name].shape)))
+    return out, shapes
 
 
 def _build_program(
     key, model, model_args, settings: NutsSettings, dense_sites, regularize_mass: bool
 ) -> _Program:
-    sites = _latent_sites(model, model_args)
+    sites, value_shapes = _latent_sites(model, model_args)
     potential_gen, postprocess_gen = get_potential_fn(
         model, {name: t for name, (t, _) in sites.items()}, replay_model=True, dynamic_args=True
     )
@@ -132,6 +212,13 @@ def _build_program(
     dense = [d for d in dense if len(d) > 0]
     length = _chunk_length(settings)
 
+    # The sampler loop is compiled for one chain (and the initialisation maps over chains
+    # with lax.map), not vmap-ed over chains: under vmap every data-dependent branch and
+    # while loop of NUTS becomes a select over both branches and a loop until the slowest
+    # chain is done. For radon that doubled the program (7,100 vs 3,100 lines of MLIR),
+    # took 1.4 s instead of 0.15 s to trace and 5.3 s instead of 4.1 s to compile, and
+    # sampled slower (2.4-2.8 s vs 1.7-2.0 s on one core: vmap-ed chains wait for each
+    # other's longest trajectory).
     def init_one(z, rng_key, model_args):
         return init_kernel(
             z,
@@ -146,14 +233,19 @@ def _build_program(
 
     def init(z, rng_key, model_args):
         rng_keys = jax.random.split(rng_key, settings.chains)
-        return jax.vmap(init_one, in_axes=(0, 0, None))(z, rng_keys, model_args)
+        return lax.map(lambda zk: init_one(*zk, model_args), (z, rng_keys))
 
     def chunk(state, model_args):
+        """``length`` NUTS transitions of one chain: (length, ...) outputs.
+
+        Each draw leaves the loop already in the constrained space, with the
+        deterministic sites: a separate postprocessing program cost 0.3 s of tracing and
+        compiling on a cold start (radon); here it adds nothing measurable to sampling."""
         TRACE_COUNTS[key] += 1
-        step = jax.vmap(sample_kernel, in_axes=(0, None, None))
+        constrain = postprocess_gen(*model_args)
 
         def body(state, _):
-            state = step(state, model_args, None)
+            state = sample_kernel(state, model_args, None)
             stats = (
                 state.diverging,
                 state.num_steps,
@@ -162,16 +254,12 @@ def _build_program(
                 state.potential_energy,
                 state.adapt_state.step_size,
             )
-            return state, (state.z, stats)
+            return state, (constrain(state.z), stats)
 
         return lax.scan(body, state, None, length=length)
 
-    def postprocess(z, model_args):
-        fn = postprocess_gen(*model_args)
-        return jax.vmap(jax.vmap(fn))(z)
-
     shapes = {name: shape for name, (_, shape) in sites.items()}
-    return _Program(jax.jit(init), chunk, postprocess, shapes)
+    return _Program(jit(init), jit(chunk), shapes, value_shapes)
 
 
 def _float_dtype():
@@ -200,13 +288,21 @@ def sample(
     dense_sites: tuple[str, ...] = (),
     progress: bool = True,
     regularize_mass: bool = True,
+    companion: Callable[[dict[str, jax.ShapeDtypeStruct]], Any] | None = None,
 ) -> NutsResult:
-    """Run vectorised NUTS; compile only what this structure and shape have not seen.
+    """Run NUTS on every chain; compile only what this structure and shape have not seen.
 
     ``regularize_mass=False`` turns off NumPyro's shrinkage of each adapted mass matrix
     towards 1e-3 x identity, which swamps posterior variances far below 1e-3 (sigma at
     10M rows: log-scale variance 5e-8, inflated 200-fold; step size 0.06 instead of 0.5).
-    Safe only when every dense block is much smaller than the first adaptation window."""
+    Safe only when every dense block is much smaller than the first adaptation window.
+
+    ``companion``, if given, is called with the shape of every site's value per draw
+    once the sampler's own programs are compiling, and before any of them runs; a caller
+    starts compiling its own follow-up program there (``compile_async``) so that it
+    compiles while the chains sample. What it returns is ``NutsResult.companion``.
+
+    ``compile_s`` is the wall time before the first transition, ``sampling_s`` the rest."""
     t0 = time.perf_counter()
     enable_compilation_cache()
     key = (structure_key, settings, regularize_mass)
@@ -223,61 +319,115 @@ def sample(
         for name, shape in sorted(program.site_shapes.items())
     }
     chain_key = prng_key(seed)
-    # Compile time: building the program, initialising the chains (jitted), compiling the loop.
-    state = program.init(z0, chain_key, model_args)
-    shapes = signature((state, model_args))
+    shapes = signature((z0, model_args))
     executables = program.executables.get(shapes)
     if executables is None:
-        executables = program.executables[shapes] = _compile(program, state, model_args, settings)
-    run_chunk, postprocess = executables
+        executables = _compile(program, z0, chain_key, model_args)
+    extra = None if companion is None else companion(program.value_shapes)
+    try:
+        state = executables.init.result()(z0, chain_key, model_args)
+        run_chunk = executables.chunk.result()
+    except BaseException:
+        program.executables.pop(shapes, None)  # a failed compile is not kept
+        raise
+    program.executables[shapes] = executables
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    zs, stats = _run_chunks(run_chunk, state, model_args, settings, progress)
-    samples = {k: np.asarray(v) for k, v in postprocess(zs, model_args).items()}
+    samples, stats = _run_chunks(run_chunk, state, model_args, settings, progress)
     sampling_s = time.perf_counter() - t1
     names = ("diverging", "n_steps", "acceptance_rate", "energy", "potential_energy", "step_size")
-    return NutsResult(samples, dict(zip(names, stats)), compile_s, sampling_s, settings)
+    return NutsResult(samples, dict(zip(names, stats)), compile_s, sampling_s, settings, extra)
 
 
-def _compile(program: _Program, state, model_args, settings: NutsSettings):
-    """Ahead-of-time compile the sampling loop and the map back to constrained space."""
-    run_chunk = jax.jit(program.chunk).lower(state, model_args).compile()
-    draws = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct((x.shape[0], settings.draws, *x.shape[1:]), x.dtype),
-        state.z,
-    )
-    postprocess = jax.jit(program.postprocess).lower(draws, model_args).compile()
-    return run_chunk, postprocess
+def _compile(program: _Program, z0, chain_key, model_args) -> _Executables:
+    """Trace and lower both programs here, compile them on background threads: the
+    initialisation compiles while the sampling loop is traced."""
+    init = program.init.trace(z0, chain_key, model_args).lower()
+    init_future = compile_async(init)
+    # shapes and dtypes of one chain's state
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init.out_info)
+    chunk_future = compile_async(program.chunk.trace(state, model_args).lower())
+    return _Executables(init_future, chunk_future)
+
+
+def _chain_workers(chains: int) -> int:
+    """Threads that run chains side by side: one per core the process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(chains, cores))
 
 
 def _run_chunks(executable, state, model_args, settings: NutsSettings, progress: bool):
-    """Run warmup then sampling chunk by chunk; keep draws after warmup only."""
+    """Run every chain's warmup then sampling, chunk by chunk; keep draws after warmup.
+    Returns draws {site: (chains, draws, ...)} and the statistics (chains, draws) each.
+
+    Each chain runs on its own thread, as many at once as there are cores: XLA releases
+    the GIL while it runs a program, and on CPU one program uses one core. A chain's
+    draws depend only on its own state, so they are the same however the threads are
+    scheduled. (radon, 2 cores: sampling 1.8-2.0 s one chain after another, 1.1 s two at
+    a time.)"""
     length = _chunk_length(settings)
     total = settings.warmup + settings.draws
-    bar = _progress_bar(total, progress)
-    kept_z, kept_stats, divergences = [], [], 0
-    for start in range(0, total, length):
-        state, (z, stats) = executable(state, model_args)
-        if start >= settings.warmup:
-            kept_z.append(z)
-            kept_stats.append(stats)
-            divergences += int(np.sum(stats[0]))
-        if bar is not None:
-            phase = "warmup" if start + length <= settings.warmup else "sampling"
-            bar.set_postfix_str(f"{phase}, {divergences} divergences")
-            bar.update(length)
-    if bar is not None:
+    bar = _ProgressBar(total * settings.chains, progress)
+    # One chain's state each, in NumPy: slicing device arrays would compile each slice.
+    chains = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], state) for i in range(settings.chains)]
+
+    x64 = bool(jax.config.jax_enable_x64)  # thread-local: the chains' threads need it too
+
+    def run_chain(state):
+        with jax.enable_x64(x64):
+            return run_chain_x64(state)
+
+    def run_chain_x64(state):
+        kept = []
+        for start in range(0, total, length):
+            state, (values, stats) = executable(state, model_args)
+            if start >= settings.warmup:
+                kept.append((values, stats))
+                # np.asarray first: np.sum would call the jax array's own .sum (a compile)
+                bar.update(length, int(np.asarray(stats[0]).sum()))
+            else:
+                bar.update(length, 0)
+        # Each chunk is (length, ...). NumPy here: eager jnp calls would each compile a
+        # small XLA program on a cold start.
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *kept)
+
+    workers = _chain_workers(settings.chains)
+    try:
+        if workers == 1:
+            runs = [run_chain(c) for c in chains]
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="multilevel-chain") as pool:
+                runs = list(pool.map(run_chain, chains))
+    finally:
         bar.close()
-    # scan stacks (length, chains, ...); we want (chains, draws, ...). NumPy here: eager
-    # jnp calls would each compile a small XLA program on a cold start.
-    zs = jax.tree.map(lambda *xs: np.swapaxes(np.concatenate(xs), 0, 1), *kept_z)
-    stats = tuple(
-        np.swapaxes(np.concatenate([np.asarray(s[i]) for s in kept_stats]), 0, 1)
-        for i in range(len(kept_stats[0]))
-    )
-    return zs, stats
+    values, stats = jax.tree.map(lambda *xs: np.stack(xs), *runs)
+    return values, stats
+
+
+class _ProgressBar:
+    """tqdm over all chains' iterations, updated from the chains' threads."""
+
+    def __init__(self, total: int, progress: bool):
+        self.bar = _progress_bar(total, progress)
+        self.lock = threading.Lock()
+        self.divergences = 0
+
+    def update(self, n: int, divergences: int) -> None:
+        if self.bar is None:
+            return
+        with self.lock:
+            self.divergences += divergences
+            self.bar.set_postfix_str(f"{self.divergences} divergences", refresh=False)
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _progress_bar(total: int, progress: bool):
