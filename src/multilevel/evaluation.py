@@ -38,6 +38,7 @@ from scipy.special import logsumexp
 from multilevel._arviz import az
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
+from multilevel.inference import nuts
 from multilevel.missing import fitted_eta_shift
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ def _program(family: str, link: str):
                 eta = eta + draw["shift"]
             return density(data["y"], eta, draw["aux"], data["trials"], data["se"])
 
-        _PROGRAMS[(family, link)] = jax.jit(run)
+        _PROGRAMS[(family, link)] = nuts.jit(run)  # with the package's XLA options
     return _PROGRAMS[(family, link)]
 
 

@@ -132,7 +132,8 @@ def _block_arrays(names: tuple[str, ...], groups: Groups, priors: dict) -> dict:
         }
         for key in chosen[0].shape_params():
             arrays[key] = [p.shape_params()[key] for p in chosen]
-        out[family] = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()}
+        # NumPy: jnp.asarray of a list compiles a small program per call on a cold start
+        out[family] = {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
     return out
 
 
@@ -141,7 +142,7 @@ def prior_arrays(spec: ModelSpec) -> dict:
     priors = spec.prior_of
     st = structure_of(spec)
     eta = tuple(
-        jnp.asarray(priors[t.cor_key].eta if t.has_correlation else 1.0, dtype=jnp.float32)
+        np.asarray(priors[t.cor_key].eta if t.has_correlation else 1.0, dtype=np.float32)
         for t in spec.terms
     )
     return {
@@ -157,9 +158,9 @@ def _imputation_priors(imp) -> dict:
     """Intercept ~ Normal(loc, scale); sd and sigma ~ Exponential(rate) (``missing``)."""
     intercept, *rest = (prior for _, prior in imp.priors)
     return {
-        "loc": jnp.float32(intercept.mu),
-        "scale": jnp.float32(intercept.sigma),
-        "rate": jnp.asarray([p.rate for p in rest], dtype=jnp.float32),
+        "loc": np.float32(intercept.mu),
+        "scale": np.float32(intercept.sigma),
+        "rate": np.asarray([p.rate for p in rest], dtype=np.float32),
     }
 
 
