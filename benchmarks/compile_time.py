@@ -32,7 +32,7 @@ T_START = time.perf_counter()
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from core import CASES, machine, peak_rss_mib  # noqa: E402
+from core import CASES, machine, peak_rss_mib, sampler_parser, timed_fit  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "compile_time.json"
 NAMES = ("radon", "sleepstudy", "cbpp")
@@ -70,17 +70,7 @@ def child(name: str, args) -> dict:
     t_import = time.perf_counter() - T_START
     case = next(c for c in CASES if c.name == name)
     data = ml.datasets.load(case.dataset)
-    t0 = time.perf_counter()
-    model = ml.Model(case.formula, data, family=case.family)
-    fit = model.fit(
-        chains=args.chains,
-        warmup=args.warmup,
-        draws=args.draws,
-        seed=args.seed,
-        progress=False,
-        warn=False,
-    )
-    wall_s = time.perf_counter() - t0
+    fit, wall_s = timed_fit(case.formula, data, case.family, args)
     summary = fit.summary()
     programs: dict = defaultdict(lambda: {"trace_s": 0.0, "lower_s": 0.0, "xla_s": 0.0, "n": 0})
     for kind, fun, duration in events:
@@ -164,11 +154,7 @@ def print_report(best: list[dict], top: int) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = sampler_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=1, help="processes per model (min)")
     parser.add_argument("--only", action="append", choices=NAMES, help="run only NAME")
     parser.add_argument("--top", type=int, default=8, help="programs listed per model")

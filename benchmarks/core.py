@@ -87,23 +87,42 @@ def machine() -> dict:
     }
 
 
+def sampler_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the sampler settings every benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def timed_fit(formula: str, data, family: str, args):
+    """``Model(...)`` and ``fit`` with the benchmark's sampler settings: (fit, wall s)."""
+    import multilevel as ml
+
+    t0 = time.perf_counter()
+    model = ml.Model(formula, data, family=family)
+    fit = model.fit(
+        chains=args.chains,
+        warmup=args.warmup,
+        draws=args.draws,
+        seed=args.seed,
+        progress=False,
+        warn=False,
+    )
+    return fit, time.perf_counter() - t0
+
+
 def run_case(case: Case, args, compiles: CompileCounter) -> dict:
     """Fit once cold (first fit of this structure in the process), then refit warm."""
     import multilevel as ml
     from multilevel.inference import nuts
 
     data = ml.datasets.load(case.dataset)
-    settings = dict(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed)
-
-    def fit_once():
-        t0 = time.perf_counter()
-        model = ml.Model(case.formula, data, family=case.family)
-        fit = model.fit(**settings, progress=False, warn=False)
-        return fit, time.perf_counter() - t0
-
-    fit, wall_s = fit_once()
+    fit, wall_s = timed_fit(case.formula, data, case.family, args)
     traces, n_compiles = sum(nuts.TRACE_COUNTS.values()), compiles.count
-    warm_fit, warm_wall_s = fit_once()
+    warm_fit, warm_wall_s = timed_fit(case.formula, data, case.family, args)
 
     summary = fit.summary()  # population effects, sd(...), cor(...), sigma
     min_ess = float(summary["ess_bulk"].min())
@@ -235,11 +254,7 @@ def write_report(report: dict, path: Path, printer) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = sampler_parser(__doc__)
     parser.add_argument("--all", action="store_true", help="also radon_uncorr and cbpp")
     parser.add_argument(
         "--only",

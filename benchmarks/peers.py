@@ -218,19 +218,7 @@ def _items(da):
 
 
 def fit_ours(case: Case, data, args) -> dict:
-    import multilevel as ml
-
-    t0 = time.perf_counter()
-    model = ml.Model(case.formula, data, family=case.family)
-    fit = model.fit(
-        chains=args.chains,
-        warmup=args.warmup,
-        draws=args.draws,
-        seed=args.seed,
-        progress=False,
-        warn=False,
-    )
-    wall_s = time.perf_counter() - t0
+    fit, wall_s = core.timed_fit(case.formula, data, case.family, args)
     post = fit.idata.posterior
     # population effects, sd(...), cor(...), sigma; group effects are named `term|group`
     names = [v for v in post.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
@@ -512,11 +500,7 @@ def parse_peers(text: str) -> list[str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chains", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1000)
-    parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = core.sampler_parser(__doc__)
     parser.add_argument(
         "--cores",
         type=int,

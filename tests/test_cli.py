@@ -8,8 +8,6 @@ reuses the compiled program. Every error test stops before sampling.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import multilevel as ml
+from cli_run import run_main
 from multilevel import cli
 from multilevel.backends import gaussian_collapsed as gc
 from multilevel.inference import collapsed
@@ -36,14 +35,6 @@ PARAMETERS = [
 ]
 SUMMARY_KEYS = {"mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"}
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """``cli.main`` in-process, returning (status, stdout, stderr); works in any scope."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ one-line message.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import warnings
 from pathlib import Path
@@ -20,20 +18,12 @@ import pandas as pd
 import pytest
 
 import multilevel as ml
-from multilevel import cli
+from cli_run import run_main
 from multilevel._arviz import az
 
 FORMULAS = {"partial": "log_radon ~ floor + (1 | county)", "complete": "log_radon ~ floor"}
 SMALL = ["--chains", "2", "--warmup", "200", "--draws", "200", "--seed", "1", "--quiet"]
 COMPARE_COLUMNS = ["rank", "elpd", "se", "p", "n_params", "elpd_diff", "se_diff", "weight"]
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    """``cli.main`` in-process, returning (status, stdout, stderr); works in any scope."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
