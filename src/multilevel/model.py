@@ -18,7 +18,7 @@ from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.fit import Fit
 from multilevel.formula import parse_formula
-from multilevel.inference import collapsed, nuts
+from multilevel.inference import collapsed, nuts, placement
 from multilevel.prior_rules import default_priors, resolve_priors
 from multilevel.spec import ModelSpec, TermSpec
 
@@ -336,24 +336,28 @@ class Model:
         keep_ll, ll_note = evaluation.log_likelihood_plan(self, chains * draws, log_likelihood)
         chosen = self._collapse_plan(method)
         if chosen is not None:
-            result = collapsed.sample(
-                self.structure, chosen, self._sufficient_statistics(chosen),
-                backend.prior_arrays(self.spec), settings, seed, progress,
-            )  # fmt: skip
+            stats = self._sufficient_statistics(chosen)
+            with placement.placed(placement.work_of(stats)) as device:
+                result = collapsed.sample(
+                    self.structure, chosen, stats, backend.prior_arrays(self.spec),
+                    settings, seed, progress,
+                )  # fmt: skip
             method_name = collapsed.method_name(chosen)
         else:
             st, data, note = self._joint_inputs()
-            result = nuts.sample(
-                st,
-                backend.make_model(st),
-                (data, backend.prior_arrays(self.spec)),
-                settings,
-                seed=seed,
-                dense_sites=st.dense_sites,
-                progress=progress,
-            )
+            with placement.placed(placement.work_of(data)) as device:
+                result = nuts.sample(
+                    st,
+                    backend.make_model(st),
+                    (data, backend.prior_arrays(self.spec)),
+                    settings,
+                    seed=seed,
+                    dense_sites=st.dense_sites,
+                    progress=progress,
+                )
             method_name = "NUTS" + (f" ({note})" if note else "")
         info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}
+        info["device"] = device
         info["missing"] = str(self.missing)
         idata = self._inference_data(result)
         if keep_ll:

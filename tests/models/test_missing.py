@@ -109,6 +109,7 @@ def test_simulation_needs_known_predictors(data):
 def test_modelled_fit_says_what_it_did(fits, data):
     fit, gappy = fits["model"], data[1]
     assert fit.info["method"] == "NUTS"  # imputation needs the joint sampler
+    assert fit.info["device"] == "cpu"
     assert f"x ({int(gappy['x'].isna().sum())})" in fit.info["missing"]
     assert "Models of missing predictors" in repr(fit)
     assert fit.diagnostics.max_r_hat < 1.02 and fit.diagnostics.divergences == 0
