@@ -106,11 +106,15 @@ class Model:
         """
         from multilevel.chunked import chunked_statistics
 
+        parsed = parse_formula(formula)
+        if parsed.se is not None:
+            raise MultilevelError(
+                f"Known standard errors (`| se({parsed.se})`) need the data's rows: build "
+                "the model with ml.Model(formula, data), not from chunked statistics."
+            )
         summary, stats = chunked_statistics(formula, source, "gaussian", chunk_rows, progress)
         model = cls.__new__(cls)
-        model._setup(
-            formula, parse_formula(formula), summary, "gaussian", "identity", priors, False
-        )
+        model._setup(formula, parsed, summary, "gaussian", "identity", priors, False)
         model.data = None
         model._stats = stats
         model.missing = missing_values.MissingData("error")
@@ -119,12 +123,14 @@ class Model:
     def _setup(self, formula, parsed, design, family, link, priors, centered, imputed=()):
         """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
         family_obj, _ = get_family(family, link)
+        # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma
+        aux = () if parsed.se is not None else family_obj.aux
         self.design = design
         terms = tuple(
             TermSpec(b.group, b.term.factors, b.term.expr, b.coefs, b.term.correlated, b.levels)
             for b in design.blocks
         )
-        defaults = default_priors(design, terms, family, family_obj.aux)
+        defaults = default_priors(design, terms, family, aux)
         resolved, sources = resolve_priors(defaults, priors, terms)
         self.spec = ModelSpec(
             formula=formula,
@@ -134,7 +140,7 @@ class Model:
             trials=parsed.trials,
             columns=design.columns,
             terms=terms,
-            aux=family_obj.aux,
+            aux=aux,
             priors=tuple(resolved.items()),
             prior_sources=tuple(sources.items()),
             centered=centered,

@@ -115,8 +115,6 @@ def default_priors(design, terms: tuple[TermSpec, ...], family: str, aux) -> dic
     for term in terms:
         if term.has_correlation:
             out[term.cor_key] = P.LKJ(2.0)
-    if getattr(design, "se", None) is not None:
-        aux = ()  # known standard errors (y | se(s) ~ ...) replace sigma
     for name in aux:
         out[name] = AUX_DEFAULTS.get(name) or P.Exponential(1.0 / s_y)
     return out

@@ -10,7 +10,6 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 from multilevel import priors as P
-from multilevel.errors import MultilevelError
 from multilevel.formula import parse_formula
 
 
@@ -113,19 +112,9 @@ class ModelSpec:
     imputed: tuple[ImputedSpec, ...] = ()  # predictors with missing values, modelled
 
     def __post_init__(self):
-        # `y | se(s) ~ ...`: each row's sd is known, so the gaussian family has no sigma.
-        # The formula says so; the aux given (the family's) is trimmed here, so every
-        # consumer of ``aux`` (structure, names, summaries, simulation) agrees.
-        se = parse_formula(self.formula).se
-        object.__setattr__(self, "_se", se)
-        if se is None:
-            return
-        if any(name in dict(self.priors) for name in self.aux):
-            raise MultilevelError(
-                f"Known standard errors (`| se({se})`) need the data's rows: build the "
-                "model with ml.Model(formula, data), not from chunked statistics."
-            )
-        object.__setattr__(self, "aux", ())
+        # `y | se(s) ~ ...`: each row's sd is known, and the model has no sigma (Model
+        # passes no family parameter then).
+        object.__setattr__(self, "_se", parse_formula(self.formula).se)
 
     @property
     def se(self) -> str | None:

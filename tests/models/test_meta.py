@@ -80,6 +80,12 @@ def test_se_needs_gaussian(schools):
         ml.Model("y | se(se) ~ 1 + (1 | school)", schools.assign(y=1), family="poisson")
 
 
+def test_chunked_statistics_are_refused(schools):
+    """Chunked statistics sum over rows with one sigma; they cannot carry each row's se."""
+    with pytest.raises(ml.MultilevelError, match=r"need the data's rows"):
+        ml.Model.from_chunks(FORMULA, [schools], progress=False)
+
+
 def test_collapsed_sampler_is_refused(schools):
     """The collapsed sampler assumes one residual sigma; method='auto' falls back to NUTS."""
     model = ml.Model(FORMULA, schools, priors=PRIORS)
