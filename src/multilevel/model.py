@@ -150,6 +150,7 @@ class Model:
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
         self._plan: gaussian_collapsed.Plan | str | None = None  # which effects to integrate
         self._weights: np.ndarray | None = None  # per-row likelihood weights (K-fold refits)
+        self._pattern_cache: dict = {}  # limit -> covariate patterns (shared by clones)
 
     @property
     def in_memory(self) -> bool:
@@ -385,11 +386,19 @@ class Model:
         if self.spec.imputed:  # rows differ by their sampled predictor values: not pooled
             return self.structure, self.model_args()[0], None
         pooled = aggregate.aggregated_model_inputs(
-            self.structure, self.design, self.spec.family, self.spec.link
+            self.structure, self.design, self.spec.family, self.spec.link, self._patterns
         )
         if pooled is None:
             return self.structure, self.model_args()[0], None
         return pooled
+
+    def _patterns(self, design, limit):
+        """``aggregate.covariate_patterns``, found once per model: they depend on the
+        covariates and groups only, so refits of simulated responses (``with_response``
+        clones share this cache) skip the pass over the rows (0.2 s at 1M rows)."""
+        if limit not in self._pattern_cache:
+            self._pattern_cache[limit] = aggregate.covariate_patterns(design, limit)
+        return self._pattern_cache[limit]
 
     def _collapse_plan(self, method: str) -> gaussian_collapsed.Plan | None:
         """The collapsed sampler's plan, or None for the joint sampler."""

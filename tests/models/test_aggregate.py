@@ -59,6 +59,29 @@ def test_bernoulli_rows_pool_into_binomial_counts():
     np.testing.assert_array_equal(pooled_x, frame.x)
 
 
+def test_refits_of_simulated_responses_reuse_the_patterns(monkeypatch):
+    """Patterns depend on covariates and groups only: a with_response clone's inputs are
+    pooled with the original model's patterns, and equal a fresh model's."""
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame({"y": rng.integers(0, 2, 400), "x": rng.integers(0, 2, 400),
+                         "g": rng.integers(0, 5, 400)})  # fmt: skip
+    model = ml.Model("y ~ x + (1 | g)", data, family="bernoulli")
+    _, first, _ = model._joint_inputs()
+    calls = []
+    original = aggregate.covariate_patterns
+    monkeypatch.setattr(
+        aggregate, "covariate_patterns", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    y = 1 - data["y"].to_numpy()
+    _, refit, _ = model.with_response(y)._joint_inputs()
+    assert calls == []  # found once, for the first model
+    _, fresh, _ = ml.Model("y ~ x + (1 | g)", data.assign(y=y), family="bernoulli")._joint_inputs()
+    assert calls == [1]
+    for key in ("X", "y", "trials"):
+        np.testing.assert_array_equal(np.asarray(refit[key]), np.asarray(fresh[key]))
+    assert not np.array_equal(np.asarray(refit["y"]), np.asarray(first["y"]))
+
+
 def test_rows_without_repeats_are_left_alone():
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"y": rng.integers(0, 2, 40), "x": rng.normal(size=40)})

@@ -61,17 +61,22 @@ class Aggregated:
         return f"{self.rows:,} rows aggregated into {self.patterns:,} covariate patterns"
 
 
-def aggregate(design: Design, family: str, link: str, max_ratio: float = 0.5) -> Aggregated | None:
+def aggregate(
+    design: Design, family: str, link: str, max_ratio: float = 0.5, patterns=None
+) -> Aggregated | None:
     """Pool the rows of a bernoulli, binomial or poisson design by covariate pattern.
 
     None when it would not pay (more than ``max_ratio`` patterns per row), when the
     family has nothing to pool (gaussian: the collapsed sampler's business), or when the
-    pooled counts would not be exact in the model's float32 arrays."""
+    pooled counts would not be exact in the model's float32 arrays. ``patterns``, a
+    callable returning ``covariate_patterns(design, limit)``, lets a caller reuse them:
+    they depend on the covariates and groups only, not on the response."""
     target = _AGGREGATED.get((family, link))
     if target is None:
         return None
     n = design.n
-    found = covariate_patterns(design, limit=int(max_ratio * n))
+    find = patterns or covariate_patterns
+    found = find(design, limit=int(max_ratio * n))
     if found is None:
         return None
     row_pattern, k = found
@@ -125,7 +130,7 @@ def covariate_patterns(design: Design, limit: int | None = None) -> tuple[np.nda
 
 
 def aggregated_model_inputs(
-    structure: Structure, design: Design, family: str, link: str
+    structure: Structure, design: Design, family: str, link: str, patterns=None
 ) -> tuple[Structure, dict, str] | None:
     """(structure to compile, data arguments of its model, a one-line note) for sampling
     the aggregated model, or None when the rows are best left as they are.
@@ -136,7 +141,7 @@ def aggregated_model_inputs(
         raise ValueError(f"structure is {structure.family}/{structure.link}, not {family}/{link}")
     if structure.aux_names:  # every pooled family is free of auxiliary parameters
         return None
-    agg = aggregate(design, family, link)
+    agg = aggregate(design, family, link, patterns=patterns)
     if agg is None:
         return None
     st = dataclasses.replace(
