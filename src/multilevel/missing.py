@@ -126,6 +126,11 @@ def _model(parsed, data, family, used, counts):
     predictors = [c for c in used if c not in parsed.columns and data[c].isna().any()]
     for column in predictors:
         _require_numeric(fitted, column)
+        if fitted[column].notna().sum() < 2:
+            raise DataError(
+                f"Column {column!r} has fewer than 2 observed values among the rows with "
+                "a response: too few to model its missing values. Use missing='drop'."
+            )
     fills = {c: float(fitted[c].mean()) for c in predictors}
     filled = fitted.fillna(fills)
     design = build_design(parsed, filled, family)
@@ -178,11 +183,6 @@ def _imputed_spec(parsed, filled, family, design, column, observed) -> ImputedSp
         raise DataError(f"Column {column!r} has missing values but no design column uses it.")
     block = _widest_block(design)
     mean, sd = float(observed.mean()), float(observed.std(ddof=0)) or 1.0
-    if observed.notna().sum() < 2:
-        raise DataError(
-            f"Column {column!r} has fewer than 2 observed values among the rows with a "
-            "response: too few to model its missing values. Use missing='drop'."
-        )
     names = ImputedSpec.parameter_names(
         column, None if block is None else design.blocks[block].group
     )

@@ -370,7 +370,7 @@ class Model:
         if keep_ll:
             evaluation.add_log_likelihood(idata, self.spec, self.design)
         fit = Fit(idata, self.spec, info, model=self)
-        if self.missing.unobserved is not None:
+        if self.missing.unobserved is not None and self._weights is None:  # not for K-fold
             missing_values.add_predicted_responses(fit, self.missing.unobserved, seed)
         if warn:
             diag.warn(fit.diagnostics, self.spec.centered)

@@ -99,6 +99,13 @@ def test_missing_group_or_category_is_refused(data):
         ml.Model("y ~ x + c + (1 | g)", frame, missing="model")
 
 
+def test_a_predictor_observed_once_cannot_be_modelled(data):
+    frame = data[0].copy()
+    frame.loc[1:, "x"] = np.nan
+    with pytest.raises(DataError, match="fewer than 2 observed values"):
+        ml.Model(FORMULA, frame, missing="model")
+
+
 def test_simulation_needs_known_predictors(data):
     model = ml.Model(FORMULA, data[1], missing="model")
     with pytest.raises(MultilevelError, match="samples the missing values of x"):
