@@ -39,7 +39,7 @@ from multilevel._arviz import az
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.inference import nuts
-from multilevel.missing import fitted_eta_shift
+from multilevel.missing import add_shift, fitted_eta_shift
 
 if TYPE_CHECKING:
     from multilevel.design import Design
@@ -193,8 +193,10 @@ def log_likelihood_values(spec: ModelSpec, design: Design, posterior, rows=None)
                     "effects": tuple(e[c, d] for e in effects),
                     "aux": {k: v[c, d][:, None] for k, v in aux.items()},  # (D, 1)
                 }
-                if shift is not None:
-                    draw["shift"] = shift[c, d]  # (D, n)
+                if shift is not None:  # dense per batch: (D, n), bounded like the rest
+                    columns, values = shift
+                    dense = np.zeros((values[c, d].shape[0], len(rows)))
+                    draw["shift"] = add_shift(dense, columns, values[c, d])
                 out[c, d] = np.asarray(program(jax.tree.map(jnp.asarray, draw), fixed))
     return out
 

@@ -246,49 +246,50 @@ def _label(value):
 
 
 # --------------------------------------------------------------------------- after the fit
-def fitted_eta_shift(spec, design: Design, posterior, rows=None) -> np.ndarray | None:
-    """(chain, draw, rows): what to add to a linear predictor computed from the design,
-    whose imputed cells hold placeholders, to use each draw's imputed values instead:
-    ``(x_draw - placeholder) * slope``, the slope being the sum of the predictor's
-    coefficients in that row (it enters linearly: ``missing`` checks that). None when
-    nothing among ``rows`` (default: every fitted row) is imputed."""
+def fitted_eta_shift(spec, design: Design, posterior, rows=None):
+    """What to add to a linear predictor computed from the design, whose imputed cells
+    hold placeholders, to use each draw's imputed values instead: ``(x_draw -
+    placeholder) * slope``, the slope being the sum of the predictor's coefficients in
+    that row (it enters linearly: ``missing`` checks that). Only imputed rows change, so
+    it is kept sparse: ``(columns, values)``, positions among ``rows`` (default: every
+    fitted row; a position may repeat) and their (chain, draw, m) shifts, for
+    ``add_shift``. None when nothing among ``rows`` is imputed."""
     rows = np.arange(design.n) if rows is None else np.asarray(rows)
-    shift = None
+    where = np.full(design.n, -1, dtype=np.intp)
+    where[rows] = np.arange(len(rows))  # fitted row -> its position among rows
+    columns, values = [], []
     for imp in spec.imputed:
         positions = np.asarray(imp.positions, dtype=np.intp)
-        wanted = np.isin(positions, rows)
+        wanted = where[positions] >= 0
         if not wanted.any():
             continue
         positions = positions[wanted]
         x = posterior[imp.values_name].values[..., wanted].astype(float)  # (C, D, m)
-        placeholder = _design_values(design, imp)[positions]
         slope = np.zeros_like(x)
         for c in imp.x_columns:
             slope += posterior[spec.columns[c]].values[..., None]
         for k, j in imp.z_columns:
             effects = posterior[spec.terms[k].effect_names[j]].values  # (C, D, levels)
             slope += effects[..., design.blocks[k].codes[positions]]
-        if shift is None:
-            shift = np.zeros((*x.shape[:2], len(rows)))
-        where = np.searchsorted(rows, positions) if _sorted(rows) else _index_of(rows, positions)
-        shift[..., where] += (x - placeholder) * slope
-    return shift
+        columns.append(where[positions])
+        values.append((x - predictor_column(design, imp)[positions]) * slope)
+    if not columns:
+        return None
+    return np.concatenate(columns), np.concatenate(values, axis=-1)
 
 
-def _design_values(design: Design, imp) -> np.ndarray:
+def add_shift(eta: np.ndarray, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``eta`` (..., rows) plus the sparse shift of ``fitted_eta_shift`` (in place)."""
+    np.add.at(eta, (..., columns), values)
+    return eta
+
+
+def predictor_column(design: Design, imp) -> np.ndarray:
+    """(n,) the design's values of an imputed predictor (placeholders where missing)."""
     if imp.x_columns:
         return design.X[:, imp.x_columns[0]]
     k, j = imp.z_columns[0]
     return design.blocks[k].Z[:, j]
-
-
-def _sorted(rows: np.ndarray) -> bool:
-    return bool(np.all(np.diff(rows) > 0))
-
-
-def _index_of(rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    lookup = {int(r): i for i, r in enumerate(rows)}
-    return np.array([lookup[int(p)] for p in positions], dtype=np.intp)
 
 
 def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:

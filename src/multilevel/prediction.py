@@ -53,7 +53,7 @@ from multilevel.design import Design, _check_missing, build_design, encode_new
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import check_trials, get_family
 from multilevel.formula import parse_formula
-from multilevel.missing import fitted_eta_shift
+from multilevel.missing import add_shift, fitted_eta_shift
 
 __all__ = ["KINDS", "GROUPS", "Prediction", "predict", "fitted_design"]
 
@@ -225,7 +225,7 @@ def predict(
 
     if newdata is None:  # the fitted rows' imputed predictor values, per draw
         shift = fitted_eta_shift(spec, design, posterior)
-        eta = eta if shift is None else eta + shift
+        eta = eta if shift is None else add_shift(eta, *shift)
     values = _on_scale(eta, kind, spec, trials, se, posterior, seed)
     dataset = xr.Dataset(
         {spec.response: (("chain", "draw", "obs"), values)},

@@ -28,6 +28,7 @@ from numpyro.infer import Predictive
 
 from multilevel.design import Design
 from multilevel.families import FAMILIES
+from multilevel.missing import predictor_column
 from multilevel.priors import standard_distribution
 from multilevel.spec import ModelSpec
 
@@ -193,11 +194,7 @@ def data_arrays(
 
 def _imputation_arrays(design: Design, imp) -> dict:
     """Observed values of an imputed predictor and where its missing values go."""
-    if imp.x_columns:
-        values = design.X[:, imp.x_columns[0]]
-    else:
-        k, j = imp.z_columns[0]
-        values = design.blocks[k].Z[:, j]
+    values = predictor_column(design, imp)
     missing = np.asarray(imp.positions, dtype=np.int32)
     observed = np.setdiff1d(np.arange(design.n, dtype=np.int32), missing)
     codes = np.zeros(design.n, np.int32) if imp.block is None else design.blocks[imp.block].codes
@@ -257,6 +254,11 @@ def centring_columns(st: Structure, centred: tuple[int, ...]) -> dict[int, tuple
     return out
 
 
+def lone_term_centring(st: Structure) -> dict[int, tuple[int, ...]]:
+    """The joint sampler's hierarchical centring: for a centred model's lone term only."""
+    return centring_columns(st, (0,)) if st.centered and len(st.terms) == 1 else {}
+
+
 def population_means(columns: tuple[int, ...], beta: jnp.ndarray) -> jnp.ndarray:
     """(q,) the population coefficient of each covariate, 0 where it has none."""
     index = np.array([max(c, 0) for c in columns])
@@ -293,7 +295,7 @@ def make_model(st: Structure):
         eta = X @ beta  # (n, p) @ (p,) -> (n,)
         if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
             eta = eta + data["offset"]
-        centring = centring_columns(st, (0,)) if st.centered and len(st.terms) == 1 else {}
+        centring = lone_term_centring(st)
         for k, term in enumerate(st.terms):
             term_sd = sd[term.sd_start : term.sd_start + term.q]
             mean = population_means(centring[k], beta) if k in centring else None
@@ -436,7 +438,7 @@ def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
             out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
                 params["scale"]
             )
-    centring = centring_columns(st, (0,)) if spec.centered and len(st.terms) == 1 else {}
+    centring = lone_term_centring(st)
     beta = np.array([named[c] for c in spec.columns], dtype=float)
     for k, term in enumerate(spec.terms):
         sd = np.array([named[n] for n in term.sd_names], dtype=float)
