@@ -1,6 +1,8 @@
 """Centred group effects with the intercept as the groups' mean (hierarchical centring):
 when the data choose it, and that it is the same posterior as the non-centred model."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,7 @@ from posterior_checks import same_posterior
 
 import multilevel as ml
 from multilevel.backends import centring
+from multilevel.backends import gaussian_collapsed as gc
 
 
 def _bernoulli(groups: int, rows_per_group: int, sd: float = 0.7, seed: int = 5):
@@ -93,3 +96,77 @@ def test_partially_collapsed_with_a_centred_sampled_term_equals_joint_nuts():
         seed=2, method="nuts", **kw
     )
     same_posterior(fast, joint, [*model.spec.hyper_names, "Intercept|a", "Intercept|b"])
+
+
+def _students_lecturers_departments(seed: int = 11) -> pd.DataFrame:
+    """InstEval in miniature: 150 students (integrated out) crossed with 60 lecturers
+    nested in 6 departments; each student rates 12 lecturers."""
+    rng = np.random.default_rng(seed)
+    students, lecturers, departments = 150, 60, 6
+    dept_of = np.repeat(np.arange(departments), lecturers // departments)
+    s = np.repeat(np.arange(students), 12)
+    d = np.concatenate([rng.choice(lecturers, 12, replace=False) for _ in range(students)])
+    effects = (
+        rng.normal(0, 0.3, students)[s]
+        + rng.normal(0, 0.5, lecturers)[d]
+        + rng.normal(0, 0.4, departments)[dept_of[d]]
+    )
+    y = 3.0 + effects + rng.normal(0, 1.0, s.size)
+    return pd.DataFrame(
+        {"y": y, "s": s, "d": [f"d{i:02d}" for i in d], "dept": [f"k{i}" for i in dept_of[d]]}
+    )
+
+
+def test_nesting_among_sampled_terms_is_found_and_crossing_is_not():
+    data = _students_lecturers_departments()
+    nested = ml.Model("y ~ 1 + (1 | s) + (1 | d) + (1 | dept)", data)._collapse_plan("auto")
+    assert nested.collapsed == (0,) and nested.sampled == (1, 2)
+    # lecturers centred on their department, the department (6 groups) centred as parent
+    assert nested.parents == (2, -1) and nested.centered == (True, True)
+    model = ml.Model("y ~ 1 + (1 | s) + (1 | d) + (1 | dept)", data)
+    lecturers, departments = model.design.blocks[1], model.design.blocks[2]
+    dept_of = data.groupby("d")["dept"].first()
+    parent = gc.parent_codes(model.design, nested)["1"]  # lecturer level -> department level
+    assert [departments.levels[i] for i in parent] == [dept_of[d] for d in lecturers.levels]
+    # departments re-drawn at random: lecturers no longer nest in them
+    rng = np.random.default_rng(0)
+    crossed = data.assign(dept=rng.choice(list("pqrstu"), len(data)))
+    plan = ml.Model("y ~ 1 + (1 | s) + (1 | d) + (1 | dept)", crossed)._collapse_plan("auto")
+    assert plan.parents == (-1, -1)
+
+
+@pytest.mark.filterwarnings("ignore::multilevel.ConvergenceWarning")
+def test_centring_down_a_nesting_equals_joint_nuts():
+    """Lecturers centred on their department's coefficient, departments on the intercept,
+    students integrated out (and the preconditioned start): the same posterior as the
+    joint sampler with every term non-centred."""
+    data = _students_lecturers_departments()
+    formula = "y ~ 1 + (1 | s) + (1 | d) + (1 | dept)"
+    model = ml.Model(formula, data)
+    kw = dict(chains=4, warmup=500, draws=1000, progress=False, log_likelihood=False)
+    fast = model.fit(seed=1, **kw)
+    assert "partially collapsed" in fast.info["method"]
+    assert model._plan.parents == (2, -1)
+    joint = ml.Model(formula, data, centered=False).fit(
+        seed=2, method="nuts", target_accept=0.95, **kw
+    )
+    effects = [n for t in model.spec.terms for n in t.effect_names]
+    same_posterior(fast, joint, [*model.spec.hyper_names, *effects])
+
+
+def test_folding_a_parent_into_its_child_keeps_the_likelihood():
+    """The departments' effects added to their lecturers' (one gather fewer over the
+    rows) give the same marginal log-likelihood to 1e-10."""
+    model = ml.Model("y ~ 1 + (1 | s) + (1 | d) + (1 | dept)", _students_lecturers_departments())
+    chosen = model._collapse_plan("auto")
+    rng = np.random.default_rng(4)
+    effects = {1: rng.normal(0, 0.5, (60, 1)), 2: rng.normal(0, 0.4, (6, 1))}
+    with jax.enable_x64(True):
+        stats = gc.as_model_args(gc.sufficient_statistics(model.design, chosen), jnp.float64)
+        folded = gc.fold_nested(chosen, effects, stats)
+        assert folded[1] is None  # the department read through its lecturers
+        args = (jnp.array([3.1]), 0.9, jnp.array([[0.35]]), stats)
+        plain = gc.marginal_log_likelihood(*args, (effects[1], effects[2]))
+        assert float(gc.marginal_log_likelihood(*args, folded)) == pytest.approx(
+            float(plain), rel=1e-10
+        )

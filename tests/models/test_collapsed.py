@@ -109,7 +109,9 @@ def test_auto_picks_collapsed_only_where_it_applies(small):
     # 24 plates, 6 samples: the factor with more levels is integrated out; the samples
     # are rich in data (24 rows each, sd 1.9 against sigma 0.55) but few: non-centred
     assert gc.data_rich(pen.design, 1, 0)
-    assert gc.plan(pen.design, "gaussian") == gc.Plan((0,), sampled=(1,), centered=(False,))
+    assert gc.plan(pen.design, "gaussian") == gc.Plan(
+        (0,), sampled=(1,), centered=(False,), parents=(-1,)
+    )
     pastes = ml.Model("strength ~ 1 + (1 | batch/cask)", ml.datasets.load("Pastes")).design
     assert not gc.data_rich(pastes, 0, 1)  # 6 rows per batch, but from only 3 casks
     no_groups = ml.Model("diameter ~ 1", ml.datasets.load("Penicillin"))

@@ -20,9 +20,11 @@ Two plans (``Plan``):
   * one grouping factor: r'r and Z'r are quadratic in beta, so per-group sufficient
     statistics make the cost per gradient independent of the number of rows;
   * several factors (crossed or nested): the factor with the most levels is integrated
-    out and the others are sampled by NUTS (non-centred), as in Lai, Domke & Sheldon
-    (NeurIPS 2024). r'r and Z'r then need one pass over the rows per gradient, but NUTS
-    sees far fewer dimensions and none of the integrated factor's funnel.
+    out and the others are sampled by NUTS, as in Lai, Domke & Sheldon (NeurIPS 2024):
+    centred where their groups are many and rich in data (``_centre``), down a nesting
+    where one sampled factor nests in another (``nested_parents``). r'r and Z'r then
+    need one pass over the rows per gradient, but NUTS sees far fewer dimensions and
+    none of the integrated factor's funnel.
 
 Numerics: everything is centred on a reference coefficient beta_0 (least squares) in
 float64, r = e - X delta - o with e = y - X beta_0 and delta = beta - beta_0: e'e is of
@@ -58,6 +60,9 @@ class Plan:
     collapsed: tuple[int, ...]
     sampled: tuple[int, ...] = ()
     centered: tuple[bool, ...] = ()  # per sampled term: sample the effects themselves
+    # per sampled term: the sampled term its groups nest in and whose coefficients its
+    # own are centred on (``nested_parents``), -1 for none
+    parents: tuple[int, ...] = ()
 
     @property
     def by_statistics(self) -> bool:
@@ -82,9 +87,57 @@ def plan(design: Design, family: str, centered: bool = False) -> Plan | str:
     widest = max(sizes, key=sizes.get)  # most levels: the most dimensions taken off NUTS
     collapsed = tuple(k for k, b in enumerate(design.blocks) if b.group == widest)
     sampled = tuple(k for k, b in enumerate(design.blocks) if b.group != widest)
-    return Plan(
-        collapsed, sampled, tuple(centered or _centre(design, k, collapsed[0]) for k in sampled)
-    )
+    centre = tuple(centered or _centre(design, k, collapsed[0]) for k in sampled)
+    parents = nested_parents(design, sampled, centre)
+    # A parent is centred too, whatever its own number of groups: its coefficients are
+    # informed by its children's (InstEval: 14 departments of about 80 lecturers each;
+    # left non-centred, min ESS 868 in 275 s, centred 1,141 in 223 s).
+    centre = tuple(c or k in parents for k, c in zip(sampled, centre))
+    return Plan(collapsed, sampled, centre, parents)
+
+
+def nested_parents(design: Design, sampled: tuple[int, ...], centre: tuple[bool, ...]):
+    """Per sampled term, the sampled term of a coarser grouping factor its groups nest in
+    (each group inside one of the parent's), with the same covariates; -1 for none.
+
+    A centred term with such a parent is sampled as coefficients centred on the parent's
+    coefficients, and the parent's as coefficients centred on the population ones
+    (hierarchical centring down the nesting, Gelfand, Sahu & Carlin 1995). Centred on zero
+    instead, each parent's effect trades with the mean of its children's (only their
+    prior tells them apart): InstEval's 14 departments beside their 1,128 lecturers,
+    sd(dept) ESS 73 of 1,000 draws."""
+    blocks = design.blocks
+    out = []
+    for k, centred in zip(sampled, centre):
+        candidates = [
+            a
+            for a in sampled
+            if centred
+            and blocks[a].group != blocks[k].group
+            and blocks[a].coefs == blocks[k].coefs
+            and len(blocks[a].levels) < len(blocks[k].levels)
+            and _nested(blocks[k].codes, blocks[a].codes)
+        ]
+        out.append(max(candidates, key=lambda a: len(blocks[a].levels), default=-1))
+    return tuple(out)
+
+
+def _nested(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """Whether every group of ``inner`` lies inside one group of ``outer``."""
+    pairs = np.unique(np.stack([inner, outer]), axis=1)
+    return pairs.shape[1] == len(np.unique(inner))
+
+
+def parent_codes(design: Design, chosen: Plan) -> dict:
+    """term -> (L_k,) the parent's level of each of term k's levels (nested terms)."""
+    out = {}
+    for k, a in zip(chosen.sampled, chosen.parents):
+        if a >= 0:
+            inner, outer = design.blocks[k].codes, design.blocks[a].codes
+            codes = np.zeros(len(design.blocks[k].levels), dtype=np.int32)
+            codes[inner] = outer
+            out[str(k)] = codes
+    return out
 
 
 def _centre(design: Design, k: int, collapsed: int) -> bool:
@@ -197,6 +250,7 @@ def sufficient_statistics(
     rows = bucket(len(y))  # padded rows are all zero: no residual, no contribution
     return {
         **stats,
+        "parents": parent_codes(design, chosen),
         "e": _pad_rows(e, rows),
         "X": _pad_rows(X, rows),
         "Z": _pad_rows(Z, rows),
@@ -257,18 +311,49 @@ def _solve_upper_t(c, b):
 def residual_moments(beta, other, stats):
     """r'r and per-group Z'r (L, Q) for r = y - X beta - o.
 
-    ``other`` is the sampled terms' effects (one (L_k, q_k) array per term; empty with
-    one grouping factor, where sufficient statistics give both moments)."""
+    ``other`` is the sampled terms' effects (one (L_k, q_k) array per term, or None for a
+    term folded into its child's, ``fold_nested``; empty with one grouping factor, where
+    sufficient statistics give both moments)."""
     delta = beta - stats["beta0"]
     if "ee" in stats:
         rr = stats["ee"] - 2 * delta @ stats["Xe"] + delta @ stats["XtX"] @ delta
         return rr, stats["Zte"] - stats["ZtX"] @ delta  # (L, Q, p) @ (p,) -> (L, Q)
     r = stats["e"] - stats["X"] @ delta  # (n,)
     for Z, codes, effects in zip(stats["Z_other"], stats["codes_other"], other):
-        r = r - jnp.sum(Z * effects[codes], axis=-1)  # (n, q) * (n, q) -> (n,)
+        if effects is not None:
+            r = r - _row_sums(Z, effects, codes)
     levels = stats["ZtZ"].shape[0]
-    ztr = jax.ops.segment_sum(stats["Z"] * r[:, None], stats["codes"], levels)  # (L, Q)
+    Z = stats["Z"]
+    if Z.shape[1] == 1:  # one column: 1-D segment sum (its gradient is a 1-D gather)
+        ztr = jax.ops.segment_sum(Z[:, 0] * r, stats["codes"], levels)[:, None]
+    else:
+        ztr = jax.ops.segment_sum(Z * r[:, None], stats["codes"], levels)  # (L, Q)
     return r @ r, ztr
+
+
+def _row_sums(Z, effects, codes):
+    """(n,) each row's Z_i . effects[codes_i]. With one covariate, 1-D gathers: XLA's CPU
+    gather and its scatter-add gradient are about 15% faster on vectors than on (n, 1)
+    slices (InstEval's gradient)."""
+    if Z.shape[1] == 1:
+        return Z[:, 0] * effects[:, 0][codes]
+    return jnp.sum(Z * effects[codes], axis=-1)  # (n, q) * (n, q) -> (n,)
+
+
+def fold_nested(chosen: Plan, effects: dict, stats: dict) -> tuple:
+    """The sampled terms' effects as ``residual_moments`` reads them: a parent with a
+    single nested child term is added to the child's effects at the child's levels
+    (``parent_effects[parent_codes]``, L_child numbers) and read as None, so the rows
+    need one gather and one scatter fewer per gradient. Exact: every row of a child
+    level lies in that level's parent level, and both terms have the same covariates."""
+    children = [a for a in chosen.parents if a >= 0]
+    folded = {k: effects[k] for k in chosen.sampled}
+    for i in _parents_first(chosen):  # parents first: a chain folds all the way down
+        k, a = chosen.sampled[i], chosen.parents[i]
+        if a >= 0 and children.count(a) == 1:
+            folded[k] = folded[k] + folded[a][stats["parents"][str(k)]]
+            folded[a] = None
+    return tuple(folded[k] for k in chosen.sampled)
 
 
 def _moments(rr, ztr, sigma, scale_tril, ztz):
@@ -317,20 +402,48 @@ def make_collapsed_model(st: Structure, chosen: Plan):
     def model(stats: dict, prior: dict):
         beta, sd, aux = sample_hyperparameters(st, prior)
         scale_tril = combined_scale_tril(st, chosen, sd, prior)
-        other = []
-        centred = tuple(k for k, c in zip(chosen.sampled, chosen.centered) if c)
-        centring = centring_columns(st, centred) if len(chosen.sampled) == 1 else {}
-        for k in chosen.sampled:
+        effects = {}
+        coefficients = {}  # parent term -> (L, q) its groups' coefficients
+        centring = _centring(st, chosen)
+        for i in _parents_first(chosen):
+            k, centered, parent = chosen.sampled[i], chosen.centered[i], chosen.parents[i]
             term = st.terms[k]
             term_sd = sd[term.sd_start : term.sd_start + term.q]
-            centered = chosen.centered[chosen.sampled.index(k)]
-            mean = population_means(centring[k], beta) if k in centring else None
-            effects = group_effects(k, term, term_sd, prior["eta"][k], centered, mean)
-            other.append(numpyro.deterministic(f"effects_{k}", effects))
-        loglik = marginal_log_likelihood(beta, aux[0], scale_tril, stats, tuple(other))
+            if parent >= 0:
+                mean = coefficients[parent][stats["parents"][str(k)]]
+            else:
+                mean = population_means(centring[k], beta) if k in centring else None
+            effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered, mean)
+            if k in chosen.parents:
+                coefficients[k] = effects[k] + (0.0 if mean is None else mean)
+            numpyro.deterministic(f"effects_{k}", effects[k])
+        other = fold_nested(chosen, effects, stats)
+        loglik = marginal_log_likelihood(beta, aux[0], scale_tril, stats, other)
         numpyro.factor("y", loglik)
 
     return model
+
+
+def _centring(st: Structure, chosen: Plan) -> dict[int, tuple[int, ...]]:
+    """Centred terms sampled around the population coefficients: a lone sampled term, or
+    the top terms of a nesting (see ``nested_parents``)."""
+    if len(chosen.sampled) == 1:
+        return centring_columns(st, tuple(k for k, c in zip(chosen.sampled, chosen.centered) if c))
+    tops = tuple(k for k, a in zip(chosen.sampled, chosen.parents) if a < 0 and k in chosen.parents)
+    return centring_columns(st, tops)
+
+
+def _parents_first(chosen: Plan) -> list[int]:
+    """Positions in ``chosen.sampled``, each term after the term it is centred on."""
+    depth = {}
+
+    def level(k):
+        a = chosen.parents[chosen.sampled.index(k)]
+        return 0 if a < 0 else 1 + level(a)
+
+    for k in chosen.sampled:
+        depth[k] = level(k)
+    return sorted(range(len(chosen.sampled)), key=lambda i: depth[chosen.sampled[i]])
 
 
 def split_effects(st: Structure, chosen: Plan, effects: np.ndarray) -> dict:
