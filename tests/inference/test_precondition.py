@@ -27,14 +27,15 @@ def _start(potential, z):
 
 
 def test_inverse_mass_is_the_variance_of_a_gaussian():
-    """A Gaussian's Hessian is diagonal and constant: Hutchinson's estimate is exact,
-    whatever point the search ends at, and clipped only outside its bounds."""
+    """A Gaussian's Hessian is diagonal and constant: Hutchinson's estimate (central
+    differences of the gradient) is exact up to rounding whatever point the search ends
+    at, and clipped only outside its bounds."""
     z0 = {"a": np.array([1.5, 1.0]), "b": np.full((3, 1), -1.0)}
     _, inverse = _start(_gaussian, z0)
     low, high = precondition.INVERSE_MASS_BOUNDS
     for k in SCALES:
         expected = np.clip(np.asarray(SCALES[k]) ** 2, low, high)
-        np.testing.assert_allclose(inverse[k], expected, rtol=1e-8)
+        np.testing.assert_allclose(inverse[k], expected, rtol=1e-6)
 
 
 def test_the_start_moves_towards_the_mode():
