@@ -75,6 +75,8 @@ class Model:
         design, fitted, self.missing, imputed = missing_values.prepare(
             parsed, data, family_obj, missing
         )
+        # the user's choice, kept for the collapsed sampler's per-term rule (None: the data's)
+        self._centered_choice = centered
         if centered is None:
             centered = centring.rich_groups(design, family_obj.name)
         self._setup(formula, parsed, design, family, link, priors, centered, imputed)
@@ -114,6 +116,7 @@ class Model:
             )
         summary, stats = chunked_statistics(formula, source, "gaussian", chunk_rows, progress)
         model = cls.__new__(cls)
+        model._centered_choice = None  # one grouping factor: nothing is sampled centred
         model._setup(formula, parsed, summary, "gaussian", "identity", priors, False)
         model.data = None
         model._stats = stats
@@ -410,7 +413,7 @@ class Model:
             self._plan = (
                 "predictors with missing values are sampled (missing='model')"
                 if self.spec.imputed
-                else gaussian_collapsed.plan(self.design, self.spec.family, self.spec.centered)
+                else gaussian_collapsed.plan(self.design, self.spec.family, self._centered_choice)
             )
         chosen = self._plan
         if method == "collapsed" and isinstance(chosen, str):

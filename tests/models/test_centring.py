@@ -128,6 +128,11 @@ def test_nesting_among_sampled_terms_is_found_and_crossing_is_not():
     dept_of = data.groupby("d")["dept"].first()
     parent = gc.parent_codes(model.design, nested)["1"]  # lecturer level -> department level
     assert [departments.levels[i] for i in parent] == [dept_of[d] for d in lecturers.levels]
+    # the user's choice stands for every sampled term
+    formula = "y ~ 1 + (1 | s) + (1 | d) + (1 | dept)"
+    plain = ml.Model(formula, data, centered=False)._collapse_plan("auto")
+    assert plain.centered == (False, False) and plain.parents == (-1, -1)
+    assert ml.Model(formula, data, centered=True)._collapse_plan("auto").centered == (True, True)
     # departments re-drawn at random: lecturers no longer nest in them
     rng = np.random.default_rng(0)
     crossed = data.assign(dept=rng.choice(list("pqrstu"), len(data)))

@@ -70,11 +70,12 @@ class Plan:
         return not self.sampled
 
 
-def plan(design: Design, family: str, centered: bool = False) -> Plan | str:
+def plan(design: Design, family: str, centered: bool | None = None) -> Plan | str:
     """The plan for this design, or the reason no group effects can be integrated out.
 
-    Sampled terms are centred where their groups are rich in data (``data_rich``) or
-    when the user asked for centring (``centered=True``)."""
+    Sampled terms are centred where their groups are many and rich in data (``_centre``)
+    with ``centered=None``; all of them with ``True``, none with ``False`` (the user's
+    choice stands, as the README promises)."""
     if family != "gaussian":
         return f"the {family} family has no closed-form marginal likelihood"
     if getattr(design, "se", None) is not None:
@@ -87,7 +88,10 @@ def plan(design: Design, family: str, centered: bool = False) -> Plan | str:
     widest = max(sizes, key=sizes.get)  # most levels: the most dimensions taken off NUTS
     collapsed = tuple(k for k, b in enumerate(design.blocks) if b.group == widest)
     sampled = tuple(k for k, b in enumerate(design.blocks) if b.group != widest)
-    centre = tuple(centered or _centre(design, k, collapsed[0]) for k in sampled)
+    if centered is None:  # the data choose, term by term
+        centre = tuple(_centre(design, k, collapsed[0]) for k in sampled)
+    else:  # the user's choice, for every sampled term
+        centre = (bool(centered),) * len(sampled)
     parents = nested_parents(design, sampled, centre)
     # A parent is centred too, whatever its own number of groups: its coefficients are
     # informed by its children's (InstEval: 14 departments of about 80 lecturers each;
