@@ -439,15 +439,12 @@ def _centring(st: Structure, chosen: Plan) -> dict[int, tuple[int, ...]]:
 
 def _parents_first(chosen: Plan) -> list[int]:
     """Positions in ``chosen.sampled``, each term after the term it is centred on."""
-    depth = {}
 
-    def level(k):
+    def depth(k):
         a = chosen.parents[chosen.sampled.index(k)]
-        return 0 if a < 0 else 1 + level(a)
+        return 0 if a < 0 else 1 + depth(a)
 
-    for k in chosen.sampled:
-        depth[k] = level(k)
-    return sorted(range(len(chosen.sampled)), key=lambda i: depth[chosen.sampled[i]])
+    return sorted(range(len(chosen.sampled)), key=lambda i: depth(chosen.sampled[i]))
 
 
 def split_effects(st: Structure, chosen: Plan, effects: np.ndarray) -> dict:
