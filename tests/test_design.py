@@ -158,3 +158,27 @@ def test_same_covariate_twice_per_group(frame):
 def test_data_must_be_a_dataframe():
     with pytest.raises(ml.DataError, match="DataFrame"):
         ml.Model("y ~ x", {"y": [1, 2], "x": [1, 2]})
+
+
+@pytest.mark.parametrize(
+    "formula, named",
+    [
+        ("y ~ cr(x, df=4) + (1 | g)", ["Intercept", "cr(x, df=4)[1]", "cr(x, df=4)[4]"]),
+        ("y ~ x + z + xz + (1 | g)", ["'x'", "'z'", "'xz'"]),
+    ],
+)
+def test_linearly_dependent_columns_are_refused_by_name(frame, formula, named):
+    data = frame.assign(z=np.arange(len(frame)) % 7 * 1.0)
+    data["xz"] = data["x"] + data["z"]
+    with pytest.raises(ml.DataError, match="linearly dependent") as info:
+        ml.Model(formula, data)
+    for name in named:
+        assert name in str(info.value)
+
+
+def test_collinear_but_identified_columns_pass(frame):
+    """A centred spline basis and a square are correlated with their neighbours, not
+    dependent: they must not trip the rank check."""
+    data = frame.assign(year=1990.0 + np.arange(len(frame)) % 31)
+    model = ml.Model("y ~ cr(x, df=4, constraints='center') + year + I(year**2) + (1 | g)", data)
+    assert model.design.X.shape[1] == 7

@@ -49,6 +49,7 @@ from multilevel.design import (
 from multilevel.errors import DataError, FormulaError, MultilevelError
 from multilevel.families import get_family
 from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
+from multilevel.formula.expressions import evaluation_context, required_columns
 
 CLUSTER_HINT = 'pip install "multilevel[cluster]"'
 _IN_MEMORY = "load the data in memory (a pandas DataFrame) and use ml.Model instead"
@@ -206,7 +207,7 @@ def _analyse_formula(parsed: ParsedFormula) -> _Analysis:
             spec = formulaic.Formula(expr)
         except FormulaicError as exc:
             raise FormulaError(f"Cannot read `{expr}`: {_plain(exc)}") from None
-        variables |= set(spec.required_variables)
+        variables |= required_columns(expr)
         for term in spec:
             for factor in term.factors:
                 method = getattr(factor.eval_method, "value", factor.eval_method)
@@ -406,7 +407,9 @@ def _as_formulaic(values: pd.Series) -> pd.Series:
 
 def _spec(expr: str, proto: pd.DataFrame, where: str, handled: set) -> tuple[Any, tuple]:
     try:
-        matrix = formulaic.model_matrix(expr, proto, na_action="raise")
+        matrix = formulaic.model_matrix(
+            expr, proto, context=evaluation_context(), na_action="raise"
+        )
     except FormulaicError as exc:
         raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
     spec = matrix.model_spec
@@ -505,7 +508,7 @@ def _chunk_stats(chunk: pd.DataFrame, plan: _Plan, shift: float, counts_only: bo
 
 def _matrix(spec, data: pd.DataFrame, where: str, expr: str) -> np.ndarray:
     try:
-        matrix = spec.get_model_matrix(data)
+        matrix = spec.get_model_matrix(data, context=evaluation_context())
     except FormulaicError as exc:
         raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
     return np.asarray(matrix, dtype=float).reshape(len(data), matrix.shape[1])

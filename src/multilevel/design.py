@@ -20,6 +20,7 @@ from formulaic.errors import DataMismatchWarning, FormulaicError
 from multilevel.errors import DataError, FormulaError
 from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
+from multilevel.formula.expressions import evaluation_context, required_columns
 
 
 class DesignWarning(UserWarning):
@@ -98,6 +99,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     X, columns, fixed_spec = _model_matrix(parsed.fixed, data, "the population-level part")
     _check_finite(X, columns, "population-level predictor")
     _check_constant(X, columns)
+    check_full_rank(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     _check_unique_names(blocks)
     return Design(y.astype(float), trials, X, columns, blocks, fixed_spec, se=se)
@@ -155,7 +157,7 @@ def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str
         # formulaic turns an unseen category into NaN with a warning and goes on
         warnings.simplefilter("error", DataMismatchWarning)
         try:
-            matrix = spec.get_model_matrix(data, na_action="raise")
+            matrix = spec.get_model_matrix(data, context=evaluation_context(), na_action="raise")
         except DataMismatchWarning as exc:
             raise DataError(
                 f"newdata has a category that {where} did not see in the fitted data: "
@@ -232,10 +234,7 @@ def _require_columns(
 
 
 def _formulaic_variables(expr: str) -> set[str]:
-    try:
-        return set(formulaic.Formula(expr).required_variables)
-    except FormulaicError as exc:
-        raise FormulaError(f"Cannot read `{expr}`: {_plain(exc)}") from None
+    return required_columns(expr)
 
 
 _HIGHLIGHT = re.compile(r"\x1b\[[0-9;]*m|[⧛⧚]")
@@ -281,9 +280,18 @@ def _model_matrix(
 ) -> tuple[np.ndarray, tuple[str, ...], object]:
     """The design matrix, its column names and its formulaic ModelSpec (the encoding)."""
     try:
-        matrix = formulaic.model_matrix(expr, data, na_action="raise")
+        # a context of our own: formulaic would otherwise see this module's names
+        matrix = formulaic.model_matrix(expr, data, context=evaluation_context(), na_action="raise")
     except FormulaicError as exc:
         raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        # the expression passed the check but its values did not work out on these data
+        # (scale() of a single row, log of text, a category mix-up)
+        raise DataError(
+            f"Cannot compute {where} `{expr}` on these data: {_plain(exc)} Check the types "
+            "and values of the columns it uses (e.g. log of non-positive numbers, scale() "
+            "of a constant column, arithmetic on text)."
+        ) from None
     columns = tuple(str(c) for c in matrix.columns)
     values = np.asarray(matrix, dtype=float).reshape(len(data), len(columns))
     return values, columns, matrix.model_spec
@@ -305,6 +313,45 @@ def _check_constant(X: np.ndarray, columns: tuple[str, ...]) -> None:
                 f"The predictor {name!r} is constant ({X[0, j]:g} in every row), so its "
                 "effect cannot be told apart from the intercept. Remove it from the formula."
             )
+
+
+def check_full_rank(X: np.ndarray, columns: tuple[str, ...]) -> None:
+    """Refuse population-level columns that are linearly dependent, naming them.
+
+    A spline basis that sums to one beside the intercept (``cr(x, df=8)``), or a
+    predictor that is the sum of two others, leaves a direction the data cannot inform:
+    the coefficients along it are the prior's alone (every sd about 109 in the case that
+    prompted this). lme4 drops a column with a message; we do not change the model
+    behind the user's back, so this says which columns and what to do.
+    """
+    p = X.shape[1]
+    if p < 2:
+        return
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    gram = (X.T @ X) / np.outer(np.where(norms > 0, norms, 1.0), np.where(norms > 0, norms, 1.0))
+    values, vectors = np.linalg.eigh(gram)
+    # unit-norm columns: an exact dependence leaves an eigenvalue at rounding level
+    # (1e-16 x p); the most collinear real designs we tried (year and year^2 over
+    # 1990-2020) stay above 1e-9
+    null = values < 1e-11 * max(values[-1], 1.0)
+    if not null.any():
+        return
+    involved = np.abs(vectors[:, null]).max(axis=1) > 1e-4
+    names = [c for c, used in zip(columns, involved) if used]
+    rank = p - int(null.sum())
+    advice = (
+        " A spline basis whose columns sum to one (`cr`, `cs`, `cc`) beside the intercept is "
+        "the usual cause: centre it (`cr(x, df=4, constraints='center')`), use `bs(x, df=4)` "
+        "(no constant column), or drop the intercept (`0 + ...`)."
+        if "Intercept" in names
+        else ""
+    )
+    raise DataError(
+        f"The population-level columns {', '.join(map(repr, names))} are linearly "
+        f"dependent (rank {rank} of {p} columns): some combination of them is the same "
+        f"in every row, so the data cannot tell their coefficients apart. Remove one of "
+        f"them from the formula.{advice}"
+    )
 
 
 def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:

@@ -78,3 +78,49 @@ def test_syntax_errors_point_at_the_problem(formula, message, caret_at):
 def test_missing_tilde():
     with pytest.raises(FormulaError, match="`~`"):
         parse_formula("y + x")
+
+
+@pytest.mark.parametrize(
+    "formula, response, fixed, factors",
+    [
+        ("`my y` ~ x + (1 | `my g`)", "my y", "x", ("my g",)),
+        ("Q('my y') ~ x + (1 | Q('my g'))", "my y", "x", ("my g",)),
+        ("δ ~ grp_é + (1 + grp_é | grp_é2)", "δ", "grp_é", ("grp_é2",)),
+        ("y ~ x + (1 | `a|b`/`c (d)`)", "y", "x", ("a|b", "c (d)")),
+        ("log.y ~ x + (1 | g)", "log.y", "x", ("g",)),
+    ],
+)
+def test_one_rule_for_column_names_in_every_position(formula, response, fixed, factors):
+    parsed = parse_formula(formula)
+    assert parsed.response == response
+    assert parsed.fixed == fixed
+    assert parsed.groups[-1].factors == factors
+
+
+def test_quoted_names_in_addition_terms():
+    assert parse_formula("k | trials(`n total`) ~ 1").trials == "n total"
+    assert parse_formula("y | se(Q('se y')) ~ 1 + (1 | study)").se == "se y"
+
+
+def test_quoted_names_with_unicode_fit_a_model_end_to_end():
+    """Backticks, Q() and non-ASCII names reach the same columns wherever they are written."""
+    import numpy as np
+    import pandas as pd
+
+    import multilevel as ml
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "temps δ": rng.normal(size=30),
+            "grp_é": np.repeat(["a", "b", "c"], 10),
+            "my g": np.tile(["u", "v", "w"], 10),
+            "réponse": rng.normal(size=30),
+        }
+    )
+    model = ml.Model("réponse ~ `temps δ` + (1 + Q('temps δ') | `my g`) + (1 | grp_é)", frame)
+    assert model.spec.columns == ("Intercept", "temps δ")
+    assert [(t.group, t.coefs) for t in model.spec.terms] == [
+        ("my g", ("Intercept", "Q('temps δ')")),
+        ("grp_é", ("Intercept",)),
+    ]

@@ -14,12 +14,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-import formulaic
 import numpy as np
 import pandas as pd
 
 from multilevel.errors import MultilevelError
 from multilevel.formula import parse_formula
+from multilevel.formula.expressions import required_columns
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
 
@@ -202,7 +202,7 @@ def design_columns(model) -> list[str]:
     parsed = parse_formula(model.spec.formula)
     needed = set(parsed.columns)
     for expr in (parsed.fixed, *(t.expr for t in parsed.groups)):
-        needed |= set(formulaic.Formula(expr).required_variables)
+        needed |= required_columns(expr)
     return [c for c in model.data.columns if c in needed]
 
 
