@@ -39,6 +39,35 @@ def test_invalid_prior_parameters():
         ml.Normal(0, -1)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: ml.Normal(0, float("inf")), r"Normal: `sigma` must be a finite number, got inf"),
+        (lambda: ml.Normal(float("-inf"), 1), r"Normal: `mu` must be a finite number, got -inf"),
+        (lambda: ml.HalfNormal(np.nan), r"HalfNormal: `sigma` must be a finite number, got nan"),
+        (lambda: ml.StudentT(np.inf, 0, 1), r"StudentT: `df` .*finite.*use Normal"),
+        (lambda: ml.StudentT(3, np.nan, 1), r"StudentT: `mu` must be a finite number"),
+        (lambda: ml.HalfCauchy(np.inf), r"HalfCauchy: `sigma` must be a finite"),
+        (lambda: ml.HalfStudentT(3, np.inf), r"HalfStudentT: `sigma` must be a finite"),
+        (lambda: ml.Exponential(np.inf), r"Exponential: `rate` must be a finite.*small"),
+        (lambda: ml.Gamma(np.nan, 1), r"Gamma: `shape` must be a finite"),
+        (lambda: ml.LKJ(np.inf), r"LKJ: `eta` must be a finite"),
+        (lambda: ml.Normal(0, "1"), r"Normal: `sigma` must be a number, got '1'"),
+        (lambda: ml.Exponential(True), r"Exponential: `rate` must be a number, got True"),
+        (lambda: ml.HalfNormal(0), r"HalfNormal: `sigma` must be positive, got 0"),
+        (lambda: ml.Gamma(2, -0.1), r"Gamma: `rate` must be positive, got -0.1"),
+        (lambda: parse_prior("HalfNormal(1e400)"), r"HalfNormal: `sigma` must be a finite"),
+    ],
+)
+def test_infinite_nan_and_non_positive_parameters_are_refused(make, message):
+    with pytest.raises(PriorError, match=message):
+        make()
+
+
+def test_numpy_numbers_are_prior_parameters():
+    assert ml.Normal(np.float32(1), np.int64(2)) == ml.Normal(1, 2)
+
+
 def test_defaults_are_scaled_to_the_data(sleep):
     model = ml.Model("Reaction ~ Days + (Days | Subject)", sleep)
     priors = model.spec.prior_of

@@ -36,6 +36,12 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from multilevel.backends.gaussian_collapsed import bucket
+from multilevel.data_checks import (
+    check_text_values,
+    predictor_uses,
+    time_kind_of_dtype,
+    time_predictor_error,
+)
 from multilevel.design import (
     DesignWarning,
     GroupBlock,
@@ -138,6 +144,11 @@ def chunked_statistics(
     source_obj = _open_source(source, int(chunk_rows))
     _used_columns(parsed, pd.DataFrame(columns=source_obj.names))  # names missing columns
     used = sorted(analysis.variables | parsed.columns)
+    uses = predictor_uses(parsed)  # column -> used only as C(column)
+    for var, categorical in uses.items():
+        kind = None if categorical else time_kind_of_dtype(source_obj.dtypes.get(var))
+        if kind is not None:
+            raise time_predictor_error(var, source_obj.dtypes[var], kind)
     level_vars = sorted(
         v for v in analysis.variables if v in analysis.c_vars or _is_text(source_obj.dtypes[v])
     )
@@ -149,6 +160,9 @@ def chunked_statistics(
         first = _pass_one(source_obj, factors, level_vars, used, progress)
     if first.rows == 0:
         raise DataError("The data has no rows.")
+    for var in level_vars:  # the in-memory rule, on the distinct values of the whole data
+        if not uses.get(var, True) and _is_plain_text(source_obj.dtypes[var]):
+            check_text_values(first.values[var], var)
     plan = _make_plan(parsed, analysis, used, level_vars, first)
     if isinstance(source_obj, _DaskSource):
         total = source_obj.pass_two(plan, progress)
@@ -269,6 +283,17 @@ def _is_text(dtype) -> bool:
         or pa.types.is_dictionary(dtype)
         or getattr(pa.types, "is_string_view", lambda _: False)(dtype)
     )
+
+
+def _is_plain_text(dtype) -> bool:
+    """Text, not categorical on purpose (a pandas Categorical, an Arrow dictionary)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return False
+    if isinstance(dtype, np.dtype | pd.api.extensions.ExtensionDtype):
+        return _is_text(dtype)
+    import pyarrow as pa
+
+    return _is_text(dtype) and not pa.types.is_dictionary(dtype)
 
 
 # ---------------------------------------------------------------------------------------

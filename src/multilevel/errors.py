@@ -15,3 +15,11 @@ class DataError(MultilevelError, ValueError):
 
 class PriorError(MultilevelError, ValueError):
     """A prior is unknown, misspelled, or not allowed."""
+
+
+class FitFileError(MultilevelError, ValueError):
+    """A saved fit cannot be read: not a file ``Fit.save`` wrote, or damaged or edited."""
+
+
+class OptionError(MultilevelError, ValueError):
+    """A sampler or workflow option (seed, chains, draws, target_accept, ...) is invalid."""

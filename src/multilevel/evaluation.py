@@ -40,6 +40,7 @@ from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.inference import nuts
 from multilevel.missing import add_shift, fitted_eta_shift
+from multilevel.options import check_seed
 
 if TYPE_CHECKING:
     from multilevel.design import Design
@@ -783,7 +784,7 @@ def kfold(
     n = design.n
     if not isinstance(k, (int, np.integer)) or k < 2:
         raise MultilevelError(f"k must be a whole number of folds >= 2, got {k!r}.")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     labels = None
     if by is None:
         if k > n:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
+import numpy as np
 import numpyro.distributions as dist
 
 from multilevel.errors import PriorError
@@ -56,10 +58,35 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _positive(name: str, **values: float) -> None:
+def _finite(name: str, **values: float) -> None:
+    """Each parameter a finite real number: an infinite or NaN one would be accepted by
+    the sampler and end the fit in NaN warnings."""
     for key, value in values.items():
-        if not value > 0:
-            raise PriorError(f"{name}: `{key}` must be positive, got {value}.")
+        number = None
+        if not isinstance(value, str | bool | np.bool_):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                pass
+        if number is None:
+            raise PriorError(f"{name}: `{key}` must be a number, got {value!r}.")
+        if not math.isfinite(number):
+            hint = _FINITE_HINTS.get(key, "")
+            raise PriorError(f"{name}: `{key}` must be a finite number, got {value!r}.{hint}")
+
+
+_FINITE_HINTS = {
+    "sigma": " A wide prior is a large finite scale, e.g. 100 (on the data's scale).",
+    "rate": " A wide prior is a small positive rate, e.g. 0.01.",
+    "df": " Infinite degrees of freedom are the normal distribution: use Normal or HalfNormal.",
+}
+
+
+def _positive(name: str, **values: float) -> None:
+    _finite(name, **values)
+    for key, value in values.items():
+        if not float(value) > 0:
+            raise PriorError(f"{name}: `{key}` must be positive, got {value!r}.")
 
 
 @dataclass(frozen=True, repr=False)
@@ -72,6 +99,7 @@ class Normal(Prior):
     family: ClassVar[str] = "normal"
 
     def __post_init__(self):
+        _finite("Normal", mu=self.mu)
         _positive("Normal", sigma=self.sigma)
 
     def loc_scale(self):
@@ -89,6 +117,7 @@ class StudentT(Prior):
     family: ClassVar[str] = "student_t"
 
     def __post_init__(self):
+        _finite("StudentT", mu=self.mu)
         _positive("StudentT", df=self.df, sigma=self.sigma)
 
     def loc_scale(self):

@@ -66,7 +66,7 @@ def test_sigma_prior_is_refused(schools):
         ([15.0, 10.0, 0.0, 11.0, 9.0, 11.0, 10.0, 18.0], "positive and finite.*1 rows.*0 in row 2"),
         ([15.0, -1.0, 16.0, 11.0, -9.0, 11.0, 10.0, 18.0], "2 rows.*-1 in row 1"),
         ([15.0, 10.0, 16.0, np.inf, 9.0, 11.0, 10.0, 18.0], "infinite"),
-        (list("abcdefgh"), "needs positive numbers"),
+        (list("abcdefgh"), "holds text"),
     ],
 )
 def test_bad_standard_errors(schools, values, message):

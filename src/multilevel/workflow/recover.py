@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel.errors import MultilevelError
+from multilevel.options import check_seed
 from multilevel.workflow.simulate import check_params, draw_response
 
 __all__ = ["RecoveryResult", "recover"]
@@ -258,6 +259,7 @@ def recover(
         raise MultilevelError(f"n_reps must be a positive whole number, got {n_reps!r}.")
     if "seed" in fit_kwargs:
         raise MultilevelError("recover sets each fit's seed from its own `seed`.")
+    check_seed(seed)
     params = check_params(model, truth)
     spec = model.spec
     # recovery compares summaries only: no pointwise log-likelihood to store

@@ -51,6 +51,7 @@ import pandas as pd
 from scipy import stats
 
 from multilevel.errors import MultilevelError
+from multilevel.options import check_count, check_sampler_options
 
 FORMAT_VERSION = 1
 DEFAULT_RANKS = 99  # L: 100 possible ranks, so 2, 4, 5, 10, 20 ... bins divide them
@@ -368,11 +369,11 @@ def sbc(
     >>> result.uniformity  # doctest: +SKIP
     >>> result.plot("sbc.png")  # doctest: +SKIP
     """
-    for name, value in dict(n_sims=n_sims, draws=draws, warmup=warmup, chains=chains).items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise MultilevelError(f"{name} must be a positive whole number, got {value!r}.")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise MultilevelError(f"seed must be a non-negative whole number, got {seed!r}.")
+    check_count("n_sims", n_sims)
+    check_sampler_options(
+        chains=chains, warmup=warmup, draws=draws, seed=seed,
+        target_accept=target_accept, max_tree_depth=max_tree_depth,
+    )  # fmt: skip
     settings = SBCSettings(chains, warmup, draws, thin, target_accept, max_tree_depth, method)
     n_ranks = settings.n_ranks  # validates thin
     hyper = list(model.spec.hyper_names)
