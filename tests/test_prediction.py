@@ -136,6 +136,18 @@ def test_bad_newdata(fit, sleep):
         fit.predict(NEW, groups="new")
 
 
+def test_a_failed_predict_leaves_the_fit_as_it_was(fit):
+    # formulaic records a column's kind in the fit's encoding while encoding new rows:
+    # a text cell once made `Days` categorical for good, and every later call failed
+    before = fit.predict(NEW, seed=3).values
+    encoding = repr(fit.model.design.fixed_spec.encoder_state)
+    for bad in (["oops"] * 4, ["oops", 5, 0, 5], ["5", "oops", "0", "5"]):
+        with pytest.raises(MultilevelError, match="Days"):
+            fit.predict(NEW.assign(Days=bad))
+        np.testing.assert_array_equal(fit.predict(NEW, seed=3).values, before)
+        assert repr(fit.model.design.fixed_spec.encoder_state) == encoding
+
+
 def test_loaded_fit_needs_the_fitted_data(fit, sleep, tmp_path):
     loaded = ml.load(fit.save(tmp_path / "fit.nc"))
     with pytest.raises(MultilevelError, match="data=original"):

@@ -7,6 +7,7 @@ groups cost the same memory as a million rows with ten.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import warnings
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
+from multilevel.data_checks import check_columns
 from multilevel.errors import DataError, FormulaError
 from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
@@ -74,6 +76,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     if len(data) == 0:
         raise DataError("The data has no rows.")
     used = _used_columns(parsed, data)
+    check_columns(parsed, data, family.name)  # duplicates, dates, text in numbers
     _check_missing(data, used)
     y = _column_values(data, parsed.response)
     trials = None
@@ -151,7 +154,13 @@ def encode_new(
 
 
 def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """``spec.get_model_matrix(data)``, refusing categories the fitted data lacked."""
+    """``spec.get_model_matrix(data)``, refusing categories the fitted data lacked.
+
+    Encodes with a copy of ``spec``: formulaic updates an encoding's state in place while
+    it encodes (a text cell in a numeric column records the column as categorical), and
+    the record stayed after the error, so every later prediction of valid rows failed
+    ("a category the model never saw: 5"). The copy costs 1-2 ms."""
+    spec = copy.deepcopy(spec)
     data = _align_categories(spec, data)
     with warnings.catch_warnings():
         # formulaic turns an unseen category into NaN with a warning and goes on

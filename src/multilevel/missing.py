@@ -73,12 +73,22 @@ class MissingData:
     unobserved: pd.DataFrame | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
+        # stored as fit.info["missing"]; missing_mode reads the mode back from it
         if not self.counts:
             return "no missing values"
         listed = ", ".join(f"{c} ({k})" for c, k in self.counts.items())
         if self.mode == "drop":
             return f"{self.dropped} rows with missing values dropped: {listed}"
         return f"missing values modelled: {listed}"
+
+
+def missing_mode(spec, info: dict) -> str:
+    """The ``missing`` mode a fit was made with, from its spec and ``fit.info["missing"]``
+    (``str(MissingData)``), so a loaded fit's rows can be rebuilt as they were fitted."""
+    described = info.get("missing", "")
+    if spec.imputed or described.startswith("missing values modelled"):
+        return "model"
+    return "drop" if "rows with missing values dropped" in described else "error"
 
 
 def prepare(
@@ -336,8 +346,7 @@ def _predictor_draws(fit, imp, rows: pd.DataFrame, rng) -> np.ndarray:
         from multilevel.design import encode_new
         from multilevel.formula import parse_formula
 
-        design = fit.model.design
-        _, blocks = encode_new(design, parse_formula(fit.spec.formula), rows)
+        _, blocks = encode_new(fit.model.design, parse_formula(fit.spec.formula), rows)
         _, codes, labels = blocks[imp.block]
         seen = codes >= 0
         mean[..., seen] += posterior[imp.effect_name].values[..., codes[seen]]

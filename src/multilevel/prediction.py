@@ -30,7 +30,9 @@ The same ``seed`` gives identical draws.
 A fit read with ``ml.load`` keeps the draws and the spec but not the covariates, which
 encoding new data needs; give the data the fit was made from as ``data=`` (CLI:
 ``multilevel predict FIT NEWDATA --data ORIGINAL``): the design is rebuilt from the
-spec's formula and checked to be the fitted one (same rows, columns, levels, response).
+spec's formula, with missing values dropped or modelled as the fit did, and checked to be
+the fitted one (same rows, columns, levels, response, imputed cells). New rows are encoded
+with copies of the fitted encodings, so a call that fails leaves the fit as it was.
 
 Examples
 --------
@@ -44,16 +46,25 @@ Examples
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import special
 
-from multilevel.design import Design, _check_missing, build_design, encode_new
+from multilevel.design import Design, _check_missing, encode_new
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import check_trials, get_family
 from multilevel.formula import parse_formula
-from multilevel.missing import add_shift, fitted_eta_shift
+from multilevel.missing import (
+    MissingDataWarning,
+    add_shift,
+    fitted_eta_shift,
+    missing_mode,
+    prepare,
+)
+from multilevel.options import check_seed
 
 __all__ = ["KINDS", "GROUPS", "Prediction", "predict", "fitted_design"]
 
@@ -174,8 +185,7 @@ def predict(
         raise MultilevelError(
             f"groups must be one of {', '.join(map(repr, GROUPS))}, not {groups!r}."
         )
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise MultilevelError(f"seed must be a non-negative whole number, got {seed!r}.")
+    check_seed(seed)
     spec = fit.spec
     design, fitted = fitted_design(fit, data)
     parsed = parse_formula(spec.formula)
@@ -260,7 +270,13 @@ def fitted_design(fit, data: pd.DataFrame | None = None) -> tuple[Design, pd.Dat
         raise MultilevelError(LOADED_FIT)
     spec = fit.spec
     family, _ = get_family(spec.family, spec.link)
-    design = build_design(parse_formula(spec.formula), data, family)
+    # rebuilt as the fit built it: with missing values dropped or modelled (placeholders
+    # where a predictor is imputed, rows without a response left out) as they were
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingDataWarning)  # reported when it was fitted
+        design, data, _, imputed = prepare(
+            parse_formula(spec.formula), data, family, missing_mode(spec, fit.info)
+        )
     problems = []
     n_rows = fit.info.get("n_rows")
     if n_rows is not None and design.n != n_rows:
@@ -270,6 +286,10 @@ def fitted_design(fit, data: pd.DataFrame | None = None) -> tuple[Design, pd.Dat
     for block, term in zip(design.blocks, spec.terms):
         if block.levels != term.levels:
             problems.append(f"its levels of {term.group} differ from the fit's")
+    for imp in spec.imputed:
+        rebuilt = next((i for i in imputed if i.column == imp.column), None)
+        if rebuilt is None or rebuilt.positions != imp.positions:
+            problems.append(f"its missing values of {imp.column!r} are not the fit's")
     observed = getattr(fit.idata, "observed_data", None)
     if not problems and observed is not None and spec.response in observed:
         y = observed[spec.response].values

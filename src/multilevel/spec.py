@@ -7,9 +7,14 @@ of each. It holds no data arrays, so it is small, serialisable and safe to share
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 
 from multilevel import priors as P
+from multilevel.errors import FitFileError, FormulaError, PriorError
+from multilevel.families import FAMILIES
 from multilevel.formula import parse_formula
 
 
@@ -23,6 +28,10 @@ class TermSpec:
     coefs: tuple[str, ...]
     correlated: bool
     levels: tuple[str, ...]
+    # effects sampled as themselves (centred) rather than as scaled standard normals
+    centered: bool = False
+    # centred on the coefficients of this coarser term, in whose groups its groups nest
+    nested_in: str | None = None
 
     @property
     def sd_names(self) -> tuple[str, ...]:
@@ -149,7 +158,7 @@ class ModelSpec:
             f"Formula: {self.formula}",
             f"Family:  {self.family} (link: {self.link})"
             + (f", known standard errors `{self.se}` (no sigma)" if self.se else ""),
-            "Parameterisation of group effects: " + ("centred" if self.centered else "non-centred"),
+            "Parameterisation of group effects: " + _parameterisation(self.terms),
             "",
             f"{'parameter':<36} {'prior':<34} source",
         ]
@@ -177,35 +186,201 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
-        data = json.loads(text)
-        data["terms"] = tuple(
-            TermSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
-            for t in data["terms"]
-        )
-        data["priors"] = tuple((name, _prior_from_dict(p)) for name, p in data["priors"])
-        for key in ("columns", "aux"):
-            data[key] = tuple(data[key])
-        data["prior_sources"] = tuple(tuple(x) for x in data["prior_sources"])
-        data["imputed"] = tuple(_imputed_from_dict(d) for d in data.get("imputed", ()))
-        return cls(**data)
+        """Read ``to_json``'s text back, trusting none of it.
+
+        The text may come from a file someone edited, so every field is checked against
+        its declared type (no unknown or missing keys; lists of the right items), prior
+        names against ``priors.PRIORS``, the family and link against ``FAMILIES``, the
+        formula by ``parse_formula`` (which refuses any expression that is not data
+        before anything is evaluated) and the terms, response and indices against that
+        formula and each other. Anything wrong raises ``FitFileError`` saying what.
+        """
+        if not isinstance(text, str):
+            raise FitFileError(f"the model spec must be JSON text, got {type(text).__name__}.")
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise FitFileError(f"the model spec is not valid JSON ({exc}).") from None
+        formula = data.get("formula") if isinstance(data, dict) else None
+        if isinstance(formula, str):
+            # the formula first: a crafted one is refused before any other field is read
+            try:
+                parse_formula(formula)
+            except FormulaError as exc:
+                raise FitFileError(f"its formula is refused: {_one_line(exc)}") from None
+        spec = _decode(data, cls, "spec")
+        _check_consistent(spec)
+        return spec
 
 
 DEFAULT_IMPUTATION = "default (scaled to the observed values)"
 
 
-def _imputed_from_dict(data: dict) -> ImputedSpec:
-    data = dict(data)
-    data["priors"] = tuple((name, _prior_from_dict(p)) for name, p in data["priors"])
-    data["z_columns"] = tuple(tuple(z) for z in data["z_columns"])
-    for key in ("rows", "positions", "x_columns"):
-        data[key] = tuple(data[key])
-    return ImputedSpec(**data)
+def _parameterisation(terms: tuple[TermSpec, ...]) -> str:
+    """``centred``, ``non-centred`` or, when terms differ, which is which."""
+    centred = [
+        t.group + (f" (on {t.nested_in})" if t.nested_in else "") for t in terms if t.centered
+    ]
+    if not centred or len(centred) == len(terms):
+        return "centred" if centred else "non-centred"
+    others = [t.group for t in terms if not t.centered]
+    return f"centred for {', '.join(centred)}; non-centred for {', '.join(others)}"
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _decode(value, hint, where: str):
+    """``value`` (parsed JSON) as the type ``hint`` of a spec field, or ``FitFileError``.
+
+    Driven by the dataclasses' own annotations, so a field added to a spec class is
+    checked without a second list to keep in step."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _decode(value, inner, where)
+    if hint is tuple or origin is tuple:
+        if not isinstance(value, list):
+            raise _wrong(where, "a list", value)
+        if hint is tuple:  # data index labels (ImputedSpec.rows): whole numbers or text
+            for i, v in enumerate(value):
+                if not isinstance(v, int | str) or isinstance(v, bool):
+                    raise _wrong(f"{where}[{i}]", "a row label (a whole number or text)", v)
+            return tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [(v, args[0]) for v in value]
+        elif len(value) != len(args):
+            raise _wrong(where, f"a list of {len(args)} items", value)
+        else:
+            items = list(zip(value, args))
+        return tuple(_decode(v, h, f"{where}[{i}]") for i, (v, h) in enumerate(items))
+    if hint is str:
+        if not isinstance(value, str):
+            raise _wrong(where, "text", value)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _wrong(where, "true or false", value)
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _wrong(where, "a whole number >= 0", value)
+        return value
+    if hint is float:
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise _wrong(where, "a finite number", value)
+        return float(value)
+    if isinstance(hint, type) and issubclass(hint, P.Prior):
+        return _prior_from_dict(value, where)
+    if is_dataclass(hint):
+        return _decode_dataclass(value, hint, where)
+    raise FitFileError(f"the model spec field `{where}` has a type this version cannot read.")
+
+
+def _decode_dataclass(value, cls, where: str):
+    if not isinstance(value, dict):
+        raise _wrong(where, "an object", value)
+    declared = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(value) - set(declared))
+    if unknown:
+        raise FitFileError(
+            f"the model spec has unknown keys in `{where}`: {', '.join(map(repr, unknown))}."
+        )
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for name, f in declared.items():
+        if name not in value:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise FitFileError(f"the model spec lacks the key `{where}.{name}`.")
+            continue  # written before the field existed: its default holds
+        out[name] = _decode(value[name], hints[name], f"{where}.{name}")
+    try:
+        return cls(**out)
+    except (PriorError, FormulaError) as exc:
+        raise FitFileError(f"the model spec's `{where}` is refused: {_one_line(exc)}") from None
+
+
+def _wrong(where: str, expected: str, value) -> FitFileError:
+    shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+    return FitFileError(f"the model spec's `{where}` must be {expected}, got {shown}.")
+
+
+def _check_consistent(spec: ModelSpec) -> None:
+    """What the types alone do not say: names that exist, indices in range, terms that
+    are the formula's own."""
+
+    def refuse(what: str) -> FitFileError:
+        return FitFileError(f"the model spec does not hold together: {what}.")
+
+    family = FAMILIES.get(spec.family)
+    if family is None:
+        raise refuse(f"unknown family {spec.family!r} (known: {', '.join(FAMILIES)})")
+    if spec.link not in family.links:
+        raise refuse(f"the {spec.family} family takes no {spec.link!r} link")
+    if not set(spec.aux) <= set(family.aux):
+        raise refuse(f"parameters {spec.aux} are not the {spec.family} family's {family.aux}")
+    parsed = parse_formula(spec.formula)
+    if (spec.response, spec.trials) != (parsed.response, parsed.trials):
+        raise refuse(f"response {spec.response!r} is not the formula's {parsed.response!r}")
+    terms = tuple((t.factors, t.expr, t.correlated) for t in spec.terms)
+    if terms != tuple((g.factors, g.expr, g.correlated) for g in parsed.groups):
+        raise refuse("its group terms are not the formula's")
+    names = [*spec.hyper_names, *(n for t in spec.terms for n in t.effect_names)]
+    if len(set(names)) != len(names):
+        raise refuse("a parameter name appears twice")
+    for t in spec.terms:
+        if not t.coefs or len(set(t.levels)) != len(t.levels):
+            raise refuse(f"the term of {t.group} has no covariates or repeated levels")
+    for imp in spec.imputed:
+        if any(c >= len(spec.columns) for c in imp.x_columns) or any(
+            k >= len(spec.terms) or j >= len(spec.terms[k].coefs) for k, j in imp.z_columns
+        ):
+            raise refuse(f"the imputed predictor {imp.column!r} points past the design")
+        if (imp.block is None) != (imp.group is None) or (
+            imp.block is not None
+            and (imp.block >= len(spec.terms) or spec.terms[imp.block].group != imp.group)
+        ):
+            raise refuse(f"the imputed predictor {imp.column!r} names another group term")
+        if len(imp.rows) != len(imp.positions) or len(imp.priors) != len(
+            ImputedSpec.parameter_names(imp.column, imp.group)
+        ):
+            raise refuse(f"the imputed predictor {imp.column!r} has inconsistent parts")
 
 
 def _prior_to_dict(prior: P.Prior) -> dict:
     return {"type": type(prior).__name__, **{f.name: getattr(prior, f.name) for f in fields(prior)}}
 
 
-def _prior_from_dict(data: dict) -> P.Prior:
+def _prior_from_dict(data, where: str = "prior") -> P.Prior:
+    """A prior from ``{"type": "Normal", "mu": 0, "sigma": 1}``, checked: a known prior
+    class, its own parameter names only, finite numbers."""
+    if not isinstance(data, dict):
+        raise _wrong(where, "an object like {'type': 'Normal', 'mu': 0, 'sigma': 1}", data)
     args = dict(data)
-    return P.PRIORS[args.pop("type")](**args)
+    kind = args.pop("type", None)
+    known = {n: c for n, c in P.PRIORS.items() if isinstance(c, type) and issubclass(c, P.Prior)}
+    if kind not in known:
+        raise FitFileError(
+            f"the model spec's `{where}` names the prior {kind!r}; known: {', '.join(known)}."
+        )
+    allowed = {f.name for f in fields(known[kind])}
+    for name, value in args.items():
+        if name not in allowed:
+            raise FitFileError(f"the model spec's `{where}`: {kind} has no parameter {name!r}.")
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise _wrong(f"{where}.{name}", "a finite number", value)
+    try:
+        return known[kind](**args)
+    except PriorError as exc:
+        raise FitFileError(f"the model spec's `{where}` is refused: {_one_line(exc)}") from None
