@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
+from multilevel import saved_fits
 from multilevel._arviz import az
-from multilevel.errors import MultilevelError
+from multilevel.errors import FitFileError, MultilevelError
 from multilevel.spec import ModelSpec
 
 SUMMARY_COLUMNS = ["mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"]
@@ -145,36 +146,69 @@ class Fit:
 
     # ----------------------------------------------------------------- storage
     def save(self, path: str | Path) -> Path:
-        """Write draws, sampler statistics, data and the spec to one netCDF file."""
-        path = Path(path)
+        """Write draws, sampler statistics, data and the spec to one netCDF file.
+
+        Atomic: the file is written beside ``path`` under a temporary name and renamed
+        over it, so an existing fit there is replaced only by a complete one (an error,
+        Ctrl-C or a crash while writing leaves it as it was). See ``multilevel.saved_fits``.
+        """
         idata = self.idata.copy()
-        idata.posterior.attrs["multilevel_spec"] = self.spec.to_json()
-        idata.posterior.attrs["multilevel_info"] = json.dumps(self.info)
-        idata.to_netcdf(str(path))
-        return path
+        idata.posterior.attrs[saved_fits.SPEC_ATTRIBUTE] = self.spec.to_json()
+        idata.posterior.attrs[saved_fits.INFO_ATTRIBUTE] = json.dumps(self.info)
+        return saved_fits.write(idata, path)
 
 
 def load(path: str | Path) -> Fit:
-    """Read a fit written by ``Fit.save``."""
+    """Read a fit written by ``Fit.save``, as data only.
+
+    Nothing in the file is evaluated, unpickled or imported: its HDF5 structure, every
+    variable's type, the spec (its formula passes ``parse_formula``'s expression check
+    before any use) and the info are checked, and the draws must hold every variable of
+    the spec. A file that is not such a fit, or is damaged or edited, raises
+    ``FitFileError`` naming the file and what is wrong.
+    """
     path = Path(path)
     if not path.exists():
         raise MultilevelError(f"No saved fit at {str(path)!r}.")
-    idata = az.from_netcdf(str(path))
-    attrs = idata.posterior.attrs
-    if "multilevel_spec" not in attrs:
-        raise MultilevelError(f"{str(path)!r} is a netCDF file but not a saved multilevel fit.")
-    spec = ModelSpec.from_json(attrs.pop("multilevel_spec"))
-    info = json.loads(attrs.pop("multilevel_info"))
-    return Fit(idata, spec, info)
+    datasets, spec_text, info_text = saved_fits.read(path)
+    try:
+        spec = ModelSpec.from_json(spec_text)  # checks the formula first, then every field
+        info = saved_fits.check_info(info_text)
+        saved_fits.check_draws(datasets, spec, info)
+    except FitFileError as exc:
+        raise FitFileError(
+            f"Cannot read the saved fit {str(path)!r}: {exc} {saved_fits.EDITED}"
+        ) from None
+    try:
+        return Fit(az.InferenceData(**datasets), spec, info)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:  # what the checks missed
+        raise FitFileError(
+            f"Cannot read the saved fit {str(path)!r}: its draws do not fit its model spec "
+            f"({type(exc).__name__}: {exc})."
+        ) from None
 
 
 def _stats_dict(idata) -> dict:
     stats = idata.sample_stats
-    return {"diverging": stats["diverging"].values, "n_steps": stats["n_steps"].values}
+    out = {"diverging": stats["diverging"].values, "n_steps": stats["n_steps"].values}
+    if "acceptance_rate" in stats:  # a frozen chain rejects every proposal
+        out["acceptance_rate"] = stats["acceptance_rate"].values
+    return out
 
 
 def _summarise(posterior) -> pd.DataFrame:
     """One row per scalar: vector variables become ``name[level]``."""
+    # Reductions add in an order that follows the memory layout (pairwise along a
+    # contiguous axis, one by one along a strided one), and draws arrive in several:
+    # views into the sampler's output, a file's contiguous arrays. Every variable is
+    # first copied into one layout, in float64, so the same draws give the same
+    # summary to the last digit, before and after save/load.
+    posterior = posterior.copy(
+        data={
+            name: np.ascontiguousarray(variable.values, dtype=np.float64)
+            for name, variable in posterior.data_vars.items()
+        }
+    )
     stacked = posterior.stack(sample=("chain", "draw"))
     r_hat = az.rhat(posterior)
     ess_bulk = az.ess(posterior, method="bulk")
@@ -184,7 +218,7 @@ def _summarise(posterior) -> pd.DataFrame:
         values = stacked[name]
         extra = [d for d in values.dims if d != "sample"]
         labels = [name] if not extra else [f"{name}[{v}]" for v in values[extra[0]].values]
-        block = np.atleast_2d(values.transpose(*extra, "sample").values)
+        block = np.ascontiguousarray(np.atleast_2d(values.transpose(*extra, "sample").values))
         cols = {
             "mean": block.mean(axis=1),
             "sd": block.std(axis=1, ddof=1),
@@ -200,10 +234,16 @@ def _summarise(posterior) -> pd.DataFrame:
 
 
 def format_fit(fit: Fit) -> str:
-    """lme4-like layout: population effects, sd/cor by grouping factor, family, diagnostics."""
+    """lme4-like layout: population effects, sd/cor by grouping factor, family, diagnostics.
+
+    A fit that did not converge starts with that verdict and its advice."""
     spec, info, table = fit.spec, fit.info, fit.summary()
     settings, timing = info["settings"], info["timing"]
+    hints = info.get("hints")  # causes found in the data when it was fitted (a list of str)
+    hints = tuple(h for h in hints if isinstance(h, str)) if isinstance(hints, list) else ()
+    verdict = fit.diagnostics.verdict(hints, spec.centered)
     lines = [
+        *([verdict, ""] if verdict else []),
         f"Formula: {spec.formula}",
         f"Family:  {spec.family} (link: {spec.link})",
         f"Data:    {info['n_rows']} rows"

@@ -12,13 +12,14 @@ from multilevel import diagnostics as diag
 from multilevel import evaluation
 from multilevel import missing as missing_values
 from multilevel._arviz import az
-from multilevel.backends import aggregate, centring, gaussian_collapsed
+from multilevel.backends import aggregate, centring, gaussian_collapsed, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
 from multilevel.families import get_family
 from multilevel.fit import Fit
 from multilevel.formula import parse_formula
 from multilevel.inference import collapsed, nuts, placement
+from multilevel.options import check_sampler_options, check_seed
 from multilevel.prior_rules import default_priors, resolve_priors
 from multilevel.spec import ModelSpec, TermSpec
 
@@ -67,7 +68,7 @@ class Model:
         family: str = "gaussian",
         link: str | None = None,
         priors: dict | None = None,
-        centered: bool | None = None,
+        centered: bool | tuple[bool, ...] | None = None,
         missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
@@ -75,11 +76,16 @@ class Model:
         design, fitted, self.missing, imputed = missing_values.prepare(
             parsed, data, family_obj, missing
         )
+        flags = centring.term_flags(design, family_obj.name, centered)
         # the user's choice, kept for the collapsed sampler's per-term rule (None: the data's)
-        self._centered_choice = centered
-        if centered is None:
-            centered = centring.rich_groups(design, family_obj.name)
-        self._setup(formula, parsed, design, family, link, priors, centered, imputed)
+        self._centered_choice = (
+            centered
+            if not isinstance(centered, tuple)
+            else flags[0]
+            if len(set(flags)) == 1
+            else None
+        )
+        self._setup(formula, parsed, design, family, link, priors, flags, imputed)
         self.data = fitted  # the rows in the likelihood
 
     @classmethod
@@ -117,21 +123,26 @@ class Model:
         summary, stats = chunked_statistics(formula, source, "gaussian", chunk_rows, progress)
         model = cls.__new__(cls)
         model._centered_choice = None  # one grouping factor: nothing is sampled centred
-        model._setup(formula, parsed, summary, "gaussian", "identity", priors, False)
+        flags = (False,) * len(summary.blocks)
+        model._setup(formula, parsed, summary, "gaussian", "identity", priors, flags)
         model.data = None
         model._stats = stats
         model.missing = missing_values.MissingData("error")
         return model
 
-    def _setup(self, formula, parsed, design, family, link, priors, centered, imputed=()):
+    def _setup(self, formula, parsed, design, family, link, priors, centered_terms, imputed=()):
         """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
         family_obj, _ = get_family(family, link)
         # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma
         aux = () if parsed.se is not None else family_obj.aux
         self.design = design
         terms = tuple(
-            TermSpec(b.group, b.term.factors, b.term.expr, b.coefs, b.term.correlated, b.levels)
-            for b in design.blocks
+            TermSpec(
+                b.group, b.term.factors, b.term.expr, b.coefs, b.term.correlated, b.levels, c, on
+            )
+            for b, c, on in zip(
+                design.blocks, centered_terms, centring.nested_in(design, centered_terms)
+            )
         )
         defaults = default_priors(design, terms, family, aux)
         resolved, sources = resolve_priors(defaults, priors, terms)
@@ -146,7 +157,7 @@ class Model:
             aux=aux,
             priors=tuple(resolved.items()),
             prior_sources=tuple(sources.items()),
-            centered=centered,
+            centered=any(centered_terms),
             imputed=imputed,
         )
         self.structure = backend.structure_of(self.spec)
@@ -186,7 +197,9 @@ class Model:
     def model_args(self, with_response: bool = True) -> tuple[dict, dict]:
         """(data, prior) arrays: the arguments of the NumPyro model function."""
         self._require_rows("The row-wise model")
-        data = backend.data_arrays(self.design, with_response, imputed=self.spec.imputed)
+        data = backend.data_arrays(
+            self.design, with_response, imputed=self.spec.imputed, st=self.structure
+        )
         return data, backend.prior_arrays(self.spec)
 
     def numpyro_model(self):
@@ -221,18 +234,22 @@ class Model:
 
         Returns user-facing parameter draws, each of shape (n, ...), and ``"y"`` of
         shape (n, rows). The simulation is compiled once per model structure and ``n``."""
+        check_seed(seed)
         data, prior = self.model_args(with_response=False)
         fixed = None
         if params is not None and per_draw:
             sets = [
                 backend.site_values(
-                    self.spec, prior, {k: np.asarray(v)[i] for k, v in params.items()}
+                    self.spec,
+                    prior,
+                    {k: np.asarray(v)[i] for k, v in params.items()},
+                    data.get("parents"),
                 )
                 for i in range(n)
             ]
             fixed = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
         elif params is not None:
-            sites = backend.site_values(self.spec, prior, params)
+            sites = backend.site_values(self.spec, prior, params, data.get("parents"))
             fixed = {k: np.broadcast_to(v, (n, *v.shape)) for k, v in sites.items()}
         simulate = backend.simulator(self.structure, n)
         raw = {**(fixed or {}), **simulate(nuts.prng_key(seed), fixed, data, prior)}
@@ -251,6 +268,7 @@ class Model:
         """
         from multilevel.workflow.prior_check import prior_predictive_check
 
+        check_seed(seed)
         return prior_predictive_check(self, n=n, seed=seed, plausible=plausible)
 
     def simulate(
@@ -305,6 +323,7 @@ class Model:
         """
         self._require_rows("Simulation")
         self._require_complete("Simulation")
+        check_seed(seed)
         from multilevel.workflow.simulate import simulate
 
         return simulate(self, params, seed=seed, n_groups=n_groups, rows_per_group=rows_per_group)
@@ -339,9 +358,10 @@ class Model:
         it would exceed 2e8 values (``log_likelihood=None``); ``True``/``False`` override
         that, and ``fit.info["log_likelihood"]`` says what was done.
         """
-        _check_positive(chains=chains, warmup=warmup, draws=draws)
-        if not 0 < target_accept < 1:
-            raise MultilevelError(f"target_accept must be between 0 and 1, got {target_accept}.")
+        check_sampler_options(
+            chains=chains, warmup=warmup, draws=draws, seed=seed,
+            target_accept=target_accept, max_tree_depth=max_tree_depth,
+        )  # fmt: skip
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
         keep_ll, ll_note = evaluation.log_likelihood_plan(self, chains * draws, log_likelihood)
         chosen = self._collapse_plan(method)
@@ -355,17 +375,24 @@ class Model:
             method_name = collapsed.method_name(chosen)
         else:
             st, data, note = self._joint_inputs()
-            with placement.placed(placement.work_of(data)) as device:
+            # chains start at the pooled GLM's estimate; float64 for huge counts; the
+            # mass matrix unregularised for very narrow posteriors (backends.start)
+            prior = backend.prior_arrays(self.spec)
+            begin = start.plan(self.spec, st, data, prior, chains, seed, warmup)
+            with placement.placed(placement.work_of(data)) as device, begin.precision():
                 result = nuts.sample(
                     st,
                     backend.make_model(st),
-                    (data, backend.prior_arrays(self.spec)),
+                    begin.model_args,
                     settings,
                     seed=seed,
                     dense_sites=st.dense_sites,
                     progress=progress,
+                    start=begin.points,
+                    regularize_mass=begin.regularize_mass,
                 )
-            method_name = "NUTS" + (f" ({note})" if note else "")
+            notes = "; ".join(n for n in (note, begin.note) if n)
+            method_name = "NUTS" + (f" ({notes})" if notes else "")
         info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}
         info["device"] = device
         info["missing"] = str(self.missing)
@@ -375,8 +402,10 @@ class Model:
         fit = Fit(idata, self.spec, info, model=self)
         if self.missing.unobserved is not None and self._weights is None:  # not for K-fold
             missing_values.add_predicted_responses(fit, self.missing.unobserved, seed)
+        if not fit.diagnostics.converged:  # causes in the data, kept with the saved fit
+            fit.info["hints"] = list(diag.suspects(self.design, self.spec))
         if warn:
-            diag.warn(fit.diagnostics, self.spec.centered)
+            diag.warn(fit.diagnostics, self.spec.centered, tuple(fit.info.get("hints", ())))
         return fit
 
     def _joint_inputs(self) -> tuple[backend.Structure, dict, str | None]:
@@ -384,7 +413,9 @@ class Model:
         covariate and group are pooled into one likelihood term (same posterior)."""
         self._require_rows("The joint sampler (method='nuts')")
         if self._weights is not None:  # K-fold refits: rows not pooled, shapes as every fold's
-            data = backend.data_arrays(self.design, weight=self._weights, imputed=self.spec.imputed)
+            data = backend.data_arrays(
+                self.design, weight=self._weights, imputed=self.spec.imputed, st=self.structure
+            )
             return self.structure, data, None
         if self.spec.imputed:  # rows differ by their sampled predictor values: not pooled
             return self.structure, self.model_args()[0], None
@@ -475,9 +506,3 @@ class Model:
                 "total_s": result.compile_s + result.sampling_s,
             },
         }
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise MultilevelError(f"{name} must be a positive whole number, got {value!r}.")

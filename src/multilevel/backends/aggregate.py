@@ -62,7 +62,7 @@ class Aggregated:
 
 
 def aggregate(
-    design: Design, family: str, link: str, max_ratio: float = 0.5, patterns=None
+    design: Design, family: str, link: str, max_ratio: float = 0.5, patterns=None, st=None
 ) -> Aggregated | None:
     """Pool the rows of a bernoulli, binomial or poisson design by covariate pattern.
 
@@ -70,7 +70,8 @@ def aggregate(
     family has nothing to pool (gaussian: the collapsed sampler's business), or when the
     pooled counts would not be exact in the model's float32 arrays. ``patterns``, a
     callable returning ``covariate_patterns(design, limit)``, lets a caller reuse them:
-    they depend on the covariates and groups only, not on the response."""
+    they depend on the covariates and groups only, not on the response. ``st``, the
+    model's Structure, adds what its nested centring needs (``data_arrays``)."""
     target = _AGGREGATED.get((family, link))
     if target is None:
         return None
@@ -102,7 +103,8 @@ def aggregate(
         ),
     )
     offset = np.log(count) if target == "poisson" else None
-    return Aggregated(data_arrays(pooled, offset=offset), target, link, n, k, row_pattern)
+    data = data_arrays(pooled, offset=offset, st=st)
+    return Aggregated(data, target, link, n, k, row_pattern)
 
 
 def covariate_patterns(design: Design, limit: int | None = None) -> tuple[np.ndarray, int] | None:
@@ -141,7 +143,7 @@ def aggregated_model_inputs(
         raise ValueError(f"structure is {structure.family}/{structure.link}, not {family}/{link}")
     if structure.aux_names:  # every pooled family is free of auxiliary parameters
         return None
-    agg = aggregate(design, family, link, patterns=patterns)
+    agg = aggregate(design, family, link, patterns=patterns, st=structure)
     if agg is None:
         return None
     st = dataclasses.replace(

@@ -13,9 +13,47 @@ from __future__ import annotations
 import numpy as np
 
 from multilevel.design import Design
+from multilevel.errors import MultilevelError
 
 FAMILIES = ("bernoulli", "binomial", "poisson")
 MIN_LEVELS = 50  # few groups estimate their sd poorly; stay with the safer default
+# ... unless each group's data pin its effect down far more tightly than the spread of
+# the effects: then the sd cannot approach 0 (the funnel's neck) and centred is safe.
+# 20 groups of Poisson counts near 1e5 (ratio ~1e5): non-centred, R-hat 1.15 and bulk
+# ESS 22 of 4,000 draws; centred, R-hat 1.00 and ESS 5,296.
+MIN_LEVELS_RICH = 10
+VERY_RICH = 100.0
+MIN_CHILDREN = 10  # a parent centred beside its centred nested term: child groups per group
+
+
+def term_flags(design: Design, family: str, choice) -> tuple[bool, ...]:
+    """Per group term: are its effects sampled centred?
+
+    ``choice`` None: decided from the data (``rich_groups`` for a lone term,
+    ``rich_term`` for each of several); True/False: every term; a tuple of bools: one per
+    term, as given (simulation and SBC rebuild a model with its original choice)."""
+    n_terms = len(design.blocks)
+    if isinstance(choice, bool | np.bool_):
+        return (bool(choice),) * n_terms
+    if isinstance(choice, tuple):
+        if len(choice) != n_terms or not all(isinstance(c, bool | np.bool_) for c in choice):
+            raise MultilevelError(
+                f"centered={choice!r}: give True, False, None (chosen from the data) or one "
+                f"True/False per group term ({n_terms} here)."
+            )
+        return tuple(bool(c) for c in choice)
+    if choice is not None:
+        raise MultilevelError(
+            f"centered must be True, False or None (chosen from the data), got {choice!r}."
+        )
+    if n_terms == 1:
+        return (rich_groups(design, family),)
+    flags = [rich_term(design, k, family) for k in range(n_terms)]
+    for k in range(n_terms):
+        parent = nested_parent(design, k) if flags[k] else -1
+        if parent >= 0 and flags[parent]:
+            flags[parent] = _many_children(design, k, parent)
+    return tuple(flags)
 
 
 def rich_groups(design: Design, family: str) -> bool:
@@ -23,12 +61,43 @@ def rich_groups(design: Design, family: str) -> bool:
     varying over at least ``MIN_LEVELS`` groups, whose median group says more about its
     mean than the spread of group means does: between / v_j > 1 by moments on the link
     scale, v_j the sampling variance of group j's empirical logit (or log rate)."""
-    if family not in FAMILIES or len(design.blocks) != 1:
+    if len(design.blocks) != 1:
         return False
-    block = design.blocks[0]
+    return _information_ratio(design, 0, family) > 1.0
+
+
+def rich_term(design: Design, k: int, family: str) -> bool:
+    """One of several crossed or nested terms: centred when its groups are rich by the
+    lone-term rule and hold at least two rows at the median.
+
+    An observation-level term (one row per level, as grouseticks' INDEX) is left
+    non-centred: each effect is informed by one row, beside the other terms' effects,
+    and its moment estimate absorbs their variance (grouseticks' INDEX)."""
+    block = design.blocks[k]
+    rows = np.bincount(block.codes, minlength=len(block.levels))
+    if np.median(rows[rows > 0]) < 2:
+        return False
+    return _information_ratio(design, k, family) > 1.0
+
+
+def _many_children(design: Design, child: int, parent: int) -> bool:
+    """Whether a parent term's groups hold enough of a centred child's groups to be
+    centred too. Its coefficients are then informed through its children's, a handful
+    per group where nesting is shallow: grouseticks' 63 locations hold 1.9 broods each,
+    and centring them as well left sd(LOCATION) at a bulk ESS of 54 of 4,000 draws,
+    against 346 with the locations non-centred (and 6 vs 2 divergent draws)."""
+    children = np.bincount(
+        parent_levels(design, child, parent), minlength=len(design.blocks[parent].levels)
+    )
+    return float(np.median(children[children > 0])) >= MIN_CHILDREN
+
+
+def _information_ratio(design: Design, k: int, family: str) -> float:
+    """Median over groups of between / v_j (0 when the rule does not apply)."""
+    block = design.blocks[k]
     levels = len(block.levels)
-    if "Intercept" not in block.coefs or levels < MIN_LEVELS:
-        return False
+    if family not in FAMILIES or "Intercept" not in block.coefs or levels < MIN_LEVELS_RICH:
+        return 0.0
     trials = design.trials if design.trials is not None else np.ones(design.n)
     n_j = np.bincount(block.codes, weights=trials, minlength=levels)
     s_j = np.bincount(block.codes, weights=design.y, minlength=levels)
@@ -40,4 +109,46 @@ def rich_groups(design: Design, family: str) -> bool:
         p = (s_j + 0.5) / (n_j + 1.0)
         link, variance = np.log(p / (1.0 - p)), 1.0 / ((n_j + 1.0) * p * (1.0 - p))
     between = float(np.var(link) - np.mean(variance))
-    return between > 0 and float(np.median(between / variance)) > 1.0
+    ratio = float(np.median(between / variance)) if between > 0 else 0.0
+    return ratio if levels >= MIN_LEVELS or ratio >= VERY_RICH else 0.0
+
+
+def nested_in(design, centred: tuple[bool, ...]) -> tuple[str | None, ...]:
+    """Per term, the group of the term its centred coefficients are centred on, or None.
+    Only with several terms and rows (a chunked summary has one factor)."""
+    blocks = getattr(design, "blocks", ())
+    if len(blocks) < 2 or not hasattr(blocks[0], "codes"):
+        return (None,) * len(centred)
+    parents = [nested_parent(design, k) if c else -1 for k, c in enumerate(centred)]
+    return tuple(None if a < 0 else blocks[a].group for a in parents)
+
+
+def nested_parent(design: Design, k: int) -> int:
+    """The term of a coarser grouping factor, with the same covariates, whose groups each
+    hold whole groups of term k (grouseticks' LOCATION for BROOD); the one with most
+    levels; -1 for none. A centred term is centred on such a parent's coefficients, so
+    the parent's effect and the mean of its children's do not trade along a ridge that
+    only their priors resolve."""
+    blocks = design.blocks
+    candidates = [
+        a
+        for a in range(len(blocks))
+        if blocks[a].group != blocks[k].group
+        and blocks[a].coefs == blocks[k].coefs
+        and len(blocks[a].levels) < len(blocks[k].levels)
+        and nests_in(blocks[k].codes, blocks[a].codes)
+    ]
+    return max(candidates, key=lambda a: len(blocks[a].levels), default=-1)
+
+
+def nests_in(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """Whether every group of ``inner`` lies inside one group of ``outer``."""
+    pairs = np.unique(np.stack([inner, outer]), axis=1)
+    return pairs.shape[1] == len(np.unique(inner))
+
+
+def parent_levels(design: Design, k: int, parent: int) -> np.ndarray:
+    """(L_k,) int32: the parent term's level of each of term k's levels."""
+    codes = np.zeros(len(design.blocks[k].levels), dtype=np.int32)
+    codes[design.blocks[k].codes] = design.blocks[parent].codes
+    return codes

@@ -42,12 +42,12 @@ import numpy as np
 import numpyro
 from jax.scipy.linalg import block_diag, solve_triangular
 
+from multilevel.backends.centring import nests_in, parent_levels
 from multilevel.backends.numpyro_model import (
     Structure,
     centring_columns,
-    group_effects,
-    population_means,
     sample_hyperparameters,
+    term_effects,
     term_scale_tril,
 )
 from multilevel.design import Design
@@ -120,28 +120,19 @@ def nested_parents(design: Design, sampled: tuple[int, ...], centre: tuple[bool,
             and blocks[a].group != blocks[k].group
             and blocks[a].coefs == blocks[k].coefs
             and len(blocks[a].levels) < len(blocks[k].levels)
-            and _nested(blocks[k].codes, blocks[a].codes)
+            and nests_in(blocks[k].codes, blocks[a].codes)
         ]
         out.append(max(candidates, key=lambda a: len(blocks[a].levels), default=-1))
     return tuple(out)
 
 
-def _nested(inner: np.ndarray, outer: np.ndarray) -> bool:
-    """Whether every group of ``inner`` lies inside one group of ``outer``."""
-    pairs = np.unique(np.stack([inner, outer]), axis=1)
-    return pairs.shape[1] == len(np.unique(inner))
-
-
 def parent_codes(design: Design, chosen: Plan) -> dict:
     """term -> (L_k,) the parent's level of each of term k's levels (nested terms)."""
-    out = {}
-    for k, a in zip(chosen.sampled, chosen.parents):
-        if a >= 0:
-            inner, outer = design.blocks[k].codes, design.blocks[a].codes
-            codes = np.zeros(len(design.blocks[k].levels), dtype=np.int32)
-            codes[inner] = outer
-            out[str(k)] = codes
-    return out
+    return {
+        str(k): parent_levels(design, k, a)
+        for k, a in zip(chosen.sampled, chosen.parents)
+        if a >= 0
+    }
 
 
 def _centre(design: Design, k: int, collapsed: int) -> bool:
@@ -406,21 +397,13 @@ def make_collapsed_model(st: Structure, chosen: Plan):
     def model(stats: dict, prior: dict):
         beta, sd, aux = sample_hyperparameters(st, prior)
         scale_tril = combined_scale_tril(st, chosen, sd, prior)
-        effects = {}
-        coefficients = {}  # parent term -> (L, q) its groups' coefficients
-        centring = _centring(st, chosen)
-        for i in _parents_first(chosen):
-            k, centered, parent = chosen.sampled[i], chosen.centered[i], chosen.parents[i]
-            term = st.terms[k]
-            term_sd = sd[term.sd_start : term.sd_start + term.q]
-            if parent >= 0:
-                mean = coefficients[parent][stats["parents"][str(k)]]
-            else:
-                mean = population_means(centring[k], beta) if k in centring else None
-            effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered, mean)
-            if k in chosen.parents:
-                coefficients[k] = effects[k] + (0.0 if mean is None else mean)
-            numpyro.deterministic(f"effects_{k}", effects[k])
+        order = [chosen.sampled[i] for i in _parents_first(chosen)]
+        centered = dict(zip(chosen.sampled, chosen.centered))
+        parents = dict(zip(chosen.sampled, chosen.parents))
+        codes = {k: stats["parents"][str(k)] for k, a in parents.items() if a >= 0}
+        effects = term_effects(
+            st, order, centered, parents, _centring(st, chosen), beta, sd, prior, codes
+        )
         other = fold_nested(chosen, effects, stats)
         loglik = marginal_log_likelihood(beta, aux[0], scale_tril, stats, other)
         numpyro.factor("y", loglik)

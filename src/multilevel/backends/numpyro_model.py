@@ -26,6 +26,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
+from multilevel.backends.centring import parent_levels
 from multilevel.design import Design
 from multilevel.families import FAMILIES
 from multilevel.missing import predictor_column
@@ -45,6 +46,8 @@ class TermShape:
     correlated: bool  # has an LKJ-distributed correlation matrix
     sd_start: int
     columns: tuple[int, ...] = ()  # population column of each covariate (-1: none)
+    centered: bool = False  # effects sampled as themselves, not as scaled standard normals
+    parent: int = -1  # centred on this term's coefficients (nested in it); -1: none
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,6 @@ class Structure:
     n_sd: int
     aux_names: tuple[str, ...]
     terms: tuple[TermShape, ...]
-    centered: bool
     has_trials: bool
     imputed: tuple[ImputedShape, ...] = ()
 
@@ -92,10 +94,16 @@ def _group_by_family(names: tuple[str, ...], priors: dict) -> Groups:
 def structure_of(spec: ModelSpec) -> Structure:
     priors = spec.prior_of
     terms, start = [], 0
+    groups = [t.group for t in spec.terms]
     for term in spec.terms:
         q = len(term.coefs)
         columns = tuple(spec.columns.index(c) if c in spec.columns else -1 for c in term.coefs)
-        terms.append(TermShape(q, len(term.levels), term.has_correlation, start, columns))
+        parent = groups.index(term.nested_in) if term.nested_in else -1
+        terms.append(
+            TermShape(
+                q, len(term.levels), term.has_correlation, start, columns, term.centered, parent
+            )
+        )
         start += q
     return Structure(
         family=spec.family,
@@ -107,7 +115,6 @@ def structure_of(spec: ModelSpec) -> Structure:
         n_sd=start,
         aux_names=spec.aux,
         terms=tuple(terms),
-        centered=spec.centered,
         has_trials=spec.trials is not None,
         imputed=tuple(
             ImputedShape(
@@ -166,14 +173,16 @@ def _imputation_priors(imp) -> dict:
 
 
 def data_arrays(
-    design: Design, with_response: bool = True, offset=None, weight=None, imputed=()
+    design: Design, with_response: bool = True, offset=None, weight=None, imputed=(), st=None
 ) -> dict:
     """The design as device arrays; ``y`` is None when simulating from the model.
     ``imputed`` (``ModelSpec.imputed``) adds each imputed predictor's observed values
     and row indices as ``data["impute"]``.
     ``offset`` (n,), added to the linear predictor, is None unless given. ``weight`` (n,),
     per-row likelihood weights (0 leaves a row out: K-fold refits keep every shape), is
-    added as ``data["weight"]`` only when given, so unweighted fits keep their compile keys."""
+    added as ``data["weight"]`` only when given, so unweighted fits keep their compile keys.
+    ``st`` (the Structure) adds, for terms centred on a parent, each level's parent level
+    as ``data["parents"]`` (None for other terms)."""
     out = {
         "X": jnp.asarray(design.X, dtype=jnp.float32),
         "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
@@ -183,6 +192,11 @@ def data_arrays(
         "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
         "offset": None if offset is None else jnp.asarray(offset, dtype=jnp.float32),
     }
+    if st is not None and any(t.parent >= 0 for t in st.terms):
+        out["parents"] = tuple(
+            None if t.parent < 0 else jnp.asarray(parent_levels(design, k, t.parent))
+            for k, t in enumerate(st.terms)
+        )
     if getattr(design, "se", None) is not None:  # known sds of y (y | se(s) ~ ...): no sigma
         out["se"] = jnp.asarray(design.se, dtype=jnp.float32)
     if weight is not None:
@@ -256,13 +270,53 @@ def centring_columns(st: Structure, centred: tuple[int, ...]) -> dict[int, tuple
 
 def lone_term_centring(st: Structure) -> dict[int, tuple[int, ...]]:
     """The joint sampler's hierarchical centring: for a centred model's lone term only."""
-    return centring_columns(st, (0,)) if st.centered and len(st.terms) == 1 else {}
+    return centring_columns(st, (0,)) if len(st.terms) == 1 and st.terms[0].centered else {}
 
 
 def population_means(columns: tuple[int, ...], beta: jnp.ndarray) -> jnp.ndarray:
     """(q,) the population coefficient of each covariate, 0 where it has none."""
     index = np.array([max(c, 0) for c in columns])
     return jnp.where(np.array(columns) >= 0, beta[index], 0.0)
+
+
+def nesting_centring(st: Structure) -> dict[int, tuple[int, ...]]:
+    """Terms sampled around the population coefficients in the joint sampler: a lone
+    centred term (``lone_term_centring``) or the top of each nesting of centred terms."""
+    if len(st.terms) == 1:
+        return lone_term_centring(st)
+    parents = {t.parent for t in st.terms if t.parent >= 0}
+    return centring_columns(st, tuple(k for k in parents if st.terms[k].parent < 0))
+
+
+def parents_first(st: Structure) -> list[int]:
+    """Term indices, each after the term it is centred on."""
+
+    def depth(k):
+        return 0 if st.terms[k].parent < 0 else 1 + depth(st.terms[k].parent)
+
+    return sorted(range(len(st.terms)), key=depth)
+
+
+def term_effects(
+    st: Structure, order, centered: dict, parents: dict, centring: dict, beta, sd, prior, codes
+) -> dict[int, jnp.ndarray]:
+    """(L_k, q_k) effects of the terms in ``order`` (parents first). A term with a parent
+    (``parents[k] >= 0``) is centred on the parent's coefficients at its levels' parent
+    levels (``codes[k]``); a term in ``centring`` on the population coefficients; others
+    on zero. Shared by the joint and the partially collapsed Gaussian model."""
+    effects, coefficients = {}, {}  # parent term -> (L, q) its groups' coefficients
+    for k in order:
+        term = st.terms[k]
+        term_sd = sd[term.sd_start : term.sd_start + term.q]
+        if parents[k] >= 0:
+            mean = coefficients[parents[k]][codes[k]]  # (L_k, q)
+        else:
+            mean = population_means(centring[k], beta) if k in centring else None
+        effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered[k], mean)
+        if k in parents.values():
+            coefficients[k] = effects[k] + (0.0 if mean is None else mean)
+        numpyro.deterministic(f"effects_{k}", effects[k])
+    return effects
 
 
 def group_effects(
@@ -295,14 +349,20 @@ def make_model(st: Structure):
         eta = X @ beta  # (n, p) @ (p,) -> (n,)
         if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
             eta = eta + data["offset"]
-        centring = lone_term_centring(st)
-        for k, term in enumerate(st.terms):
-            term_sd = sd[term.sd_start : term.sd_start + term.q]
-            mean = population_means(centring[k], beta) if k in centring else None
-            effects = group_effects(k, term, term_sd, prior["eta"][k], st.centered, mean)
-            numpyro.deterministic(f"effects_{k}", effects)
+        effects = term_effects(
+            st,
+            parents_first(st),
+            {k: t.centered for k, t in enumerate(st.terms)},
+            {k: t.parent for k, t in enumerate(st.terms)},
+            nesting_centring(st),
+            beta,
+            sd,
+            prior,
+            data.get("parents") or {},
+        )
+        for k in range(len(st.terms)):
             # (n, q) * (n, q) -> (n,): each row picks its level's effects
-            eta = eta + jnp.sum(Z[k] * effects[data["codes"][k]], axis=-1)
+            eta = eta + jnp.sum(Z[k] * effects[k][data["codes"][k]], axis=-1)
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         likelihood = family.likelihood(eta, st.link, aux_values, data["trials"], se=data.get("se"))
         weight = data.get("weight")
@@ -414,13 +474,14 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
     return posterior, dims, coords
 
 
-def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
+def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) -> dict:
     """The inverse of ``named_posterior`` for one set of values: user-facing parameter
     values -> values of the model's sample sites (used to simulate with fixed parameters).
 
     ``named`` must hold every population effect, sd, cor and family parameter; group
     effects (``Intercept|g`` as arrays over levels) are optional: left out, they are drawn
-    from their population distribution when simulating."""
+    from their population distribution when simulating. ``parent_codes`` (the model
+    data's ``parents``) is needed for the effects of a term centred on a parent term."""
     st = structure_of(spec)
     missing = [n for n in spec.hyper_names if n not in named]
     if missing:
@@ -438,9 +499,11 @@ def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
             out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
                 params["scale"]
             )
-    centring = lone_term_centring(st)
+    centring = nesting_centring(st)
     beta = np.array([named[c] for c in spec.columns], dtype=float)
-    for k, term in enumerate(spec.terms):
+    coefficients = {}  # parent term -> (L, q) its groups' coefficients, where given
+    for k in parents_first(st):
+        term, shape = spec.terms[k], st.terms[k]
         sd = np.array([named[n] for n in term.sd_names], dtype=float)
         chol = np.eye(len(term.coefs))
         if term.has_correlation:
@@ -449,11 +512,20 @@ def site_values(spec: ModelSpec, prior: dict, named: dict) -> dict:
                 corr[i, j] = corr[j, i] = named[name]
             chol = np.linalg.cholesky(corr)
             out[f"L_{k}"] = chol
-        if all(n in named for n in term.effect_names):
-            effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
-            if spec.centered:  # coefficients, where hierarchically centred
-                mean = np.asarray(population_means(centring[k], beta)) if k in centring else 0.0
-                out[f"r_{k}"] = effects + mean
-            else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
-                out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
+        if not all(n in named for n in term.effect_names):
+            continue
+        effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
+        mean = np.asarray(population_means(centring[k], beta)) if k in centring else 0.0
+        if shape.parent >= 0:
+            if shape.parent not in coefficients or parent_codes is None:
+                raise KeyError(
+                    f"values needed for the effects of {spec.terms[shape.parent].group} "
+                    f"(the effects of {term.group} are centred on them)"
+                )
+            mean = coefficients[shape.parent][np.asarray(parent_codes[k])]
+        coefficients[k] = effects + mean
+        if term.centered:  # coefficients, where centred
+            out[f"r_{k}"] = effects + mean
+        else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
+            out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
