@@ -74,7 +74,8 @@ def test_fit_json_has_exactly_the_documented_structure(builtin_fit):
         assert all(isinstance(v, float) and math.isfinite(v) for v in row.values()), name
         assert row["q5"] <= row["mean"] <= row["q95"], name
     diag = report["diagnostics"]
-    assert set(diag) == {"divergences", "max_r_hat", "min_ess_bulk"}
+    assert set(diag) == {"converged", "divergences", "max_r_hat", "min_ess_bulk"}
+    assert diag["converged"] is True  # the verdict behind exit code 3
     assert isinstance(diag["divergences"], int) and diag["divergences"] >= 0
     assert math.isfinite(diag["max_r_hat"]) and math.isfinite(diag["min_ess_bulk"])
     timing = report["timing"]
@@ -104,13 +105,48 @@ def test_saved_fit_loads_and_matches_json(builtin_fit):
     assert fit.info["seed"] == 1
 
 
-def test_convergence_problems_go_to_stderr_as_warning_lines(builtin_fit):
+def test_convergence_problems_are_printed_once_as_warning_lines(builtin_fit):
     fit = ml.load(builtin_fit["save"])
-    err = builtin_fit["err"]
+    out, err = builtin_fit["out"], builtin_fit["err"]
     for problem in fit.diagnostics.problems(centered=False):
-        assert f"Warning: {problem}" in err.splitlines()
+        # in the printed summary, and not again on stderr (issue 11: printed twice)
+        assert f"  Warning: {problem}" in out.splitlines()
+        assert (out + err).count(problem) == 1
     # Not Python's default format ("file.py:12: ConvergenceWarning: ...").
     assert "ConvergenceWarning" not in err
+
+
+def test_unconverged_fit_exits_3_after_writing_its_outputs(builtin_fit, monkeypatch, tmp_path):
+    """The status follows ``fit.diagnostics.converged``; here a saved fit made to fail
+    R-hat stands in for the sampler (no sampling)."""
+    import dataclasses
+    import functools
+
+    stand_in = ml.load(builtin_fit["save"])
+    stand_in.diagnostics = dataclasses.replace(stand_in.diagnostics, max_r_hat=1.5)
+
+    @functools.wraps(ml.Model.fit)  # the CLI reads the defaults from its signature
+    def fit(self, **options):
+        return stand_in
+
+    monkeypatch.setattr(ml.Model, "fit", fit)
+    json_path, save_path = tmp_path / "fit.json", tmp_path / "fit.nc"
+    argv = ["fit", "sleepstudy", FORMULA, *TINY, "--json", str(json_path), "--save", str(save_path)]
+    status, out, err = run_main(argv)
+    assert status == cli.EXIT_NOT_CONVERGED == 3
+    assert out.startswith("The fit did NOT converge; do not use its estimates: R-hat 1.5")
+    assert "--allow-unconverged" in err.splitlines()[-1]
+    assert json.loads(json_path.read_text())["diagnostics"]["max_r_hat"] == 1.5
+    assert ml.load(save_path).summary().equals(stand_in.summary())
+    assert run_main([*argv, "--allow-unconverged"])[0] == 0
+
+
+def test_fit_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "3 the fit did not converge" in text and "2 bad input" in text
+    assert "--allow-unconverged" in text
 
 
 def test_fit_from_csv_path_with_prior(sleepstudy_csv, tmp_path):

@@ -104,8 +104,9 @@ def test_loo_warning_is_printed_exactly_when_pareto_k_is_bad(saved, tmp_path):
     bad = report["pareto_k"]["bad"] > 0
     assert ("PSIS-LOO is unreliable" in out) == bad
     assert (report["warning"] is not None) == bad
-    if bad:
-        assert f"Warning: {report['warning']}" in err.splitlines()
+    if bad:  # printed once, with the result (issue 11: it was repeated on stderr)
+        assert f"  Warning: {report['warning']}" in out.splitlines()
+        assert (out + err).count(report["warning"]) == 1
         assert "LooWarning" not in err  # our format, not Python's
 
 

@@ -65,7 +65,9 @@ def test_prior_check_names_the_absurd_prior(tmp_path):
         ]
     )
     assert status == 0
-    assert "Warning:" in err and "'Intercept'" in err
+    # the printed check lists its warnings; they are not repeated on stderr (issue 11)
+    assert "Warnings:" in out and "'Intercept'" in out
+    assert "'Intercept'" not in err
     assert "plausible range" in out
     assert plot.read_text().startswith("<?xml")
 

@@ -5,6 +5,10 @@ The command is a thin layer over the Python API: it parses arguments, calls
 (:class:`multilevel.errors.MultilevelError`, unreadable files) are printed as one
 ``error: ...`` message without a traceback and exit with status 2, like usage errors.
 
+Exit status: 0 done; 2 bad input; 3 ``multilevel fit`` ran but the fit did not converge
+(its outputs are still written; ``--allow-unconverged`` exits 0); 1 ``multilevel sbc``
+found the ranks not uniform; 130 interrupted.
+
 Examples
 --------
 .. code-block:: console
@@ -26,19 +30,25 @@ import difflib
 import inspect
 import json
 import math
+import os
 import shlex
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from multilevel import datasets
+from multilevel import interrupt
+from multilevel.atomic_write import write_atomically
 from multilevel.errors import DataError, MultilevelError
-from multilevel.evaluation import MAX_STORED_VALUES, compare, plot_compare
-from multilevel.model import Model
-from multilevel.priors import Prior, parse_prior
+
+# pandas and the model (JAX: seconds to import) are imported where a command needs
+# them, so that `multilevel --version` and usage errors answer at once.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from multilevel.model import Model
+    from multilevel.priors import Prior
 
 __all__ = ["main"]
 
@@ -46,6 +56,7 @@ EXIT_OK = 0
 EXIT_ERROR = 2  # the same status argparse uses for usage errors
 EXIT_INTERRUPTED = 130
 EXIT_NOT_CALIBRATED = 1  # `multilevel sbc`: ran, but the ranks are not uniform
+EXIT_NOT_CONVERGED = 3  # `multilevel fit`: ran, but the fit did not converge
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 TSV_SUFFIXES = {".tsv", ".tab"}
@@ -75,6 +86,8 @@ def read_data(source: str) -> pd.DataFrame:
 
     An existing file wins over a built-in data set of the same name.
     """
+    from multilevel import datasets
+
     path = Path(source)
     if path.is_file():
         return _read_file(path)
@@ -91,21 +104,51 @@ def read_data(source: str) -> pd.DataFrame:
 
 
 def _read_file(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     suffix = path.suffix.lower()
     try:
         if suffix in PARQUET_SUFFIXES:
             return pd.read_parquet(path)
         # read_csv infers compression (.csv.gz, ...) from the name by itself.
         sep = "\t" if suffix in TSV_SUFFIXES else ","
-        return pd.read_csv(path, sep=sep)
+        frame = pd.read_csv(path, sep=sep)
+        _check_header(path, sep, frame)
+        return frame
     except (OSError, ValueError, ImportError, pd.errors.ParserError) as exc:
+        if isinstance(exc, MultilevelError):
+            raise
         # ValueError covers pandas' EmptyDataError, UnicodeDecodeError and pyarrow's errors.
         reason = str(exc).strip() or type(exc).__name__
         raise CliError(f"Cannot read data file {str(path)!r}: {reason}") from None
 
 
+def _check_header(path: Path, sep: str, frame: pd.DataFrame) -> None:
+    """read_csv renames a repeated column name `x` to `x.1`, and a formula naming `x`
+    would silently take the first: refuse repeated names in the header instead."""
+    names = [str(c) for c in frame.columns]
+    renamed = {n.rsplit(".", 1)[0] for n in names if n.rsplit(".", 1)[-1].isdigit()}
+    if not renamed & set(names):  # no `x` beside an `x.1`: nothing was renamed
+        return
+    import pandas as pd
+
+    header = [str(v) for v in pd.read_csv(path, sep=sep, header=None, nrows=1).iloc[0]]
+    repeated = sorted({n for n in header if header.count(n) > 1})
+    if repeated:
+        listed = ", ".join(
+            f"{n!r} (columns {', '.join(str(i + 1) for i, h in enumerate(header) if h == n)})"
+            for n in repeated
+        )
+        raise DataError(
+            f"The data file {str(path)!r} has more than one column named {listed}; which "
+            "one a formula means is ambiguous. Rename the copies in the file's header."
+        )
+
+
 def parse_priors(items: list[str] | None) -> dict[str, Prior] | None:
     """``["sd=HalfNormal(1)", "Days=Normal(0, 10)"]`` -> ``{"sd": HalfNormal(1), ...}``."""
+    from multilevel.priors import parse_prior
+
     if not items:
         return None
     priors: dict[str, Prior] = {}
@@ -155,6 +198,8 @@ def load_fit(path: str, argument: str | None = None):
 def load_scored_fit(path: str, argument: str | None = None):
     """A saved fit that stores its pointwise log-likelihood, which LOO and WAIC need: a
     saved fit keeps no data to compute it from."""
+    from multilevel.evaluation import MAX_STORED_VALUES
+
     fit = load_fit(path, argument)
     if "log_likelihood" in fit.idata.groups():
         return fit
@@ -195,6 +240,8 @@ def parse_named_fits(items: list[str]) -> dict[str, str]:
 
 
 def build_model(args: argparse.Namespace) -> Model:
+    from multilevel.model import Model
+
     data = read_data(args.data)
     return Model(
         args.formula,
@@ -214,21 +261,43 @@ def build_model(args: argparse.Namespace) -> Model:
 def reported_warnings() -> Iterator[None]:
     """Record warnings raised inside and print each once to stderr as ``Warning: ...``.
 
-    They are printed even when the block fails, before the error message.
+    They are printed even when the block fails, before the error message. A warning the
+    block has printed already (a fit's summary lists its convergence warnings) is not
+    printed again.
     """
-    with warnings.catch_warnings(record=True) as caught:
+    out = _Recorder(sys.stdout)
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
         # Our own warnings (ConvergenceWarning, DesignWarning) are all UserWarnings:
         # show every one, even if an earlier call in the process showed it already.
         warnings.simplefilter("always", UserWarning)
         try:
             yield
         finally:
+            printed = out.text()
             seen: set[tuple[type, str]] = set()
             for w in caught:
                 key = (w.category, str(w.message))
-                if key not in seen:
+                if key not in seen and str(w.message) not in printed:
                     seen.add(key)
                     print(f"Warning: {w.message}", file=sys.stderr)
+
+
+class _Recorder:
+    """A text stream that writes through to ``stream`` and keeps what was written."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        return self._stream.write(text)
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def __getattr__(self, name: str):  # flush, isatty, encoding, ...: the stream's own
+        return getattr(self._stream, name)
 
 
 def _finite(x) -> float | int | None:
@@ -251,6 +320,7 @@ def fit_report(fit) -> dict:
             for name, row in table.iterrows()
         },
         "diagnostics": {
+            "converged": bool(d.converged),
             "divergences": int(d.divergences),
             "max_r_hat": _finite(d.max_r_hat),
             "min_ess_bulk": _finite(d.min_ess_bulk),
@@ -311,8 +381,13 @@ def _check_writable(path: str | None, flag: str) -> None:
 
 
 def _write(path: str, flag: str, write) -> None:
+    """``write(temporary)`` into a new file beside ``path``, then rename it over ``path``:
+    a file already there is replaced only by a complete one, and an error, Ctrl-C or a
+    crash while writing leaves nothing half-written (the temporary file is removed). The
+    temporary name ends in ``path``'s suffix: writers such as matplotlib read the format
+    from it."""
     try:
-        write()
+        write_atomically(path, lambda temporary: write(str(temporary)))
     except OSError as exc:
         raise CliError(f"Cannot write {flag} {path!r}: {exc.strerror or exc}") from None
 
@@ -320,7 +395,7 @@ def _write(path: str, flag: str, write) -> None:
 def _write_json(path: str | None, report: dict) -> None:
     if path is not None:
         text = json.dumps(report, indent=2, allow_nan=False)
-        _write(path, "--json", lambda: Path(path).write_text(text + "\n"))
+        _write(path, "--json", lambda temporary: Path(temporary).write_text(text + "\n"))
 
 
 # --------------------------------------------------------------------------- commands
@@ -335,7 +410,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(fit)
     _write_json(args.json, fit_report(fit))
     if args.save is not None:
-        _write(args.save, "--save", lambda: fit.save(args.save))
+        _write(args.save, "--save", fit.save)
+    if not fit.diagnostics.converged and not args.allow_unconverged:
+        # outputs are written (to look into the failure); the status tells scripts
+        print(
+            f"not converged: exit status {EXIT_NOT_CONVERGED} (the verdict is the first "
+            "lines above); --allow-unconverged exits 0.",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_CONVERGED
     return EXIT_OK
 
 
@@ -345,13 +428,13 @@ def _sampler_options(args: argparse.Namespace) -> dict:
 
 def _save_figure(figure_path: str | None, make_figure) -> None:
     if figure_path is not None:
-        _write(figure_path, "--plot", lambda: make_figure(figure_path))
+        _write(figure_path, "--plot", make_figure)
         print(f"\nPlot written to {figure_path}")
 
 
 def _save_table(table_path: str | None, table: pd.DataFrame) -> None:
     if table_path is not None:
-        _write(table_path, "--csv", lambda: table.to_csv(table_path))
+        _write(table_path, "--csv", table.to_csv)
 
 
 def cmd_pooling(args: argparse.Namespace) -> int:
@@ -490,7 +573,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print()
         print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     if args.out is not None:
-        _write(args.out, "--out", lambda: table.to_csv(args.out, index=False))
+        _write(args.out, "--out", lambda temporary: table.to_csv(temporary, index=False))
     return EXIT_OK
 
 
@@ -507,6 +590,8 @@ def cmd_loo(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     for path, flag in ((args.plot, "--plot"), (args.csv, "--csv")):
         _check_writable(path, flag)
+    from multilevel.evaluation import compare, plot_compare
+
     paths = parse_named_fits(args.fits)
     fits = {name: load_scored_fit(path, f"{name}={path}") for name, path in paths.items()}
     with reported_warnings():
@@ -527,6 +612,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from multilevel import datasets
+
     if args.name is not None:
         print(datasets.describe(args.name))
         return EXIT_OK
@@ -544,7 +631,22 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def version() -> str:
+    """The installed package's version, read without importing the package's modules."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("multilevel")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from multilevel import __version__
+
+        return __version__
+
+
 def _fit_defaults() -> dict:
+    from multilevel.model import Model
+
     params = inspect.signature(Model.fit).parameters
     return {k: params[k].default for k in FIT_OPTIONS}
 
@@ -554,9 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="multilevel",
         description="Bayesian multilevel regression with lme4-style formulas (NUTS on JAX).",
     )
-    from multilevel import __version__
-
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     model_args = argparse.ArgumentParser(add_help=False)
@@ -614,9 +714,16 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         parents=[model_args, sampler_args],
         help="fit a model and print its summary",
-        description="Fit a model with NUTS and print an lme4-like summary.",
+        description="Fit a model with NUTS and print an lme4-like summary. Exit status: "
+        "0 done; 2 bad input (nothing fitted); 3 the fit did not converge (its summary "
+        "starts with why; --json and --save are still written); 130 interrupted.",
     )
     fit.add_argument("--json", metavar="FILE", help="write estimates and diagnostics as JSON")
+    fit.add_argument(
+        "--allow-unconverged",
+        action="store_true",
+        help="exit 0 even when the fit did not converge (default: exit 3)",
+    )
     fit.add_argument(
         "--save", metavar="FILE", help="save the fit (netCDF); read it with multilevel.load"
     )
@@ -657,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[model_args, sampler_args],
         help="fake-data simulation and parameter recovery",
         description="Simulate data from known parameter values, refit, and report "
-        "coverage of the 90%% intervals and z-scores.",
+        "coverage of the 90% intervals and z-scores.",
     )
     recover_cmd.add_argument(
         "--truth",
@@ -697,7 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="predict new data from a saved fit",
         description="Predict the rows of NEWDATA from a fit saved with `multilevel fit "
-        "--save` (or fit.save): per row the mean, sd and 5/50/95%% quantiles over the "
+        "--save` (or fit.save): per row the mean, sd and 5/50/95% quantiles over the "
         "posterior draws. Levels of a grouping factor the fit never saw get effects drawn "
         "from the fitted population distribution (--groups sample) or zero effects "
         "(--groups population).",
@@ -789,17 +896,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 2 error)."""
-    args = build_parser().parse_args(argv)  # exits 2 itself on usage errors
+    """Run the command line; returns the exit status (0 success, 2 error, 3 a fit that
+    did not converge, 1 an SBC that is not calibrated, 130 interrupted)."""
+    if (sys.argv[1:] if argv is None else list(argv))[:1] == ["--version"]:
+        print(f"multilevel {version()}")  # before the parser, which imports the model
+        return EXIT_OK
     try:
-        return args.handler(args)
+        with interrupt.recorded():  # a Ctrl-C is never lost (see multilevel.interrupt)
+            args = build_parser().parse_args(argv)  # exits 2 itself on usage errors
+            return args.handler(args)
     except MultilevelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        # Ctrl-C while importing, compiling or sampling: the chains have stopped (after
+        # their current chunk) and every output file is whole or absent (``_write``).
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
+def run() -> None:
+    """The ``multilevel`` command: ``main()``, then exit with its status. After Ctrl-C
+    the process ends at once (``os._exit``) once its message is out: a KeyboardInterrupt
+    that strikes while a thread pool starts a worker leaves that idle worker unknown to
+    the pool, and Python's exit then waits for it forever (seen in 1 of 10 Ctrl-Cs at the
+    start of XLA's first compile). Outputs are whole or absent either way
+    (``atomic_write``), so there is nothing left to clean up."""
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -3,10 +3,13 @@
 NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so that
   * one sampler loop is compiled for one chain and runs every chain, side by side on
     threads, one per core (``_run_chunks``);
-  * the loop runs in chunks of a fixed length, so a progress bar can update between
-    chunks without compiling anything new;
+  * the loop runs in chunks of a few tenths of a second (one compiled program runs any
+    number of transitions up to a fixed length), so a progress bar can update and
+    Ctrl-C can stop the chains between chunks without compiling anything new;
   * compilation is timed apart from sampling, and compiled programs are cached by model
-    structure and array shapes: a refit on data of the same shapes never retraces;
+    structure and array shapes: a refit on data of the same shapes never retraces (the
+    ``MAX_SHAPES`` most recently used shapes per structure are kept, which bounds the
+    memory of a process that fits data of many sizes);
   * a cold start (new process, empty compilation cache) is mostly compiling, so there are
     few programs and small ones (no ``vmap`` over chains; draws leave the loop already
     constrained), XLA's CPU compiler runs with cheaper options (``COMPILER_OPTIONS``),
@@ -17,20 +20,19 @@ NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so 
 
 from __future__ import annotations
 
-import math
+import functools
 import os
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import jax
 import numpy as np
-import platformdirs
 from jax import lax
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
@@ -38,7 +40,9 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.hmc_util import euclidean_kinetic_energy
 from numpyro.infer.util import get_potential_fn
 
+from multilevel import interrupt
 from multilevel.inference import precondition
+from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
 TRACE_COUNTS: Counter = Counter()
@@ -123,15 +127,50 @@ class NutsResult:
     companion: Any = None  # what ``sample(..., companion=)`` returned
 
 
+# Compiled programs kept per model structure and settings: those of the MAX_SHAPES
+# most recently used input shapes (number of rows, of groups, ...). One shape's programs
+# take about 30 MB of memory (a Poisson model with one varying intercept): a process that
+# fitted data of 20 sizes held 1.15 GB and grew 35 MB a size; with 8 kept, 0.82 GB, and
+# 6.5 MB a size after the eighth (JAX's own caches of small per-shape programs). A
+# refit at an evicted shape compiles again (seconds; less from the persistent cache); a
+# process alternating between up to 8 data sizes never recompiles.
+MAX_SHAPES = 8
+
+
+class ExecutableCache(OrderedDict):
+    """A dict of at most ``size`` entries that forgets the least recently used first
+    (``get`` and setting an entry count as use). Safe to share between threads."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        with self._lock:
+            if key not in self:
+                return default
+            self.move_to_end(key)
+            return self[key]
+
+    def __setitem__(self, key, value) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.size:
+                self.popitem(last=False)
+
+
 @dataclass
 class _Program:
-    """The traced pieces of one (structure, settings) pair."""
+    """The traced pieces of one (structure, settings) pair: plain functions, jitted
+    afresh for each new shape (``_compile``)."""
 
     init: Callable
     chunk: Callable
     site_shapes: dict[str, tuple[int, ...]]  # unconstrained, per chain
     value_shapes: dict[str, jax.ShapeDtypeStruct]  # constrained and deterministic, per draw
-    executables: dict[Any, Any] = field(default_factory=dict)
+    executables: ExecutableCache = field(default_factory=lambda: ExecutableCache(MAX_SHAPES))
 
 
 @dataclass
@@ -145,28 +184,13 @@ class _Executables:
 _PROGRAMS: dict[Any, _Program] = {}
 
 
-def enable_compilation_cache() -> None:
-    """Keep compiled programs on disk so a new process skips XLA compilation.
-
-    JAX's persistent cache lives in the user cache directory (``MULTILEVEL_CACHE_DIR``
-    overrides it, ``off`` disables it). JAX writes entries atomically, so concurrent
-    processes are safe. A cache the user configured themselves is left alone."""
-    if jax.config.jax_compilation_cache_dir is not None:
-        return
-    where = os.environ.get("MULTILEVEL_CACHE_DIR") or platformdirs.user_cache_dir("multilevel")
-    if where.lower() == "off":
-        return
-    jax.config.update("jax_compilation_cache_dir", os.path.join(where, "jax"))
-    # Our programs now compile in 0.1-2 s (COMPILER_OPTIONS): a 0.5 s floor would leave
-    # some of them out of the cache on a fast machine, and every new process compiling.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
-
-
 def _chunk_length(settings: NutsSettings) -> int:
-    """Largest divisor of gcd(warmup, draws) up to ``settings.chunk``: one compiled loop
-    serves both phases (NumPyro's state switches from warmup to sampling by itself)."""
-    g = math.gcd(settings.warmup, settings.draws) or max(settings.warmup, settings.draws)
-    return max(d for d in range(1, min(g, settings.chunk) + 1) if g % d == 0)
+    """The most transitions one call of the compiled loop runs (its output buffers'
+    length): ``settings.chunk``, or fewer if a phase is shorter. Each call runs a count
+    of transitions up to this, chosen to take about ``CHUNK_SECONDS``; a chunk never
+    crosses the end of warmup, so one compiled loop serves both phases (NumPyro's state
+    switches from warmup to sampling by itself)."""
+    return max(1, min(settings.chunk, max(settings.warmup, settings.draws)))
 
 
 def _latent_sites(model, model_args) -> tuple[dict, dict]:
@@ -249,8 +273,11 @@ def _build_program(
         rng_keys = jax.random.split(rng_key, settings.chains)
         return lax.map(lambda zk: init_one(*zk, model_args), (z, rng_keys))
 
-    def chunk(state, model_args):
-        """``length`` NUTS transitions of one chain: (length, ...) outputs.
+    def chunk(state, count, model_args):
+        """The first ``count`` (<= ``length``) of ``length`` NUTS transitions of one chain:
+        (length, ...) outputs, zeros from row ``count`` on. The count is an argument, so
+        that ``_run_chunks`` can size each chunk by time without compiling anything; the
+        transitions are the same whatever the counts, so are the draws.
 
         Each draw leaves the loop already in the constrained space, with the
         deterministic sites: a separate postprocessing program cost 0.3 s of tracing and
@@ -258,9 +285,8 @@ def _build_program(
         TRACE_COUNTS[key] += 1
         constrain = postprocess_gen(*model_args)
 
-        def body(state, _):
-            state = sample_kernel(state, model_args, None)
-            stats = (
+        def statistics(state):
+            return (
                 state.diverging,
                 state.num_steps,
                 state.accept_prob,
@@ -268,12 +294,23 @@ def _build_program(
                 state.potential_energy,
                 state.adapt_state.step_size,
             )
-            return state, (constrain(state.z), stats)
 
-        return lax.scan(body, state, None, length=length)
+        def transition(state):
+            state = sample_kernel(state, model_args, None)
+            return state, (constrain(state.z), statistics(state))
+
+        # What a skipped transition returns: zeros shaped like a draw (from tracing the
+        # model once more, not the whole NUTS kernel: cheap on a cold start).
+        shaped = (jax.eval_shape(constrain, state.z), statistics(state))
+        zeros = jax.tree.map(lambda x: lax.full(x.shape, 0, x.dtype), shaped)
+
+        def body(state, i):
+            return lax.cond(i < count, transition, lambda state: (state, zeros), state)
+
+        return lax.scan(body, state, np.arange(length, dtype=np.int32))
 
     shapes = {name: shape for name, (_, shape) in sites.items()}
-    return _Program(jit(init), jit(chunk), shapes, value_shapes)
+    return _Program(init, chunk, shapes, value_shapes)
 
 
 def _float_dtype():
@@ -293,6 +330,36 @@ def signature(tree) -> tuple:
     return (str(treedef), tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
 
 
+# Half-width of the uniform jitter of each chain's start around the centre of its
+# standardised prior (unconstrained scale), for the sites a caller's ``start`` leaves
+# out. NumPyro's and Stan's (-2, 2) puts some chains where the likelihood is extreme:
+# MASS epil (negative binomial, uncentred age) left 1 of 4 chains frozen at its start
+# with every draw divergent. The chains still start apart, so R-hat can still tell
+# chains that settle in different places.
+START_JITTER = 0.5
+
+
+def initial_points(
+    site_shapes: dict[str, tuple[int, ...]],
+    chains: int,
+    seed: int,
+    given: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Each chain's initial point, per site (chains, *shape): ``given[site]`` where
+    given, else uniform(-START_JITTER, START_JITTER) around 0, the site's prior centre.
+
+    Drawn with NumPy from ``seed``, the same for every ``given``: the same seed gives
+    the same start, and eager JAX random calls would each compile on a cold start."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in sorted(site_shapes.items()):
+        value = rng.uniform(-START_JITTER, START_JITTER, (chains, *shape))
+        if given is not None and name in given:
+            value = np.broadcast_to(given[name], (chains, *shape))
+        out[name] = np.asarray(value, dtype=_float_dtype())
+    return out
+
+
 def sample(
     structure_key,
     model,
@@ -304,6 +371,7 @@ def sample(
     regularize_mass: bool = True,
     precondition_start: bool = False,
     companion: Callable[[dict[str, jax.ShapeDtypeStruct]], Any] | None = None,
+    start: dict[str, np.ndarray] | None = None,
 ) -> NutsResult:
     """Run NUTS on every chain; compile only what this structure and shape have not seen.
 
@@ -322,6 +390,10 @@ def sample(
     starts compiling its own follow-up program there (``compile_async``) so that it
     compiles while the chains sample. What it returns is ``NutsResult.companion``.
 
+    ``start`` gives chains' initial points by site, (chains, *shape) unconstrained values
+    (e.g. ``backends.start``: the pooled GLM's coefficients); the sites it leaves out
+    start near their standardised prior's centre (``initial_points``).
+
     ``compile_s`` is the wall time before the first transition, ``sampling_s`` the rest."""
     t0 = time.perf_counter()
     enable_compilation_cache()
@@ -331,13 +403,7 @@ def sample(
         program = _PROGRAMS[key] = _build_program(
             key, model, model_args, settings, dense_sites, regularize_mass, precondition_start
         )
-    # NumPyro's init_to_uniform: every site uniform in (-2, 2) on the unconstrained scale.
-    # Drawn with NumPy: eager JAX random calls would each compile on a cold start.
-    rng = np.random.default_rng(seed)
-    z0 = {
-        name: rng.uniform(-2.0, 2.0, (settings.chains, *shape)).astype(_float_dtype())
-        for name, shape in sorted(program.site_shapes.items())
-    }
+    z0 = initial_points(program.site_shapes, settings.chains, seed, start)
     chain_key = prng_key(seed)
     shapes = signature((z0, model_args))
     executables = program.executables.get(shapes)
@@ -347,11 +413,14 @@ def sample(
     try:
         state = executables.init.result()(z0, chain_key, model_args)
         run_chunk = executables.chunk.result()
-    except BaseException:
-        program.executables.pop(shapes, None)  # a failed compile is not kept
+    except BaseException:  # a failed compile, or Ctrl-C while compiling
+        program.executables.pop(shapes, None)  # is not kept,
+        executables.init.cancel()  # and a compile not yet started never starts
+        executables.chunk.cancel()
         raise
     program.executables[shapes] = executables
     jax.block_until_ready(state)
+    interrupt.check()  # a Ctrl-C whose KeyboardInterrupt was lost while compiling
     compile_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -363,13 +432,30 @@ def sample(
 
 def _compile(program: _Program, z0, chain_key, model_args) -> _Executables:
     """Trace and lower both programs here, compile them on background threads: the
-    initialisation compiles while the sampling loop is traced."""
-    init = program.init.trace(z0, chain_key, model_args).lower()
+    initialisation compiles while the sampling loop is traced.
+
+    Each shape jits its own copy of the functions (``_fresh``): JAX keeps what it traced,
+    lowered and compiled for a jitted function in caches keyed weakly on the function,
+    for as long as it lives. Per copy, that memory goes when ``program.executables``
+    forgets the shape; with one long-lived jitted function it would stay."""
+    init = jit(_fresh(program.init)).trace(z0, chain_key, model_args).lower()
     init_future = compile_async(init)
     # shapes and dtypes of one chain's state
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init.out_info)
-    chunk_future = compile_async(program.chunk.trace(state, model_args).lower())
+    count = jax.ShapeDtypeStruct((), np.int32)
+    chunk = jit(_fresh(program.chunk)).trace(state, count, model_args).lower()
+    chunk_future = compile_async(chunk)
     return _Executables(init_future, chunk_future)
+
+
+def _fresh(fun: Callable) -> Callable:
+    """A new function object that calls ``fun`` (same name: the same compiled module)."""
+
+    @functools.wraps(fun)
+    def call(*args):
+        return fun(*args)
+
+    return call
 
 
 def _chain_workers(chains: int) -> int:
@@ -381,6 +467,25 @@ def _chain_workers(chains: int) -> int:
     return max(1, min(chains, cores))
 
 
+# Wall time one call of the sampler loop aims at. The chains check for Ctrl-C between
+# calls, so this bounds how late an interrupt is honoured; each call costs about 0.3 ms
+# of Python and XLA dispatch, so much shorter calls would cost sampling time. With a
+# fixed 100 transitions per call, the first warmup chunk took up to 0.85 s (radon,
+# collapsed), 1.15 s (radon, joint) and 1.5 s (sleepstudy, joint) on 2 busy cores:
+# early warmup runs long trajectories.
+CHUNK_SECONDS = 0.2
+FIRST_CHUNK = 5  # transitions in each chain's first call, before any timing is known
+
+
+def _next_count(count: int, elapsed: float, length: int) -> int:
+    """Transitions for the next call: as many as take ``CHUNK_SECONDS`` at the last
+    call's pace, at most twice the last count (early in warmup trajectories lengthen
+    tenfold from one chunk to the next) and at most ``length``."""
+    if elapsed <= 0:
+        return min(length, 2 * count)
+    return max(1, min(length, 2 * count, int(count * CHUNK_SECONDS / elapsed)))
+
+
 def _run_chunks(executable, state, model_args, settings: NutsSettings, progress: bool):
     """Run every chain's warmup then sampling, chunk by chunk; keep draws after warmup.
     Returns draws {site: (chains, draws, ...)} and the statistics (chains, draws) each.
@@ -388,13 +493,19 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
     Each chain runs on its own thread, as many at once as there are cores: XLA releases
     the GIL while it runs a program, and on CPU one program uses one core. A chain's
     draws depend only on its own state, so they are the same however the threads are
-    scheduled. (radon, 2 cores: sampling 1.8-2.0 s one chain after another, 1.1 s two at
-    a time.)"""
+    scheduled and however many transitions each call runs. (radon, 2 cores: sampling
+    1.8-2.0 s one chain after another, 1.1 s two at a time.)
+
+    Ctrl-C (KeyboardInterrupt in the calling thread), or a chain that fails, sets a stop
+    flag that every chain checks between chunks: the other chains end after their current
+    chunk (``CHUNK_SECONDS``), are joined, and the exception is raised again. A thread
+    pool's own exit would wait for every chain to run to its end."""
     length = _chunk_length(settings)
     total = settings.warmup + settings.draws
     bar = _ProgressBar(total * settings.chains, progress)
     # One chain's state each, in NumPy: slicing device arrays would compile each slice.
     chains = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], state) for i in range(settings.chains)]
+    stop = threading.Event()
 
     x64 = bool(jax.config.jax_enable_x64)  # thread-local: the chains' threads need it too
 
@@ -404,27 +515,52 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
 
     def run_chain_x64(state):
         kept = []
-        for start in range(0, total, length):
-            state, (values, stats) = executable(state, model_args)
-            if start >= settings.warmup:
-                kept.append((values, stats))
-                # np.asarray first: np.sum would call the jax array's own .sum (a compile)
-                bar.update(length, int(np.asarray(stats[0]).sum()))
+        done, count = 0, min(FIRST_CHUNK, length)
+        while done < total:
+            if stop.is_set():
+                return None
+            interrupt.check()  # fails this chain's future, and so the run, on Ctrl-C
+            end = settings.warmup if done < settings.warmup else total
+            count = min(count, end - done)
+            started = time.perf_counter()
+            state, (values, stats) = executable(state, np.int32(count), model_args)
+            # np.asarray waits for the chunk (XLA runs it asynchronously); NumPy, not
+            # jax: eager jnp calls (a slice, a sum) would each compile on a cold start.
+            diverging = np.asarray(stats[0])[:count]
+            elapsed = time.perf_counter() - started
+            if done >= settings.warmup:
+                kept.append(jax.tree.map(lambda x, n=count: np.asarray(x)[:n], (values, stats)))
+                bar.update(count, int(diverging.sum()))
             else:
-                bar.update(length, 0)
-        # Each chunk is (length, ...). NumPy here: eager jnp calls would each compile a
-        # small XLA program on a cold start.
+                bar.update(count, 0)
+            done += count
+            count = _next_count(count, elapsed, length)
         return jax.tree.map(lambda *xs: np.concatenate(xs), *kept)
 
     workers = _chain_workers(settings.chains)
+    pool = None
     try:
         if workers == 1:
             runs = [run_chain(c) for c in chains]
         else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="multilevel-chain") as pool:
-                runs = list(pool.map(run_chain, chains))
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="multilevel-chain")
+            futures = [pool.submit(run_chain, c) for c in chains]
+            # Not pool.map: it waits for the chains in order, and would not see a later
+            # chain fail while an earlier one runs.
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f.exception() for f in futures if f.done() and f.exception()]
+            if failed:
+                raise failed[0]
+            runs = [f.result() for f in futures]
+    except BaseException:
+        stop.set()
+        raise
     finally:
-        bar.close()
+        try:
+            if pool is not None:  # chains not started are cancelled, running ones stop
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            bar.close()
     values, stats = jax.tree.map(lambda *xs: np.stack(xs), *runs)
     return values, stats
 
