@@ -184,17 +184,17 @@ def data_arrays(
     ``st`` (the Structure) adds, for terms centred on a parent, each level's parent level
     as ``data["parents"]`` (None for other terms)."""
     out = {
-        "X": jnp.asarray(design.X, dtype=jnp.float32),
-        "y": jnp.asarray(design.y, dtype=jnp.float32) if with_response else None,
+        "X": _device(design.X, np.float32),
+        "y": _device(design.y, np.float32) if with_response else None,
         # whole numbers: NumPyro draws binomial outcomes with integer trial counts
-        "trials": None if design.trials is None else jnp.asarray(design.trials, jnp.int32),
-        "Z": tuple(jnp.asarray(b.Z, dtype=jnp.float32) for b in design.blocks),
-        "codes": tuple(jnp.asarray(b.codes) for b in design.blocks),
-        "offset": None if offset is None else jnp.asarray(offset, dtype=jnp.float32),
+        "trials": None if design.trials is None else _device(design.trials, np.int32),
+        "Z": tuple(_device(b.Z, np.float32) for b in design.blocks),
+        "codes": tuple(_device(b.codes, np.int32) for b in design.blocks),
+        "offset": None if offset is None else _device(offset, np.float32),
     }
     if st is not None and any(t.parent >= 0 for t in st.terms):
         out["parents"] = tuple(
-            None if t.parent < 0 else jnp.asarray(parent_levels(design, k, t.parent))
+            None if t.parent < 0 else _device(parent_levels(design, k, t.parent), np.int32)
             for k, t in enumerate(st.terms)
         )
     if getattr(design, "se", None) is not None:  # known sds of y (y | se(s) ~ ...): no sigma
@@ -204,6 +204,13 @@ def data_arrays(
     if imputed:
         out["impute"] = tuple(_imputation_arrays(design, imp) for imp in imputed)
     return out
+
+
+def _device(values, dtype) -> jax.Array:
+    """``values`` as a device array of ``dtype``, converted by NumPy: ``jnp.asarray``
+    with a dtype compiles a conversion per new shape, and JAX keeps each (about 6 MB
+    resident per data size in a process fitting many sizes)."""
+    return jax.device_put(np.asarray(values, dtype=dtype))
 
 
 def _imputation_arrays(design: Design, imp) -> dict:
