@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from multilevel.families import FAMILIES
+
 # Thresholds from Vehtari et al. (2021), "Rank-normalization, folding, and localization".
 RHAT_MAX = 1.01
 ESS_PER_CHAIN = 100
@@ -42,7 +44,6 @@ OFFSET_RATIO = 10.0
 # Counts above this make a Poisson-type likelihood so sharp that group effects sampled
 # non-centred, or a misfit of the mean, stall the sampler.
 LARGE_COUNT = 10_000
-COUNT_FAMILIES = ("poisson", "negative_binomial", "binomial")
 
 
 class ConvergenceWarning(UserWarning):
@@ -245,7 +246,7 @@ def suspects(design, spec) -> tuple[str, ...]:
         hint = _offset_hint(name, values.mean(), values.std(), values.min(), values.max())
         if hint:
             out.append(hint)
-    if spec.family in COUNT_FAMILIES:
+    if FAMILIES[spec.family].counts:
         hint = _count_hint(spec, design)
         if hint:
             out.append(hint)

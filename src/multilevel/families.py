@@ -28,6 +28,9 @@ class Family:
     aux: tuple[str, ...]
     check: Callable[[np.ndarray, np.ndarray | None, str], None]
     needs_trials: bool = False
+    # the response counts events (poisson, negative_binomial, binomial): with counts in
+    # the thousands its log-likelihood is sharp and large (float32 rounding, stalls)
+    counts: bool = False
 
     def likelihood(
         self,
@@ -192,11 +195,11 @@ def check_se(se: np.ndarray, column: str) -> np.ndarray:
 FAMILIES: dict[str, Family] = {
     "gaussian": Family("gaussian", ("identity",), ("sigma",), _check_gaussian),
     "bernoulli": Family("bernoulli", ("logit", "probit"), (), _check_bernoulli),
-    "binomial": Family("binomial", ("logit",), (), _check_binomial, needs_trials=True),
-    "poisson": Family("poisson", ("log",), (), _check_poisson),
+    "binomial": Family("binomial", ("logit",), (), _check_binomial, needs_trials=True, counts=True),
+    "poisson": Family("poisson", ("log",), (), _check_poisson, counts=True),
     "student_t": Family("student_t", ("identity",), ("sigma", "nu"), _check_student_t),
     "negative_binomial": Family(
-        "negative_binomial", ("log",), ("shape",), _check_negative_binomial
+        "negative_binomial", ("log",), ("shape",), _check_negative_binomial, counts=True
     ),
     "gamma": Family("gamma", ("log",), ("shape",), _check_gamma),
     "lognormal": Family("lognormal", ("identity",), ("sigma",), _check_lognormal),

@@ -77,14 +77,10 @@ class Model:
             parsed, data, family_obj, missing
         )
         flags = centring.term_flags(design, family_obj.name, centered)
+        if isinstance(centered, tuple):  # one flag per term: a choice for all only if they agree
+            centered = flags[0] if len(set(flags)) == 1 else None
         # the user's choice, kept for the collapsed sampler's per-term rule (None: the data's)
-        self._centered_choice = (
-            centered
-            if not isinstance(centered, tuple)
-            else flags[0]
-            if len(set(flags)) == 1
-            else None
-        )
+        self._centered_choice = centered
         self._setup(formula, parsed, design, family, link, priors, flags, imputed)
         self.data = fitted  # the rows in the likelihood
 

@@ -121,25 +121,22 @@ def _information_ratio(design: Design, k: int, family: str) -> float:
 
 
 def nested_in(design, centred: tuple[bool, ...]) -> tuple[str | None, ...]:
-    """Per term, the group of the term its centred coefficients are centred on, or None.
-    Only with several terms and rows (a chunked summary has one factor)."""
-    blocks = getattr(design, "blocks", ())
-    if len(blocks) < 2 or not hasattr(blocks[0], "codes"):
-        return (None,) * len(centred)
+    """Per term, the group of the term its centred coefficients are centred on, or None
+    (a chunked summary's terms are never centred, so its rows are never needed here)."""
     parents = [nested_parent(design, k) if c else -1 for k, c in enumerate(centred)]
-    return tuple(None if a < 0 else blocks[a].group for a in parents)
+    return tuple(None if a < 0 else design.blocks[a].group for a in parents)
 
 
-def nested_parent(design: Design, k: int) -> int:
+def nested_parent(design: Design, k: int, among=None) -> int:
     """The term of a coarser grouping factor, with the same covariates, whose groups each
     hold whole groups of term k (grouseticks' LOCATION for BROOD); the one with most
-    levels; -1 for none. A centred term is centred on such a parent's coefficients, so
-    the parent's effect and the mean of its children's do not trade along a ridge that
-    only their priors resolve."""
+    levels; -1 for none. ``among``: the terms that may be it (default: every term). A
+    centred term is centred on such a parent's coefficients, so the parent's effect and
+    the mean of its children's do not trade along a ridge that only their priors resolve."""
     blocks = design.blocks
     candidates = [
         a
-        for a in range(len(blocks))
+        for a in (range(len(blocks)) if among is None else among)
         if blocks[a].group != blocks[k].group
         and blocks[a].coefs == blocks[k].coefs
         and len(blocks[a].levels) < len(blocks[k].levels)

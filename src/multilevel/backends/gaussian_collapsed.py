@@ -42,7 +42,7 @@ import numpy as np
 import numpyro
 from jax.scipy.linalg import block_diag, solve_triangular
 
-from multilevel.backends.centring import nests_in, parent_levels
+from multilevel.backends.centring import nested_parent, parent_levels
 from multilevel.backends.numpyro_model import (
     Structure,
     centring_columns,
@@ -110,20 +110,10 @@ def nested_parents(design: Design, sampled: tuple[int, ...], centre: tuple[bool,
     instead, each parent's effect trades with the mean of its children's (only their
     prior tells them apart): InstEval's 14 departments beside their 1,128 lecturers,
     sd(dept) ESS 73 of 1,000 draws."""
-    blocks = design.blocks
-    out = []
-    for k, centred in zip(sampled, centre):
-        candidates = [
-            a
-            for a in sampled
-            if centred
-            and blocks[a].group != blocks[k].group
-            and blocks[a].coefs == blocks[k].coefs
-            and len(blocks[a].levels) < len(blocks[k].levels)
-            and nests_in(blocks[k].codes, blocks[a].codes)
-        ]
-        out.append(max(candidates, key=lambda a: len(blocks[a].levels), default=-1))
-    return tuple(out)
+    return tuple(
+        nested_parent(design, k, among=sampled) if centred else -1
+        for k, centred in zip(sampled, centre)
+    )
 
 
 def parent_codes(design: Design, chosen: Plan) -> dict:

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import expit, ndtr
 
 from multilevel.backends.numpyro_model import Structure, site_values
+from multilevel.families import FAMILIES
 from multilevel.spec import ModelSpec
 
 # Chains' population coefficients: the pooled GLM's estimate plus uniform(-1, 1) times
@@ -54,7 +55,6 @@ FLOAT32_NOISE_MAX = 0.1
 NARROW_VARIANCE = 1e-4
 MAX_DENSE = 10
 MIN_WARMUP = 100
-COUNT_FAMILIES = ("poisson", "negative_binomial", "binomial")
 
 
 @dataclass
@@ -122,7 +122,7 @@ def float64_reason(st: Structure, data: dict) -> str | None:
 
     A count model's row log-likelihood subtracts terms of size ``t (1 + log t)`` (t the
     count, or the trials of a binomial row); float32 keeps each to 2^-24 of its size."""
-    if st.family not in COUNT_FAMILIES:
+    if not FAMILIES[st.family].counts:
         return None
     y = np.asarray(data["y"], dtype=np.float64)
     size = y if data.get("trials") is None else np.asarray(data["trials"], dtype=np.float64)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel.errors import MultilevelError
-from multilevel.options import check_seed
+from multilevel.options import check_count, check_seed
 from multilevel.workflow.simulate import check_params, draw_response
 
 __all__ = ["RecoveryResult", "recover"]
@@ -255,8 +255,7 @@ def recover(
     >>> result.coverage  # doctest: +SKIP
     >>> result.plot("recovery.png")  # doctest: +SKIP
     """
-    if isinstance(n_reps, bool) or not isinstance(n_reps, (int, np.integer)) or n_reps < 1:
-        raise MultilevelError(f"n_reps must be a positive whole number, got {n_reps!r}.")
+    check_count("n_reps", n_reps)
     if "seed" in fit_kwargs:
         raise MultilevelError("recover sets each fit's seed from its own `seed`.")
     check_seed(seed)
