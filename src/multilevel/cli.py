@@ -184,15 +184,10 @@ def load_fit(path: str, argument: str | None = None):
     from multilevel.fit import load
 
     where = f"{argument}: " if argument else ""
-    if Path(path).is_dir():
-        raise CliError(f"{where}{path!r} is a directory, not a saved fit.")
     try:
         return load(path)
-    except MultilevelError as exc:  # no such file; not a multilevel fit
+    except MultilevelError as exc:  # no such file, a folder, not (or no longer) a fit
         raise CliError(f"{where}{exc}") from None
-    except (OSError, ValueError, KeyError) as exc:
-        reason = str(exc).strip() or type(exc).__name__
-        raise CliError(f"{where}Cannot read the saved fit {path!r}: {reason}") from None
 
 
 def load_scored_fit(path: str, argument: str | None = None):
