@@ -17,7 +17,7 @@ from numpyro.infer.util import log_density
 from scipy import stats
 
 import multilevel as ml
-from multilevel import evaluation
+from multilevel import evaluation, loglik
 from multilevel._arviz import az
 from multilevel.backends import gaussian_collapsed as gc
 from multilevel.backends import numpyro_model as backend
@@ -74,7 +74,7 @@ def test_log_likelihood_is_stored_and_matches_scipy(partial, radon):
 def test_auto_threshold_and_override(partial, radon, monkeypatch):
     """Over the threshold nothing is stored (and info says so); loo computes it on
     demand, to the same numbers. log_likelihood=True/False override the threshold."""
-    monkeypatch.setattr(evaluation, "MAX_STORED_VALUES", 1000)
+    monkeypatch.setattr(loglik, "MAX_STORED_VALUES", 1000)
     model = ml.Model(PARTIAL, radon)
     skipped = model.fit(**KW)  # same seed: the same draws as `partial`
     assert "log_likelihood" not in skipped.idata.groups()
@@ -147,7 +147,7 @@ def test_compare_refuses_fits_of_other_rows(partial, complete):
 
 
 def test_loo_warning_names_the_outlier(outlier):
-    with pytest.warns(ml.LooWarning, match=r"row 7 .*Try fit\.kfold\(10\)") as caught:
+    with pytest.warns(ml.LooWarning, match=r"row 7 .*Try ml\.kfold\(fit, 10\)") as caught:
         res = outlier.loo()
     assert res.pareto_k["bad"] >= 1
     assert res.pointwise["pareto_k"].idxmax() == 7
@@ -158,7 +158,7 @@ def test_loo_warning_names_the_outlier(outlier):
 
 # --------------------------------------------------------------------------- K-fold
 def test_kfold_by_county_reuses_the_compiled_sampler(partial):
-    res = partial.kfold(5, by="county", progress=False)
+    res = ml.kfold(partial, 5, by="county", progress=False)
     assert (res.folds["retraced"].iloc[1:] == 0).all()
     assert res.folds["groups"].sum() == 85 and res.folds["rows"].sum() == 919
     # whole counties held out: each fold's rows share no county with the others
@@ -173,7 +173,7 @@ def test_kfold_by_county_reuses_the_compiled_sampler(partial):
 
 
 def test_kfold_by_rows_agrees_with_loo(partial):
-    res = partial.kfold(5, progress=False)
+    res = ml.kfold(partial, 5, progress=False)
     loo = partial.loo()
     assert abs(res.elpd - loo.elpd) < loo.se / 2
     assert res.pointwise["fold"].value_counts().max() <= 919 // 5 + 1
@@ -184,18 +184,18 @@ def test_kfold_joint_sampler_compiles_once(outlier):
     program the first fold compiled."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ml.ConvergenceWarning)
-        res = outlier.kfold(3, progress=False)
+        res = ml.kfold(outlier, 3, progress=False)
     assert (res.folds["retraced"].iloc[1:] == 0).all()
     assert res.pointwise.loc[7, "elpd_kfold"] < -20  # the outlier is badly predicted
 
 
 def test_kfold_checks_its_arguments(partial):
     with pytest.raises(ml.MultilevelError, match="only 85 groups"):
-        partial.kfold(86, by="county")
+        ml.kfold(partial, 86, by="county")
     with pytest.raises(ml.MultilevelError, match="no such column"):
-        partial.kfold(5, by="state")
+        ml.kfold(partial, 5, by="state")
     with pytest.raises(ml.MultilevelError, match="k must be"):
-        partial.kfold(1)
+        ml.kfold(partial, 1)
 
 
 # --------------------------------------------------------------------------- weights
@@ -242,6 +242,6 @@ def test_from_chunks_model_refuses_loo(radon):
         chunked.fit(**KW, log_likelihood=True)
     fit = chunked.fit(**KW)
     assert fit.info["log_likelihood"].startswith("not available")
-    for call in (fit.loo, fit.waic, lambda: fit.kfold(5)):
+    for call in (fit.loo, fit.waic, lambda: ml.kfold(fit, 5)):
         with pytest.raises(ml.MultilevelError, match=r"Model\.from_chunks.*per-group sums"):
             call()

@@ -174,7 +174,13 @@ def fake_fit(model, values: dict, n_draws: int = 4000):
             posterior[name] = np.tile(level_values, (1, n_draws, 1))
             dims[name] = [term.group]
     idata = az.from_dict(posterior=posterior, coords=coords, dims=dims)
-    return SimpleNamespace(idata=idata, spec=spec, model=model, info={"n_rows": model.design.n})
+    return SimpleNamespace(
+        idata=idata,
+        spec=spec,
+        model=model,
+        info={"n_rows": model.design.n},
+        rows=lambda data=None, what="": (model.design, model.data),
+    )
 
 
 def test_nested_new_inner_level_keeps_the_outer_effect():

@@ -26,6 +26,8 @@ _EXPORTS = {
     "LooWarning": "multilevel.evaluation",
     "compare": "multilevel.evaluation",
     "plot_compare": "multilevel.evaluation",
+    "DistributionalFormula": "multilevel.formula",
+    "bf": "multilevel.formula",
     "Fit": "multilevel.fit",
     "load": "multilevel.fit",
     "Model": "multilevel.model",
@@ -40,10 +42,12 @@ _EXPORTS = {
     "StudentT": "multilevel.priors",
     "PoolingComparison": "multilevel.workflow.pooling",
     "compare_pooling": "multilevel.workflow.pooling",
-    "PriorPredictiveCheck": "multilevel.workflow.prior_check",
-    "PriorPredictiveWarning": "multilevel.workflow.prior_check",
+    "PriorPredictiveCheck": "multilevel.prior_check",
+    "PriorPredictiveWarning": "multilevel.prior_check",
     "RecoveryResult": "multilevel.workflow.recover",
     "recover": "multilevel.workflow.recover",
+    "KFoldResult": "multilevel.workflow.kfold",
+    "kfold": "multilevel.workflow.kfold",
     "SBCResult": "multilevel.workflow.sbc",
     "sbc": "multilevel.workflow.sbc",
 }
@@ -75,7 +79,9 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
     )
     from multilevel.evaluation import LooWarning, compare, plot_compare
     from multilevel.fit import Fit, load
+    from multilevel.formula import DistributionalFormula, bf
     from multilevel.model import Model
+    from multilevel.prior_check import PriorPredictiveCheck, PriorPredictiveWarning
     from multilevel.priors import (
         LKJ,
         Exponential,
@@ -87,8 +93,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         Normal,
         StudentT,
     )
+    from multilevel.workflow.kfold import KFoldResult, kfold
     from multilevel.workflow.pooling import PoolingComparison, compare_pooling
-    from multilevel.workflow.prior_check import PriorPredictiveCheck, PriorPredictiveWarning
     from multilevel.workflow.recover import RecoveryResult, recover
     from multilevel.workflow.sbc import SBCResult, sbc
 
@@ -97,6 +103,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceWarning",
     "DataError",
+    "DistributionalFormula",
     "FitFileError",
     "OptionError",
     "Exponential",
@@ -107,6 +114,7 @@ __all__ = [
     "HalfNormal",
     "HalfStudentT",
     "InverseWishart",
+    "KFoldResult",
     "LKJ",
     "LooWarning",
     "Model",
@@ -120,8 +128,10 @@ __all__ = [
     "SBCResult",
     "StudentT",
     "compare",
+    "bf",
     "compare_pooling",
     "datasets",
+    "kfold",
     "load",
     "plot_compare",
     "recover",

@@ -8,6 +8,7 @@ groups cost the same memory as a million rows with ten.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import re
 import warnings
@@ -48,6 +49,28 @@ class GroupBlock:
 
 
 @dataclass(frozen=True)
+class DparDesign:
+    """The design of a family parameter's own formula (``ml.bf(..., sigma="~ x")``) on
+    the same rows as the mean's. ``columns`` are formulaic's names (``Intercept``,
+    ``x``): ``names`` prefix them with the parameter as brms does (``sigma_x``), and so
+    do the blocks' ``coefs``. Shaped like a ``Design`` where ``encode_new`` reads it."""
+
+    name: str
+    X: np.ndarray  # (n, p_d)
+    columns: tuple[str, ...]
+    blocks: tuple[GroupBlock, ...]
+    fixed_spec: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"{self.name}_{c}" for c in self.columns)
+
+    @property
+    def has_intercept(self) -> bool:
+        return "Intercept" in self.columns
+
+
+@dataclass(frozen=True)
 class Design:
     """Everything the model needs from the data, as plain arrays."""
 
@@ -59,10 +82,16 @@ class Design:
     # formulaic ModelSpec of X: encodes new data as it encoded these rows (encode_new)
     fixed_spec: object = field(default=None, compare=False, repr=False)
     se: np.ndarray | None = None  # (n,) known standard errors: `y | se(s) ~ ...`
+    dpars: tuple[DparDesign, ...] = ()  # designs of family parameters' own formulas
 
     @property
     def n(self) -> int:
         return self.y.shape[0]
+
+    @property
+    def all_blocks(self) -> tuple[GroupBlock, ...]:
+        """The mean's group terms, then each parameter's: ``ModelSpec.terms``' order."""
+        return self.blocks + tuple(b for d in self.dpars for b in d.blocks)
 
     @property
     def has_intercept(self) -> bool:
@@ -75,9 +104,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
     if len(data) == 0:
         raise DataError("The data has no rows.")
-    used = _used_columns(parsed, data)
+    used = used_columns(parsed, data)
     check_columns(parsed, data, family.name)  # duplicates, dates, text in numbers
-    _check_missing(data, used)
+    check_missing(data, used)
     y = _column_values(data, parsed.response)
     trials = None
     if family.needs_trials:
@@ -100,12 +129,33 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         se = check_se(_column_values(data, parsed.se), parsed.se)
     family.check(y, trials, parsed.response)
     X, columns, fixed_spec = _model_matrix(parsed.fixed, data, "the population-level part")
-    _check_finite(X, columns, "population-level predictor")
-    _check_constant(X, columns)
+    check_finite(X, columns, "population-level predictor")
+    check_constant(X, columns)
     check_full_rank(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
-    _check_unique_names(blocks)
+    check_unique_names(blocks)
     return Design(y.astype(float), trials, X, columns, blocks, fixed_spec, se=se)
+
+
+def build_dpar_design(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> DparDesign:
+    """The design of parameter ``name``'s formula (parsed with a placeholder response)
+    on the rows ``data`` (those of the mean's design)."""
+    where = f"the formula of {name}"
+    needed = _formulaic_variables(parsed.fixed)
+    for term in parsed.groups:
+        needed |= _formulaic_variables(term.expr) | set(term.factors)
+    used = _require_columns(needed, data, f"named in {where}")
+    check_missing(data, used)
+    X, columns, fixed_spec = _model_matrix(parsed.fixed, data, where)
+    check_finite(X, columns, f"predictor of {name}")
+    check_constant(X, columns)
+    check_full_rank(X, columns)
+    blocks = tuple(
+        dataclasses.replace(b, coefs=tuple(f"{name}_{c}" for c in b.coefs))
+        for b in (_group_block(term, data) for term in parsed.groups)
+    )
+    check_unique_names(blocks)
+    return DparDesign(name, X, columns, blocks, fixed_spec)
 
 
 def encode_new(
@@ -135,17 +185,17 @@ def encode_new(
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr) | set(term.factors)
     used = _require_columns(needed, newdata, "named in the formula", "newdata")
-    _check_missing(newdata, used, then="predict again")
+    check_missing(newdata, used, then="predict again")
     X, columns = _encode(design.fixed_spec, newdata, "the population-level part")
     if columns != design.columns:  # formulaic reuses the encoding, so this is a bug
         raise DataError(f"newdata encodes to columns {columns}, the fit has {design.columns}.")
-    _check_finite(X, columns, "population-level predictor")
+    check_finite(X, columns, "population-level predictor")
     out = []
     for block in design.blocks:
         term = block.term
         Z, _ = _encode(block.spec, newdata, f"the group term `({term.expr} | {term.group})`")
-        _check_finite(Z, block.coefs, f"covariate of ({term.expr} | {term.group})")
-        row_codes, row_levels = _group_codes(newdata, term.factors)
+        check_finite(Z, block.coefs, f"covariate of ({term.expr} | {term.group})")
+        row_codes, row_levels = group_codes(newdata, term.factors)
         labels = np.asarray(row_levels, dtype=object)[row_codes]
         index = {label: i for i, label in enumerate(block.levels)}
         codes = np.array([index.get(label, -1) for label in labels], dtype=np.int32)
@@ -170,11 +220,11 @@ def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str
         except DataMismatchWarning as exc:
             raise DataError(
                 f"newdata has a category that {where} did not see in the fitted data: "
-                f"{_plain(exc).split(':', 1)[-1].split('.')[0].strip()}. A population-level "
+                f"{plain_error(exc).split(':', 1)[-1].split('.')[0].strip()}. A population-level "
                 "effect of a category the model never saw cannot be predicted."
             ) from None
         except (FormulaicError, ValueError, TypeError) as exc:
-            raise DataError(f"Cannot encode newdata for {where}: {_plain(exc)}") from None
+            raise DataError(f"Cannot encode newdata for {where}: {plain_error(exc)}") from None
     columns = tuple(str(c) for c in matrix.columns)
     return np.asarray(matrix, dtype=float).reshape(len(data), len(columns)), columns
 
@@ -218,7 +268,7 @@ def _scalar(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     needed = set(parsed.columns)
     needed |= _formulaic_variables(parsed.fixed)
     for term in parsed.groups:
@@ -249,12 +299,12 @@ def _formulaic_variables(expr: str) -> set[str]:
 _HIGHLIGHT = re.compile(r"\x1b\[[0-9;]*m|[⧛⧚]")
 
 
-def _plain(exc: Exception) -> str:
+def plain_error(exc: Exception) -> str:
     """formulaic highlights the offending span with terminal colour codes; drop them."""
     return _HIGHLIGHT.sub("", str(exc))
 
 
-def _check_missing(data: pd.DataFrame, used: list[str], then: str = "fit again") -> None:
+def check_missing(data: pd.DataFrame, used: list[str], then: str = "fit again") -> None:
     counts = {c: int(data[c].isna().sum()) for c in used}
     counts = {c: k for c, k in counts.items() if k}
     if counts:
@@ -292,12 +342,12 @@ def _model_matrix(
         # a context of our own: formulaic would otherwise see this module's names
         matrix = formulaic.model_matrix(expr, data, context=evaluation_context(), na_action="raise")
     except FormulaicError as exc:
-        raise FormulaError(f"Cannot build {where} `{expr}`: {_plain(exc)}") from None
+        raise FormulaError(f"Cannot build {where} `{expr}`: {plain_error(exc)}") from None
     except (ValueError, TypeError, ArithmeticError) as exc:
         # the expression passed the check but its values did not work out on these data
         # (scale() of a single row, log of text, a category mix-up)
         raise DataError(
-            f"Cannot compute {where} `{expr}` on these data: {_plain(exc)} Check the types "
+            f"Cannot compute {where} `{expr}` on these data: {plain_error(exc)} Check the types "
             "and values of the columns it uses (e.g. log of non-positive numbers, scale() "
             "of a constant column, arithmetic on text)."
         ) from None
@@ -306,14 +356,14 @@ def _model_matrix(
     return values, columns, matrix.model_spec
 
 
-def _check_finite(X: np.ndarray, columns: tuple[str, ...], what: str) -> None:
+def check_finite(X: np.ndarray, columns: tuple[str, ...], what: str) -> None:
     bad = ~np.isfinite(X).all(axis=0)
     if bad.any():
         names = [c for c, b in zip(columns, bad) if b]
         raise DataError(f"The {what} {', '.join(map(repr, names))} has infinite values.")
 
 
-def _check_constant(X: np.ndarray, columns: tuple[str, ...]) -> None:
+def check_constant(X: np.ndarray, columns: tuple[str, ...]) -> None:
     if "Intercept" not in columns:
         return
     for j, name in enumerate(columns):
@@ -367,8 +417,8 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
     Z, coefs, spec = _model_matrix(
         term.expr, data, f"the group term `({term.expr} | {term.group})`"
     )
-    _check_finite(Z, coefs, f"covariate of ({term.expr} | {term.group})")
-    codes, levels = _group_codes(data, term.factors)
+    check_finite(Z, coefs, f"covariate of ({term.expr} | {term.group})")
+    codes, levels = group_codes(data, term.factors)
     if len(levels) == 1:
         warnings.warn(
             f"The grouping factor `{term.group}` has a single level ({levels[0]!r}): its "
@@ -381,9 +431,7 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
     return GroupBlock(term, coefs, Z, codes, levels, scales, spec)
 
 
-def _group_codes(
-    data: pd.DataFrame, factors: tuple[str, ...]
-) -> tuple[np.ndarray, tuple[str, ...]]:
+def group_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
     """Integer codes (0..L-1) and labels of the interaction of ``factors``."""
     if len(factors) == 1:
         codes, uniques = pd.factorize(data[factors[0]], sort=True)
@@ -395,7 +443,7 @@ def _group_codes(
     return codes.astype(np.int32), labels
 
 
-def _check_unique_names(blocks: tuple[GroupBlock, ...]) -> None:
+def check_unique_names(blocks: tuple[GroupBlock, ...]) -> None:
     seen: set[str] = set()
     for block in blocks:
         for coef in block.coefs:

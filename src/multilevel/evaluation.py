@@ -1,12 +1,13 @@
-"""Model evaluation: pointwise log-likelihood, PSIS-LOO, WAIC, K-fold cross-validation and
-the comparison of fits by expected log predictive density (elpd).
+"""Model evaluation: PSIS-LOO, WAIC and the comparison of fits by expected log predictive
+density (elpd).
 
 Every fit stores the log-likelihood of every row under every posterior draw
-(``fit.idata.log_likelihood``, computed from the named posterior in float64 with the
-family's own likelihood), so ``fit.loo()``, ``fit.waic()`` and ``ml.compare`` need no
-model code. Fits too large to store it (more than ``MAX_STORED_VALUES`` values) compute it
-when asked. ``fit.kfold`` refits the model with held-out rows given a likelihood weight of
-0: every fold has the shapes of the full data, so the refits reuse the compiled sampler.
+(``fit.idata.log_likelihood``, see ``multilevel.loglik``), so ``fit.loo()``,
+``fit.waic()`` and ``ml.compare`` need no model code. Fits too large to store it (more
+than ``MAX_STORED_VALUES`` values) compute it when asked. K-fold cross-validation refits
+the model, so it is a workflow: ``ml.kfold`` (``multilevel.workflow.kfold``). The
+functions here take a fit as it is (duck-typed: ``spec``, ``idata``, ``info``, ``rows``)
+and import neither ``Fit`` nor ``Model``.
 
 Examples
 --------
@@ -14,66 +15,44 @@ Examples
 >>> radon = ml.datasets.load("radon")
 >>> fit = ml.Model("log_radon ~ floor + (1 | county)", radon).fit(seed=1)  # doctest: +SKIP
 >>> fit.loo()  # doctest: +SKIP
->>> fit.kfold(10, by="county")  # doctest: +SKIP
 >>> ml.compare({"partial": fit, "complete": other})  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import re
-import sys
-import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
 from multilevel._arviz import az
 from multilevel.errors import MultilevelError
-from multilevel.families import get_family
-from multilevel.inference import nuts
-from multilevel.missing import add_shift, fitted_eta_shift
-from multilevel.options import check_seed
-
-if TYPE_CHECKING:
-    from multilevel.design import Design
-    from multilevel.fit import Fit
-    from multilevel.model import Model
-    from multilevel.spec import ModelSpec
+from multilevel.families import FAMILIES
+from multilevel.figures import check_figure_path, new_figure, save_figure
+from multilevel.loglik import MAX_STORED_VALUES, log_likelihood_idata, pointwise_log_likelihood
 
 __all__ = [
     "ELPDResult",
-    "KFoldResult",
     "LooWarning",
     "MAX_STORED_VALUES",
     "compare",
-    "kfold",
     "loo",
     "plot_compare",
     "pointwise_log_likelihood",
     "waic",
 ]
 
-#: A fit stores its pointwise log-likelihood when chains x draws x rows is at most this.
-MAX_STORED_VALUES = 2e8
 #: Pareto k thresholds (Vehtari et al. 2017, 2024): good below 0.5, ok below 0.7, bad above.
 PARETO_K_GOOD = 0.5
 PARETO_K_BAD = 0.7
 #: WAIC is unreliable for rows whose log predictive density has a posterior variance above this.
 WAIC_VAR_MAX = 0.4
-_BATCH_VALUES = 2**23  # draws x rows per batch of the log-likelihood computation
 _SHOWN = 5  # worst rows named in a warning
-_ROBUST = {  # a heavier-tailed family to suggest when single rows dominate
-    "gaussian": 'family="student_t"',
-    "poisson": 'family="negative_binomial"',
-}
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Fit -> {"loo": ..., ...}
 
 
@@ -82,210 +61,7 @@ class LooWarning(UserWarning):
     what to do instead."""
 
 
-# --------------------------------------------------------------------------- log-likelihood
-def log_likelihood_plan(model: Model, samples: int, wanted: bool | None) -> tuple[bool, str]:
-    """Whether ``Model.fit`` stores the pointwise log-likelihood, and the note for
-    ``fit.info["log_likelihood"]``. ``samples`` is chains x draws; ``wanted`` is the
-    ``log_likelihood`` argument (None: store unless it exceeds ``MAX_STORED_VALUES``)."""
-    if wanted not in (None, True, False):
-        raise MultilevelError(f"log_likelihood must be True, False or None, not {wanted!r}.")
-    if not model.in_memory:
-        if wanted:
-            raise MultilevelError(
-                "log_likelihood=True needs the data's rows, and this model was built from "
-                "chunked statistics (Model.from_chunks): it holds per-group sums only."
-            )
-        return False, "not available: the model was built from chunked statistics (no rows)"
-    values = samples * model.design.n
-    if wanted is False:
-        return False, "not stored (log_likelihood=False): fit.loo() computes it when asked"
-    if wanted is None and values > MAX_STORED_VALUES:
-        return False, (
-            f"not stored: {samples:,} draws x {model.design.n:,} rows = {values:.2g} values "
-            f"(> {MAX_STORED_VALUES:.0e}); fit.loo() and fit.waic() compute it when asked, "
-            "fit(log_likelihood=True) stores it"
-        )
-    return True, "stored"
-
-
-def add_log_likelihood(idata, spec: ModelSpec, design: Design) -> None:
-    """Add the ``log_likelihood`` group (the response's name, dims chain, draw, obs)."""
-    values = log_likelihood_values(spec, design, idata.posterior)
-    idata.add_groups(
-        log_likelihood={spec.response: values},
-        coords={"obs": np.arange(design.n)},
-        dims={spec.response: ["obs"]},
-    )
-
-
-def pointwise_log_likelihood(fit: Fit) -> np.ndarray:
-    """Log-likelihood of every observation under every posterior draw.
-
-    The values stored in ``fit.idata.log_likelihood`` when the fit has them; otherwise
-    computed from the named posterior and the design: the linear predictor is
-    ``X @ beta + sum_k sum_j Z_k[:, j] * effects_k[codes_k, j]``, then the family's log
-    density (the model's own ``Family.likelihood``) in float64. (Probit probabilities are
-    clipped at float64 precision here and at float32 precision in the sampler, which
-    differ only for |eta| > 5.)
-
-    Parameters
-    ----------
-    fit : Fit
-        A fit with a stored log-likelihood, or one made by ``Model.fit`` in this session
-        (it needs ``fit.model``'s rows).
-
-    Returns
-    -------
-    numpy.ndarray
-        Shape (chains, draws, rows).
-
-    Examples
-    --------
-    >>> fit = ml.Model("log_radon ~ floor", radon).fit(seed=1)  # doctest: +SKIP
-    >>> pointwise_log_likelihood(fit).shape  # doctest: +SKIP
-    (4, 1000, 919)
-    """
-    if "log_likelihood" in fit.idata.groups():
-        return np.asarray(fit.idata.log_likelihood[fit.spec.response].values)
-    model = _rows_of(fit, "pointwise_log_likelihood")
-    return log_likelihood_values(fit.spec, model.design, fit.idata.posterior)
-
-
-def log_likelihood_values(spec: ModelSpec, design: Design, posterior, rows=None) -> np.ndarray:
-    """(chains, draws, rows) log p(y_i | draw) from a named posterior, in float64 and in
-    batches of draws (bounded memory). ``rows`` (indices) restricts it to some rows.
-
-    The linear predictor is ``X @ beta + sum_k sum_j Z_k[:, j] * effects_k[codes_k, j]``;
-    it and the family's log density run as one compiled float64 program per family,
-    link and batch shape (op by op, each operation would be a pass over memory)."""
-    if design.X.shape[1] != len(spec.columns):
-        raise MultilevelError("The fit and its model's design disagree; refit the model.")
-    rows = np.arange(design.n) if rows is None else np.asarray(rows)
-    se = getattr(design, "se", None)  # known standard errors (y | se(s) ~ ...), if any
-    fixed = {
-        "X": design.X[rows],
-        "y": design.y[rows],
-        "trials": None if design.trials is None else design.trials[rows],
-        "se": None if se is None else se[rows],
-        "Z": tuple(b.Z[rows] for b in design.blocks),
-        "codes": tuple(b.codes[rows] for b in design.blocks),
-    }
-
-    def values(name: str) -> np.ndarray:
-        return np.asarray(posterior[name].values, dtype=float)
-
-    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    beta = np.zeros((chains, draws, 0))  # (C, D, p); p = 0 for `y ~ 0 + (1 | g)`
-    if spec.columns:
-        beta = np.stack([values(n) for n in spec.columns], axis=-1)
-    effects = [np.stack([values(n) for n in t.effect_names], -1) for t in spec.terms]
-    aux = {name: values(name) for name in spec.aux}  # (C, D)
-    shift = fitted_eta_shift(spec, design, posterior, rows)  # imputed predictors' draws
-    out = np.empty((chains, draws, len(rows)))
-    step = max(1, _BATCH_VALUES // max(len(rows), 1))
-    program = _program(spec.family, spec.link)
-    with jax.enable_x64(True):
-        fixed = jax.tree.map(lambda v: jnp.asarray(v, dtype=_dtype(v)), fixed)
-        for c in range(chains):
-            for start in range(0, draws, step):
-                d = slice(start, start + step)
-                draw = {
-                    "beta": beta[c, d],
-                    "effects": tuple(e[c, d] for e in effects),
-                    "aux": {k: v[c, d][:, None] for k, v in aux.items()},  # (D, 1)
-                }
-                if shift is not None:  # dense per batch: (D, n), bounded like the rest
-                    columns, values = shift
-                    dense = np.zeros((values[c, d].shape[0], len(rows)))
-                    draw["shift"] = add_shift(dense, columns, values[c, d])
-                out[c, d] = np.asarray(program(jax.tree.map(jnp.asarray, draw), fixed))
-    return out
-
-
-def _dtype(v: np.ndarray):
-    return jnp.int32 if np.issubdtype(np.asarray(v).dtype, np.integer) else jnp.float64
-
-
-def _density(family: str, link: str):
-    """log p(y | eta) elementwise: the model's own likelihood (``Family.likelihood``)."""
-    family_obj, link = get_family(family, link)
-
-    def density(y, eta, aux, trials, se):
-        known = {} if se is None else {"se": se}  # known sds of a gaussian response
-        return family_obj.likelihood(eta, link, aux, trials, **known).log_prob(y)
-
-    return density
-
-
-def _program(family: str, link: str):
-    """Compiled (draws, data) -> (D, n) log-likelihood, one per family and link."""
-    if (family, link) not in _PROGRAMS:
-        density = _density(family, link)
-
-        def run(draw, data):
-            eta = draw["beta"] @ data["X"].T  # (D, p) @ (p, n) -> (D, n)
-            for eff, Z, codes in zip(draw["effects"], data["Z"], data["codes"]):
-                # (D, n, q) * (n, q) -> (D, n): each row picks its level's effects
-                eta = eta + jnp.sum(eff[:, codes, :] * Z, axis=-1)
-            if "shift" in draw:  # imputed predictor values, per draw (missing="model")
-                eta = eta + draw["shift"]
-            return density(data["y"], eta, draw["aux"], data["trials"], data["se"])
-
-        _PROGRAMS[(family, link)] = nuts.jit(run)  # with the package's XLA options
-    return _PROGRAMS[(family, link)]
-
-
-_PROGRAMS: dict = {}  # (family, link) -> jitted log-likelihood of a batch of draws
-
-
-def _log_density(family: str, link: str, y, eta, aux: dict, trials=None, se=None) -> np.ndarray:
-    """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n), in
-    float64. ``se`` (n,): known standard errors of a gaussian response."""
-    with jax.enable_x64(True):
-
-        def f64(v):
-            return None if v is None else jnp.asarray(v, dtype=jnp.float64)
-
-        law = _density(family, link)
-        aux = {k: f64(v) for k, v in aux.items()}
-        return np.asarray(law(f64(y), f64(eta), aux, f64(trials), f64(se)))
-
-
-def _rows_of(fit: Fit, what: str) -> Model:
-    """The in-memory Model behind a fit, or an error saying why there is none."""
-    model = fit.model
-    if model is None:
-        raise MultilevelError(
-            f"{what} needs the log-likelihood of every row under every draw. This fit does "
-            "not store it and, read with ml.load, does not keep its Model (formula and "
-            "data) to compute it. Fit the model again in this session, e.g. "
-            "fit = ml.Model(formula, data).fit()."
-        )
-    if not model.in_memory:
-        raise MultilevelError(
-            f"{what} needs the log-likelihood of every row under every draw, and this fit's "
-            "model was built from chunked statistics (Model.from_chunks): it holds per-group "
-            "sums, not rows, so no row can be left out or scored. To cross-validate, fit "
-            "ml.Model(formula, data) on the rows (or a random sample of whole groups)."
-        )
-    return model
-
-
-def _log_likelihood_idata(fit: Fit, what: str):
-    """InferenceData with posterior and log_likelihood: the fit's own, or one made now."""
-    if "log_likelihood" in fit.idata.groups():
-        return fit.idata
-    model = _rows_of(fit, what)
-    values = log_likelihood_values(fit.spec, model.design, fit.idata.posterior)
-    ll = az.convert_to_dataset(
-        {fit.spec.response: values},
-        coords={"obs": np.arange(model.design.n)},
-        dims={fit.spec.response: ["obs"]},
-    )
-    return az.InferenceData(posterior=fit.idata.posterior, log_likelihood=ll)
-
-
-def nominal_parameters(spec: ModelSpec) -> int:
+def nominal_parameters(spec) -> int:
     """Population effects, sds, correlations, family parameters and every group effect."""
     count = len(spec.hyper_names) + sum(len(t.levels) * len(t.coefs) for t in spec.terms)
     for imp in spec.imputed:  # a predictor's model and its missing values (missing="model")
@@ -375,7 +151,7 @@ class ELPDResult:
                 f"  Pareto k: {k['good']} good (< {PARETO_K_GOOD}), {k['ok']} ok "
                 f"(< {PARETO_K_BAD}), {k['bad']} bad (>= {PARETO_K_BAD})"
             )
-        lines.append(_p_note(f"p_{m}", self.p, self.n_params, self.has_groups))
+        lines.append(p_note(f"p_{m}", self.p, self.n_params, self.has_groups))
         if self.warning:
             lines.append(f"  Warning: {self.warning}")
         return "\n".join(lines)
@@ -383,7 +159,7 @@ class ELPDResult:
     __repr__ = __str__
 
 
-def _p_note(name: str, p: float, nominal: int, has_groups: bool) -> str:
+def p_note(name: str, p: float, nominal: int, has_groups: bool) -> str:
     """One line on why the effective number of parameters is what it is."""
     if p > nominal + 1:
         return (
@@ -398,23 +174,23 @@ def _p_note(name: str, p: float, nominal: int, has_groups: bool) -> str:
     return f"Without group effects, {name} near the nominal count is expected (weak priors, much data)."
 
 
-def loo(fit: Fit) -> ELPDResult:
+def loo(fit) -> ELPDResult:
     """PSIS-LOO cross-validation of a fit: ``az.loo(..., pointwise=True)`` on its stored
     (or, for large fits, freshly computed) log-likelihood. Issues a ``LooWarning`` naming
     the worst rows when some have Pareto k >= 0.7. Cached per fit."""
     cache = _CACHE.setdefault(fit, {})
     if "loo" in cache:
-        return cache["loo"]
-    idata = _log_likelihood_idata(fit, "fit.loo() (PSIS-LOO)")
+        return _repeat_warning(cache["loo"])
+    idata = log_likelihood_idata(fit, "fit.loo() (PSIS-LOO)")
     with warnings.catch_warnings():  # ArviZ's own warning: ours below names the rows
         warnings.simplefilter("ignore", UserWarning)
         data = az.loo(idata, pointwise=True, var_name=fit.spec.response)
-    ll = _stacked(idata, fit.spec.response)
+    ll = stacked_log_likelihood(idata, fit.spec.response)
     k = np.asarray(data["pareto_k"]).ravel()
     loo_i = np.asarray(data["loo_i"]).ravel()
-    table = _pointwise_frame(fit, ll.shape[0])
+    table = pointwise_frame(fit, ll.shape[0])
     table["elpd_loo"] = loo_i
-    table["p_loo"] = _lppd_i(ll) - loo_i
+    table["p_loo"] = lppd_i(ll) - loo_i
     table["pareto_k"] = k
     counts = {
         "good": int((k < PARETO_K_GOOD).sum()),
@@ -442,20 +218,20 @@ def loo(fit: Fit) -> ELPDResult:
     return result
 
 
-def waic(fit: Fit) -> ELPDResult:
+def waic(fit) -> ELPDResult:
     """WAIC of a fit (``az.waic(..., pointwise=True)``); a ``LooWarning`` when it is
     unreliable (rows whose log predictive density varies by more than 0.4). PSIS-LOO
     (``fit.loo()``) is the more robust of the two and says where it fails. Cached per fit."""
     cache = _CACHE.setdefault(fit, {})
     if "waic" in cache:
-        return cache["waic"]
-    idata = _log_likelihood_idata(fit, "fit.waic()")
+        return _repeat_warning(cache["waic"])
+    idata = log_likelihood_idata(fit, "fit.waic()")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         data = az.waic(idata, pointwise=True, var_name=fit.spec.response)
-    ll = _stacked(idata, fit.spec.response)
+    ll = stacked_log_likelihood(idata, fit.spec.response)
     variance = ll.var(axis=1)
-    table = _pointwise_frame(fit, ll.shape[0])
+    table = pointwise_frame(fit, ll.shape[0])
     table["elpd_waic"] = np.asarray(data["waic_i"]).ravel()
     table["p_waic"] = variance
     bad = np.flatnonzero(variance > WAIC_VAR_MAX)
@@ -488,18 +264,26 @@ def waic(fit: Fit) -> ELPDResult:
     return result
 
 
-def _stacked(idata, name: str) -> np.ndarray:
+def _repeat_warning(result: ELPDResult) -> ELPDResult:
+    """A cached result warns again: each call reports what the estimate is worth, even
+    when the first call was made with the warning silenced (``compare_pooling``)."""
+    if result.warning:
+        warnings.warn(result.warning, LooWarning, stacklevel=3)
+    return result
+
+
+def stacked_log_likelihood(idata, name: str) -> np.ndarray:
     """(rows, samples) log-likelihood."""
     values = np.asarray(idata.log_likelihood[name].values)
     return values.reshape(-1, values.shape[-1]).T
 
 
-def _lppd_i(ll: np.ndarray) -> np.ndarray:
+def lppd_i(ll: np.ndarray) -> np.ndarray:
     """log mean_s p(y_i | theta_s) per row of a (rows, samples) array."""
     return logsumexp(ll, axis=1) - np.log(ll.shape[1])
 
 
-def _pointwise_frame(fit: Fit, n: int) -> pd.DataFrame:
+def pointwise_frame(fit, n: int) -> pd.DataFrame:
     """Response, group labels and the other data columns the formula names, per row
     (when the rows are known), indexed by row number."""
     frame = pd.DataFrame(index=pd.RangeIndex(n, name="obs"))
@@ -531,7 +315,7 @@ def _describe_row(i, row: pd.Series, column: str, label: str) -> str:
     return f"row {i}" + (f" ({details})" if details else "") + f": {label} {row[column]:.2f}"
 
 
-def _loo_warning(fit: Fit, table: pd.DataFrame) -> str:
+def _loo_warning(fit, table: pd.DataFrame) -> str:
     bad = table[table["pareto_k"] >= PARETO_K_BAD].sort_values("pareto_k", ascending=False)
     lines = [
         f"PSIS-LOO is unreliable for {len(bad)} of {len(table)} rows (Pareto k >= "
@@ -550,9 +334,10 @@ def _loo_warning(fit: Fit, table: pd.DataFrame) -> str:
             + "."
         )
     by = f', by="{groups[0]}"' if groups and groups[0] in table else ""
-    robust = _ROBUST.get(fit.spec.family, "a family with heavier tails")
+    alternative = FAMILIES[fit.spec.family].robust
+    robust = f'family="{alternative}"' if alternative else "a family with heavier tails"
     lines.append(
-        f"Try fit.kfold(10{by}), which refits without the held-out rows instead of "
+        f"Try ml.kfold(fit, 10{by}), which refits without the held-out rows instead of "
         "reweighting draws; if these rows are outliers, check them, or use a more robust "
         f"family ({robust}) so that single rows cannot pull the fit so far."
     )
@@ -566,7 +351,7 @@ def compare(fits: dict, ic: str = "loo") -> pd.DataFrame:
     Parameters
     ----------
     fits : dict
-        ``{"name": Fit, ...}``: two or more fits of the same rows (the same response).
+        ``{"name", ...}``: two or more fits of the same rows (the same response).
     ic : {"loo", "waic"}
 
     Returns
@@ -649,20 +434,13 @@ def plot_compare(table: pd.DataFrame, path: str | Path | None = None):
 
     >>> fig = ml.plot_compare(ml.compare(fits), "compare.png")  # doctest: +SKIP
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     needed = {"elpd", "se", "elpd_diff", "se_diff"}
     if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns):
         raise MultilevelError("plot_compare takes the table that ml.compare returns.")
-    if path is not None and Path(path).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise MultilevelError(
-            f"Cannot tell the image format from {str(path)!r}: use .png, .svg or .pdf."
-        )
+    check_figure_path(path)
     ic = table.attrs.get("ic", "loo")
     n = len(table)
-    fig = Figure(figsize=(6.4, 1.2 + 0.55 * n))
-    FigureCanvasAgg(fig)
+    fig = new_figure(6.4, 1.2 + 0.55 * n)
     ax = fig.add_subplot()
     y = np.arange(n)[::-1].astype(float)
     best = float(table["elpd"].iloc[0])
@@ -685,214 +463,4 @@ def plot_compare(table: pd.DataFrame, path: str | Path | None = None):
     ax.set_ylim(-0.8, n - 0.4)
     ax.legend(loc="best", fontsize="small", frameon=False)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
-
-
-# --------------------------------------------------------------------------- K-fold
-@dataclass
-class KFoldResult:
-    """K-fold cross-validation of a fit (see :func:`kfold`).
-
-    Attributes
-    ----------
-    elpd, se : float
-        ``elpd_kfold``: the sum over rows of log mean_s p(y_i | theta_s), with theta_s the
-        draws of the fit that left row i's fold out, and its standard error.
-    p : float
-        ``p_kfold = lppd - elpd_kfold``, with lppd the full fit's log pointwise predictive
-        density on the same rows.
-    k : int
-    by : str or None
-        The column whose groups were held out whole (None: rows at random).
-    n_params : int
-        The nominal parameter count.
-    pointwise : pandas.DataFrame
-        Per row: the response, groups, ``fold`` and ``elpd_kfold``.
-    folds : pandas.DataFrame
-        Per fold: rows and groups held out, divergences, max R-hat, seconds and
-        ``retraced`` (sampler programs traced anew for that fold: 0 after the first).
-    """
-
-    elpd: float
-    se: float
-    p: float
-    k: int
-    by: str | None
-    n_params: int
-    has_groups: bool
-    pointwise: pd.DataFrame
-    folds: pd.DataFrame
-
-    @property
-    def elpd_kfold(self) -> float:
-        return self.elpd
-
-    @property
-    def p_kfold(self) -> float:
-        return self.p
-
-    def __str__(self) -> str:
-        how = f"by {self.by} (whole groups held out)" if self.by else "by rows at random"
-        n, f = len(self.pointwise), self.folds
-        lines = [
-            f"{self.k}-fold cross-validation {how}: {n} observations",
-            f"  elpd_kfold {self.elpd:10.1f}   (se {self.se:.1f}; higher predicts new rows better)",
-            f"  p_kfold    {self.p:10.1f}   (lppd of the full fit - elpd_kfold; nominal count {self.n_params})",
-            f"  {self.k} refits in {f['seconds'].sum():.1f} s ({int(f['retraced'].sum())} "
-            f"sampler programs compiled), {int(f['divergences'].sum())} divergences",
-        ]
-        if self.by is None:
-            lines.append(_p_note("p_kfold", self.p, self.n_params, self.has_groups))
-        else:
-            lines.append(
-                "Whole groups held out: elpd_kfold scores predictions for new groups (a "
-                "grouped model predicts them from its population distribution alone), "
-                "harder than new rows of known groups (elpd_loo); p_kfold also counts that gap."
-            )
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-def kfold(
-    fit: Fit, k: int = 10, by: str | None = None, seed: int = 0, progress: bool = True, **fit_kwargs
-) -> KFoldResult:
-    """K-fold cross-validation by refitting the model k times, each without one fold.
-
-    ``by`` names a column of the data (or a grouping factor such as ``"state:city"``):
-    its groups are assigned to folds at random and held out whole (``k`` equal to the
-    number of groups is leave-one-group-out). ``by=None`` assigns rows at random. A
-    held-out row gets a likelihood weight of 0 instead of being dropped, so every refit
-    has the shapes of the full data and reuses the compiled sampler (the joint sampler
-    compiles once, for the first fold; the collapsed Gaussian sampler not at all).
-
-    Discrete rows that the full fit pooled into covariate patterns are refitted row by
-    row (a weight per row). The refits use the fit's sampler settings and seed;
-    ``fit_kwargs`` (``chains``, ``warmup``, ``draws``, ``target_accept``,
-    ``max_tree_depth``, ``method``) override them. ``seed`` picks the folds. Returns a
-    :class:`KFoldResult`; a ``ConvergenceWarning`` names folds whose refits had problems.
-
-    Examples
-    --------
-    >>> fit.kfold(10, by="county")  # doctest: +SKIP
-    >>> fit.kfold(85, by="county")  # leave one county out  # doctest: +SKIP
-    """
-    model = _rows_of(fit, "fit.kfold()")
-    design = model.design
-    n = design.n
-    if not isinstance(k, (int, np.integer)) or k < 2:
-        raise MultilevelError(f"k must be a whole number of folds >= 2, got {k!r}.")
-    rng = np.random.default_rng(check_seed(seed))
-    labels = None
-    if by is None:
-        if k > n:
-            raise MultilevelError(f"k = {k} folds, but the data has only {n} rows.")
-        fold_of_row = np.empty(n, dtype=int)
-        fold_of_row[rng.permutation(n)] = np.arange(n) % k
-    else:
-        labels = _group_labels(model, by)
-        levels, codes = np.unique(labels, return_inverse=True)
-        if k > len(levels):
-            raise MultilevelError(
-                f"k = {k} folds, but {by!r} has only {len(levels)} groups; k = "
-                f"{len(levels)} leaves one group out at a time."
-            )
-        fold_of_level = np.empty(len(levels), dtype=int)
-        fold_of_level[rng.permutation(len(levels))] = np.arange(len(levels)) % k
-        fold_of_row = fold_of_level[codes]
-
-    info = fit.info
-    settings = {**info["settings"], "seed": info["seed"]}
-    settings["method"] = "auto" if "integrated out" in info["method"] else "nuts"
-    unknown = set(fit_kwargs) - {*settings, "method"}
-    if unknown:
-        raise MultilevelError(f"kfold does not take {', '.join(sorted(unknown))}.")
-    settings.update(fit_kwargs)
-
-    from multilevel.inference import nuts
-
-    elpd_i = np.empty(n)
-    rows_out = []
-    bar = _progress_bar(k, progress)
-    for f in range(k):
-        held = np.flatnonzero(fold_of_row == f)
-        traces = sum(nuts.TRACE_COUNTS.values())
-        t0 = time.perf_counter()
-        refit = model._weighted((fold_of_row != f).astype(float)).fit(
-            **settings, progress=False, warn=False, log_likelihood=False
-        )
-        ll = log_likelihood_values(fit.spec, design, refit.idata.posterior, rows=held)
-        elpd_i[held] = _lppd_i(ll.reshape(-1, len(held)).T)
-        d = refit.diagnostics
-        rows_out.append(
-            {
-                "fold": f,
-                "rows": len(held),
-                "groups": None if labels is None else len(np.unique(labels[held])),
-                "divergences": d.divergences,
-                "max_r_hat": d.max_r_hat,
-                "seconds": time.perf_counter() - t0,
-                "retraced": sum(nuts.TRACE_COUNTS.values()) - traces,
-            }
-        )
-        if bar is not None:
-            bar.set_postfix_str(f"fold {f + 1}/{k}, {len(held)} rows held out")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    folds = pd.DataFrame(rows_out).set_index("fold")
-    lppd = float(
-        _lppd_i(_stacked(_log_likelihood_idata(fit, "fit.kfold()"), fit.spec.response)).sum()
-    )
-    elpd = float(elpd_i.sum())
-    pointwise = _pointwise_frame(fit, n)
-    pointwise["fold"] = fold_of_row
-    pointwise["elpd_kfold"] = elpd_i
-    problems = folds[(folds["divergences"] > 0) | (folds["max_r_hat"] > 1.01)]
-    if len(problems):
-        from multilevel.diagnostics import ConvergenceWarning
-
-        warnings.warn(
-            f"K-fold: the refits of fold(s) {', '.join(str(i) for i in problems.index)} had "
-            "convergence problems (divergences or R-hat > 1.01; see result.folds), so their "
-            "elpd may be off. Refit with more warmup/draws or a higher target_accept: "
-            "fit.kfold(..., warmup=2000, target_accept=0.95).",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return KFoldResult(
-        elpd=elpd,
-        se=float(np.sqrt(n * np.var(elpd_i))),
-        p=lppd - elpd,
-        k=int(k),
-        by=by,
-        n_params=nominal_parameters(fit.spec),
-        has_groups=bool(fit.spec.terms),
-        pointwise=pointwise,
-        folds=folds,
-    )
-
-
-def _group_labels(model: Model, by: str) -> np.ndarray:
-    """Group label of every row: a data column, or a grouping factor of the formula."""
-    for block in model.design.blocks:
-        if block.group == by:
-            return block.codes
-    if by in model.data.columns:
-        return model.data[by].astype(str).to_numpy()
-    factors = sorted({b.group for b in model.design.blocks})
-    raise MultilevelError(
-        f"kfold(by={by!r}): no such column in the data"
-        + (f" or grouping factor ({', '.join(factors)})" if factors else "")
-        + "."
-    )
-
-
-def _progress_bar(total: int, progress: bool):
-    if not progress or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="K-fold", unit="fold", file=sys.stderr, leave=False)
+    return save_figure(fig, path)

@@ -5,12 +5,43 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import expit, ndtr
+from scipy import special as np_special
 
 from multilevel.errors import DataError
+
+#: The natural link of each family parameter when it gets its own formula (brms' defaults):
+#: log for the positive ones; ``logm1`` (nu = 1 + exp(eta)) keeps student_t's degrees of
+#: freedom above 1, where its mean exists.
+DPAR_LINKS = {"sigma": "log", "shape": "log", "phi": "log", "nu": "logm1"}
+
+_NUMPY_INVERSE = {
+    "identity": lambda eta: eta,
+    "log": np.exp,
+    "logm1": lambda eta: 1.0 + np.exp(eta),
+    "logit": np_special.expit,
+    "probit": np_special.ndtr,
+}
+_JAX_INVERSE = {
+    "identity": lambda eta: eta,
+    "log": jnp.exp,
+    "logm1": lambda eta: 1.0 + jnp.exp(eta),
+    "logit": expit,
+    "probit": ndtr,
+}
+
+
+def inverse_link(link: str, eta):
+    """The mean (or parameter) on its own scale from the linear predictor ``eta``: JAX
+    arrays (also inside a traced model) stay JAX, anything else is computed by NumPy."""
+    table = _JAX_INVERSE if isinstance(eta, jax.Array) else _NUMPY_INVERSE
+    if link not in table:
+        raise ValueError(f"no inverse of the {link!r} link")
+    return table[link](eta if table is _JAX_INVERSE else np.asarray(eta, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -31,6 +62,59 @@ class Family:
     # the response counts events (poisson, negative_binomial, binomial): with counts in
     # the thousands its log-likelihood is sharp and large (float32 rounding, stalls)
     counts: bool = False
+    # a heavier-tailed family to suggest when single rows dominate (LOO's advice)
+    robust: str | None = None
+
+    @property
+    def discrete(self) -> bool:
+        """The response takes whole-number values (0/1 for bernoulli)."""
+        return self.counts or self.name == "bernoulli"
+
+    @property
+    def binary(self) -> bool:
+        """Outcomes are successes (0/1, or out of trials): read on the probability scale."""
+        return self.name in ("bernoulli", "binomial")
+
+    def plausible_range(
+        self, y: np.ndarray, trials: np.ndarray | None = None
+    ) -> tuple[float, float]:
+        """The default plausible range of this family's outcome, given the observed one
+        (what a prior predictive check calls absurd lies outside it).
+
+        gaussian, student_t ``[min - 2R, max + 2R]`` (``R`` the observed range); counts
+        ``[0, 10 max + 10]``; lognormal, gamma a decade beyond the data either way; beta
+        ``[0, 1]`` (nothing is absurd by range); bernoulli and binomial ``[0.01, 0.99]``
+        on the probability scale, widened to a tenth of the observed success (failure)
+        rate when that is below 10%."""
+        y = np.asarray(y, dtype=float)
+        if self.name in ("gaussian", "student_t"):
+            width = float(y.max() - y.min()) or 1.0
+            return float(y.min() - 2 * width), float(y.max() + 2 * width)
+        if self.name in ("poisson", "negative_binomial"):
+            return 0.0, float(10 * y.max() + 10)
+        if self.name in ("lognormal", "gamma"):
+            return float(y.min() / 10), float(10 * y.max())
+        if self.name == "beta":
+            return 0.0, 1.0
+        if self.binary:
+            rate = success_rate(y, trials)
+            return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
+        raise ValueError(f"no plausible range is defined for the {self.name!r} family")
+
+    @property
+    def predictable(self) -> tuple[str, ...]:
+        """The family parameters that can get their own formula (``ml.bf(..., sigma=...)``)."""
+        return tuple(name for name in self.aux if name in DPAR_LINKS)
+
+    def mean(self, eta, link: str, params: dict, trials=None) -> np.ndarray:
+        """E[y] given the linear predictor ``eta`` (NumPy; ``params`` the family
+        parameters broadcastable against ``eta``): the inverse link, except that
+        a lognormal's ``eta`` is the mean of log(y) (E[y] = exp(eta + sigma^2 / 2)) and a
+        binomial mean counts successes out of ``trials``."""
+        if self.name == "lognormal":
+            return np.exp(np.asarray(eta, dtype=float) + np.asarray(params["sigma"]) ** 2 / 2)
+        mean = inverse_link(link, np.asarray(eta, dtype=float))
+        return mean * trials if self.name == "binomial" else mean
 
     def likelihood(
         self,
@@ -49,6 +133,12 @@ class Family:
                 raise ValueError(f"known standard errors need the gaussian family, not {self.name}")
             return dist.Normal(eta, se)
         return _LIKELIHOODS[(self.name, link)](eta, aux, trials)
+
+
+def success_rate(y: np.ndarray, trials: np.ndarray | None = None) -> float:
+    """The overall share of successes: out of the trials, or of the rows (bernoulli)."""
+    total = float(np.sum(trials)) if trials is not None else float(np.size(y))
+    return float(np.sum(y)) / total
 
 
 def _as_numeric(y: np.ndarray, column: str, family: str) -> np.ndarray:
@@ -193,10 +283,12 @@ def check_se(se: np.ndarray, column: str) -> np.ndarray:
 
 
 FAMILIES: dict[str, Family] = {
-    "gaussian": Family("gaussian", ("identity",), ("sigma",), _check_gaussian),
+    "gaussian": Family("gaussian", ("identity",), ("sigma",), _check_gaussian, robust="student_t"),
     "bernoulli": Family("bernoulli", ("logit", "probit"), (), _check_bernoulli),
     "binomial": Family("binomial", ("logit",), (), _check_binomial, needs_trials=True, counts=True),
-    "poisson": Family("poisson", ("log",), (), _check_poisson, counts=True),
+    "poisson": Family(
+        "poisson", ("log",), (), _check_poisson, counts=True, robust="negative_binomial"
+    ),
     "student_t": Family("student_t", ("identity",), ("sigma", "nu"), _check_student_t),
     "negative_binomial": Family(
         "negative_binomial", ("log",), ("shape",), _check_negative_binomial, counts=True

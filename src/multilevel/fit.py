@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import saved_fits
+from multilevel import evaluation, saved_fits
 from multilevel._arviz import az
 from multilevel.errors import FitFileError, MultilevelError
+from multilevel.fitted_rows import fit_rows
+from multilevel.ppc import ppc
+from multilevel.prediction import predict
 from multilevel.spec import ModelSpec
 
 SUMMARY_COLUMNS = ["mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"]
@@ -60,8 +63,19 @@ class Fit:
     def timing(self) -> dict:
         return dict(self.info["timing"])
 
+    def rows(self, data: pd.DataFrame | None = None, what: str = "This"):
+        """``(design, frame)``: the design of the fitted rows and those rows.
+
+        From the Model that made the fit; for a fit read with ``ml.load``, rebuilt from
+        ``data`` (the data it was fitted to, checked to be). Raises ``MultilevelError``
+        saying why there are none (a loaded fit without ``data``, a model built from
+        chunked statistics); ``what`` names what needed them in that message."""
+        return fit_rows(self.model, self.spec, self.info, self.idata, data, what)
+
     # ----------------------------------------------------------------- prediction
-    def predict(self, newdata=None, kind="mean", groups="sample", seed=0, draws=None, data=None):
+    def predict(
+        self, newdata=None, kind="mean", groups="sample", seed=0, draws=None, data=None, dpar=None
+    ):
         """Predictions for ``newdata`` (a DataFrame; default: the fitted rows), one per
         posterior draw. Returns a ``Prediction`` (``.draws``, ``.summary()``).
 
@@ -70,14 +84,16 @@ class Fit:
         uses the posterior effects of levels seen in fitting and draws effects of new
         levels from the fitted population distribution, per draw; ``"population"`` sets
         every group effect to zero. ``draws`` thins to that many draws per chain; ``data``
-        (the fitted data) is needed only for a fit read with ``ml.load``. The same
+        (the fitted data) is needed only for a fit read with ``ml.load``. ``dpar``
+        predicts a family parameter instead of the response (``"sigma"``: on its own
+        scale, or ``kind="link"`` on its link scale; ``"mu"``: the mean). The same
         ``seed`` gives the same draws. Details: ``multilevel.prediction``.
 
         >>> fit.predict(pd.DataFrame({"Subject": [308, 999], "Days": [5, 5]})).summary()  # doctest: +SKIP
         """
-        from multilevel.prediction import predict
-
-        return predict(self, newdata, kind=kind, groups=groups, seed=seed, draws=draws, data=data)
+        return predict(
+            self, newdata, kind=kind, groups=groups, seed=seed, draws=draws, data=data, dpar=dpar
+        )
 
     def ppc(self, path=None, kind="auto", group=None, n_draws=50, seed=0, data=None):
         """Posterior predictive check: replicate the data from the posterior (stored as
@@ -88,8 +104,6 @@ class Fit:
 
         >>> fig = fit.ppc("ppc.png", group="Subject")  # doctest: +SKIP
         """
-        from multilevel.ppc import ppc
-
         return ppc(self, path, kind=kind, group=group, n_draws=n_draws, seed=seed, data=data)
 
     # ----------------------------------------------------------------- evaluation
@@ -100,45 +114,29 @@ class Fit:
 
         >>> fit.loo()  # doctest: +SKIP
         """
-        from multilevel.evaluation import loo
-
-        return loo(self)
+        return evaluation.loo(self)
 
     def waic(self):
         """WAIC: elpd_waic, its se, p_waic and ``.pointwise``; prefer ``loo()``."""
-        from multilevel.evaluation import waic
+        return evaluation.waic(self)
 
-        return waic(self)
-
-    def kfold(
-        self, k: int = 10, by: str | None = None, seed: int = 0, progress: bool = True, **fit_kwargs
-    ):
-        """K-fold cross-validation: k refits, each with one fold's rows given likelihood
-        weight 0 (so no refit compiles anew). ``by`` holds out whole groups of a column
-        (``k`` = its number of groups: leave-one-group-out); ``seed`` picks the folds;
-        ``fit_kwargs`` override this fit's sampler settings. See ``multilevel.evaluation.kfold``.
-
-        >>> fit.kfold(10, by="county")  # doctest: +SKIP
-        """
-        from multilevel.evaluation import kfold
-
-        return kfold(self, k=k, by=by, seed=seed, progress=progress, **fit_kwargs)
+    def kfold(self, *args, **kwargs):
+        """Moved: K-fold cross-validation refits the model, so it is a workflow function,
+        ``ml.kfold(fit, k=10, by=None, seed=0, progress=True, **fit_kwargs)``."""
+        raise MultilevelError(
+            "fit.kfold(...) moved to ml.kfold(fit, ...), with the same arguments: K-fold "
+            "refits the model, so it lives with the workflows (multilevel.workflow.kfold)."
+        )
 
     # ----------------------------------------------------------------- plots
-    def plot_shrinkage(self, path: str | Path | None = None, kind: str = "auto", **fit_kwargs):
-        """Shrinkage plot of this partial-pooling fit against no and complete pooling.
-
-        Runs ``ml.compare_pooling`` on the Model that made this fit, reusing this fit
-        and fitting the other two variants with this fit's sampler settings and seed
-        (``fit_kwargs`` override them). Returns the matplotlib Figure; ``path`` saves it
-        (``.png``, ``.svg`` or ``.pdf``). For the comparison itself (table, LOO), call
-        ``ml.compare_pooling(formula, data, partial=fit)``.
-
-        >>> fig = fit.plot_shrinkage("shrinkage.png", progress=False)  # doctest: +SKIP
-        """
-        from multilevel.workflow.pooling import PoolingComparison  # workflow imports Fit
-
-        return PoolingComparison.from_fit(self, **fit_kwargs).plot_shrinkage(path, kind=kind)
+    def plot_shrinkage(self, *args, **kwargs):
+        """Moved: the shrinkage plot fits the no- and complete-pooling variants, so it is
+        a workflow: ``ml.compare_pooling(formula, data, partial=fit).plot_shrinkage(path)``."""
+        raise MultilevelError(
+            "fit.plot_shrinkage(...) moved: it refits the model without and with complete "
+            "pooling, so it is a workflow. Use ml.compare_pooling(formula, data, "
+            "partial=fit).plot_shrinkage(path)."
+        )
 
     # ----------------------------------------------------------------- printing
     def __repr__(self) -> str:
@@ -245,6 +243,10 @@ def format_fit(fit: Fit) -> str:
     lines = [
         *([verdict, ""] if verdict else []),
         f"Formula: {spec.formula}",
+        *(
+            f"         {d.name} {d.formula}" if d.predicted else f"         {d.name} = {d.value:g}"
+            for d in spec.dpars
+        ),
         f"Family:  {spec.family} (link: {spec.link})",
         f"Data:    {info['n_rows']} rows"
         + "".join(f"; {t.group}: {len(t.levels)} groups" for t in _unique_groups(spec)),

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel import priors as P
-from multilevel.design import Design, _used_columns, build_design
+from multilevel.design import Design, build_design, used_columns
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import Family
 from multilevel.formula import ParsedFormula
@@ -101,7 +101,7 @@ def prepare(
         )
     if not isinstance(data, pd.DataFrame) or len(data) == 0 or mode == "error":
         return build_design(parsed, data, family), data, MissingData("error"), ()
-    used = _used_columns(parsed, data)
+    used = used_columns(parsed, data)
     counts = {c: int(k) for c, k in data[used].isna().sum().items() if k}
     if not counts:
         return build_design(parsed, data, family), data, MissingData(mode), ()
@@ -201,7 +201,7 @@ def _imputed_spec(parsed, filled, family, design, column, observed) -> ImputedSp
         column=column,
         group=None if block is None else design.blocks[block].group,
         block=block,
-        rows=tuple(_label(i) for i in observed.index[rows]),
+        rows=tuple(row_label(i) for i in observed.index[rows]),
         positions=tuple(int(i) for i in rows),
         x_columns=x_columns,
         z_columns=z_columns,
@@ -251,109 +251,14 @@ def _widest_block(design: Design) -> int | None:
     return max(range(len(design.blocks)), key=lambda k: len(design.blocks[k].levels))
 
 
-def _label(value):
+def row_label(value):
     return int(value) if isinstance(value, (int, np.integer)) else str(value)
 
 
 # --------------------------------------------------------------------------- after the fit
-def fitted_eta_shift(spec, design: Design, posterior, rows=None):
-    """What to add to a linear predictor computed from the design, whose imputed cells
-    hold placeholders, to use each draw's imputed values instead: ``(x_draw -
-    placeholder) * slope``, the slope being the sum of the predictor's coefficients in
-    that row (it enters linearly: ``missing`` checks that). Only imputed rows change, so
-    it is kept sparse: ``(columns, values)``, positions among ``rows`` (default: every
-    fitted row; a position may repeat) and their (chain, draw, m) shifts, for
-    ``add_shift``. None when nothing among ``rows`` is imputed."""
-    rows = np.arange(design.n) if rows is None else np.asarray(rows)
-    where = np.full(design.n, -1, dtype=np.intp)
-    where[rows] = np.arange(len(rows))  # fitted row -> its position among rows
-    columns, values = [], []
-    for imp in spec.imputed:
-        positions = np.asarray(imp.positions, dtype=np.intp)
-        wanted = where[positions] >= 0
-        if not wanted.any():
-            continue
-        positions = positions[wanted]
-        x = posterior[imp.values_name].values[..., wanted].astype(float)  # (C, D, m)
-        slope = np.zeros_like(x)
-        for c in imp.x_columns:
-            slope += posterior[spec.columns[c]].values[..., None]
-        for k, j in imp.z_columns:
-            effects = posterior[spec.terms[k].effect_names[j]].values  # (C, D, levels)
-            slope += effects[..., design.blocks[k].codes[positions]]
-        columns.append(where[positions])
-        values.append((x - predictor_column(design, imp)[positions]) * slope)
-    if not columns:
-        return None
-    return np.concatenate(columns), np.concatenate(values, axis=-1)
-
-
-def add_shift(eta: np.ndarray, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``eta`` (..., rows) plus the sparse shift of ``fitted_eta_shift`` (in place)."""
-    np.add.at(eta, (..., columns), values)
-    return eta
-
-
 def predictor_column(design: Design, imp) -> np.ndarray:
     """(n,) the design's values of an imputed predictor (placeholders where missing)."""
     if imp.x_columns:
         return design.X[:, imp.x_columns[0]]
     k, j = imp.z_columns[0]
     return design.blocks[k].Z[:, j]
-
-
-def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:
-    """Draws of the missing responses (rows ``frame``) as ``mi(<response>)`` in the
-    posterior: kind "response" predictions from each draw, with the row's group effects
-    (drawn from the population for a level the fitted rows lack) and, where a predictor
-    is missing too, a draw of it from its own model."""
-    from multilevel.prediction import _new_se, _new_trials, _on_scale, predict
-
-    spec, posterior = fit.spec, fit.idata.posterior
-    placeholders = frame.copy()
-    gaps = []
-    for imp in spec.imputed:
-        absent = placeholders[imp.column].isna().to_numpy()
-        if absent.any():
-            placeholders[imp.column] = placeholders[imp.column].fillna(0.0)
-            gaps.append((imp, absent))
-    eta = predict(fit, placeholders, kind="link", seed=seed).draws[spec.response].values
-    rng = np.random.default_rng([seed, 1])  # predictor draws: apart from predict's stream
-    for imp, absent in gaps:
-        moved = placeholders.assign(**{imp.column: np.where(absent, 1.0, placeholders[imp.column])})
-        # the same seed draws the same effects for new levels, so this is the slope per draw
-        slope = predict(fit, moved, kind="link", seed=seed).draws[spec.response].values - eta
-        x = _predictor_draws(fit, imp, placeholders.loc[absent], rng)
-        eta[..., absent] += x * slope[..., absent]
-    trials = _new_trials(spec, frame, "response") if spec.trials else None
-    values = _on_scale(eta, "response", spec, trials, _new_se(spec, frame), posterior, seed)
-    name = f"mi({spec.response})"
-    fit.idata.posterior[name] = (("chain", "draw", f"{name}_row"), values)
-    fit.idata.posterior = fit.idata.posterior.assign_coords(
-        {f"{name}_row": [_label(i) for i in frame.index]}
-    )
-
-
-def _predictor_draws(fit, imp, rows: pd.DataFrame, rng) -> np.ndarray:
-    """(chain, draw, rows) draws of a missing predictor from its model: intercept +
-    the row level's varying intercept (a new draw for a level the fit lacks) + noise."""
-    posterior = fit.idata.posterior
-    intercept = posterior[imp.names[0]].values[..., None]
-    sigma = posterior[imp.names[-1]].values[..., None]
-    shape = (*intercept.shape[:2], len(rows))
-    mean = np.broadcast_to(intercept, shape).copy()
-    if imp.group is not None:
-        from multilevel.design import encode_new
-        from multilevel.formula import parse_formula
-
-        _, blocks = encode_new(fit.model.design, parse_formula(fit.spec.formula), rows)
-        _, codes, labels = blocks[imp.block]
-        seen = codes >= 0
-        mean[..., seen] += posterior[imp.effect_name].values[..., codes[seen]]
-        new = pd.unique(labels[~seen])  # one draw per new level, shared by its rows
-        if len(new):
-            sd = posterior[imp.names[1]].values[..., None]
-            drawn = sd * rng.standard_normal((*shape[:2], len(new)))
-            index = pd.Index(new).get_indexer(labels[~seen])
-            mean[..., ~seen] += drawn[..., index]
-    return mean + sigma * rng.standard_normal(shape)

@@ -9,19 +9,30 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import evaluation
+from multilevel import loglik
 from multilevel import missing as missing_values
 from multilevel._arviz import az
 from multilevel.backends import aggregate, centring, gaussian_collapsed, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
-from multilevel.families import get_family
+from multilevel.families import DPAR_LINKS, get_family
 from multilevel.fit import Fit
-from multilevel.formula import parse_formula
+from multilevel.fitted_rows import prepare_rows
+from multilevel.formula import as_distributional, parse_formula
 from multilevel.inference import collapsed, nuts, placement
+from multilevel.inference.compile import prng_key
 from multilevel.options import check_sampler_options, check_seed
-from multilevel.prior_rules import default_priors, resolve_priors
-from multilevel.spec import ModelSpec, TermSpec
+from multilevel.prediction import add_predicted_responses
+from multilevel.prior_check import prior_predictive_check
+from multilevel.prior_rules import (
+    default_priors,
+    dpar_centre,
+    dpar_classes,
+    dpar_defaults,
+    resolve_priors,
+)
+from multilevel.simulation import simulate
+from multilevel.spec import DparSpec, ModelSpec, TermSpec
 
 
 class Model:
@@ -29,8 +40,10 @@ class Model:
 
     Parameters
     ----------
-    formula : str
-        lme4/brms formula, e.g. ``"log_radon ~ floor + (1 + floor | county)"``.
+    formula : str or DistributionalFormula
+        lme4/brms formula, e.g. ``"log_radon ~ floor + (1 + floor | county)"``, or
+        ``ml.bf(formula, sigma="~ x + (1 | g)")`` to give family parameters formulas of
+        their own (distributional regression) or fixed values (``nu=4``).
     data : pandas.DataFrame
     family : {"gaussian", "student_t", "bernoulli", "binomial", "poisson", "negative_binomial", "gamma", "lognormal", "beta"}
     link : str, optional
@@ -72,10 +85,16 @@ class Model:
         missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
+        distributional = as_distributional(formula)
+        formula = distributional.formula
         parsed = parse_formula(formula)
-        design, fitted, self.missing, imputed = missing_values.prepare(
-            parsed, data, family_obj, missing
+        design, fitted, self.missing, imputed = prepare_rows(
+            distributional, family_obj, data, missing
         )
+        self._dpar_specs = {
+            **{name: (rhs, None) for name, rhs in distributional.predicted.items()},
+            **{name: ("", value) for name, value in distributional.fixed.items()},
+        }
         flags = centring.term_flags(design, family_obj.name, centered)
         if isinstance(centered, tuple):  # one flag per term: a choice for all only if they agree
             centered = flags[0] if len(set(flags)) == 1 else None
@@ -120,6 +139,7 @@ class Model:
         model = cls.__new__(cls)
         model._centered_choice = None  # one grouping factor: nothing is sampled centred
         flags = (False,) * len(summary.blocks)
+        model._dpar_specs = {}
         model._setup(formula, parsed, summary, "gaussian", "identity", priors, flags)
         model.data = None
         model._stats = stats
@@ -129,8 +149,10 @@ class Model:
     def _setup(self, formula, parsed, design, family, link, priors, centered_terms, imputed=()):
         """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
         family_obj, _ = get_family(family, link)
-        # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma
+        # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma;
+        # parameters with a formula or a fixed value are not sampled as one number
         aux = () if parsed.se is not None else family_obj.aux
+        aux = tuple(a for a in aux if a not in self._dpar_specs)
         self.design = design
         terms = tuple(
             TermSpec(
@@ -141,20 +163,49 @@ class Model:
             )
         )
         defaults = default_priors(design, terms, family, aux)
-        resolved, sources = resolve_priors(defaults, priors, terms)
+        classes, dpars = {}, []
+        for dpar_design in getattr(design, "dpars", ()):
+            name = dpar_design.name
+            own = tuple(
+                TermSpec(
+                    b.group,
+                    b.term.factors,
+                    b.term.expr,
+                    b.coefs,
+                    b.term.correlated,
+                    b.levels,
+                    dpar=name,
+                )  # fmt: skip
+                for b in dpar_design.blocks
+            )
+            terms += own
+            centre = dpar_centre(name, design, family)
+            defaults.update(dpar_defaults(dpar_design, own, centre))
+            classes.update(dpar_classes(name, dpar_design.names, own))
+            dpars.append(
+                DparSpec(name, DPAR_LINKS[name], self._dpar_specs[name][0], dpar_design.names)
+            )
+        for name, (_, value) in self._dpar_specs.items():
+            if value is not None:
+                dpars.append(DparSpec(name, DPAR_LINKS.get(name, "identity"), value=value))
+        self.default_priors = dict(defaults)  # before the user's: prior checks' "moderate" values
+        resolved, sources = resolve_priors(defaults, priors, terms, classes)
+        columns = design.columns + tuple(c for d in getattr(design, "dpars", ()) for c in d.names)
         self.spec = ModelSpec(
             formula=formula,
             family=family,
             link=link,
             response=parsed.response,
             trials=parsed.trials,
-            columns=design.columns,
+            columns=columns,
             terms=terms,
             aux=aux,
             priors=tuple(resolved.items()),
             prior_sources=tuple(sources.items()),
             centered=any(centered_terms),
             imputed=imputed,
+            se=parsed.se,
+            dpars=tuple(dpars),
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler
@@ -248,7 +299,7 @@ class Model:
             sites = backend.site_values(self.spec, prior, params, data.get("parents"))
             fixed = {k: np.broadcast_to(v, (n, *v.shape)) for k, v in sites.items()}
         simulate = backend.simulator(self.structure, n)
-        raw = {**(fixed or {}), **simulate(nuts.prng_key(seed), fixed, data, prior)}
+        raw = {**(fixed or {}), **simulate(prng_key(seed), fixed, data, prior)}
         raw = {k: np.asarray(v)[None] for k, v in raw.items()}  # a "chain" dim for naming
         named, _, _ = backend.named_posterior(self.spec, raw)
         out = {k: v[0] for k, v in named.items()}
@@ -260,10 +311,8 @@ class Model:
         with the observed outcome; warns (``PriorPredictiveWarning``), naming the prior
         that drives it, when most simulated outcomes are implausible. ``plausible=(lo,
         hi)`` overrides the default plausible range. Returns a ``PriorPredictiveCheck``
-        (``.summary``, ``.warnings``, ``.plot()``); see ``multilevel.workflow.prior_check``.
+        (``.summary``, ``.warnings``, ``.plot()``); see ``multilevel.prior_check``.
         """
-        from multilevel.workflow.prior_check import prior_predictive_check
-
         check_seed(seed)
         return prior_predictive_check(self, n=n, seed=seed, plausible=plausible)
 
@@ -320,8 +369,6 @@ class Model:
         self._require_rows("Simulation")
         self._require_complete("Simulation")
         check_seed(seed)
-        from multilevel.workflow.simulate import simulate
-
         return simulate(self, params, seed=seed, n_groups=n_groups, rows_per_group=rows_per_group)
 
     def fit(
@@ -359,7 +406,9 @@ class Model:
             target_accept=target_accept, max_tree_depth=max_tree_depth,
         )  # fmt: skip
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
-        keep_ll, ll_note = evaluation.log_likelihood_plan(self, chains * draws, log_likelihood)
+        keep_ll, ll_note = loglik.log_likelihood_plan(
+            self.in_memory, self.design.n, chains * draws, log_likelihood
+        )
         chosen = self._collapse_plan(method)
         if chosen is not None:
             stats = self._sufficient_statistics(chosen)
@@ -394,10 +443,10 @@ class Model:
         info["missing"] = str(self.missing)
         idata = self._inference_data(result)
         if keep_ll:
-            evaluation.add_log_likelihood(idata, self.spec, self.design)
+            loglik.add_log_likelihood(idata, self.spec, self.design)
         fit = Fit(idata, self.spec, info, model=self)
         if self.missing.unobserved is not None and self._weights is None:  # not for K-fold
-            missing_values.add_predicted_responses(fit, self.missing.unobserved, seed)
+            add_predicted_responses(fit, self.missing.unobserved, seed)
         if not fit.diagnostics.converged:  # causes in the data, kept with the saved fit
             fit.info["hints"] = list(diag.suspects(self.design, self.spec))
         if warn:
@@ -413,7 +462,9 @@ class Model:
                 self.design, weight=self._weights, imputed=self.spec.imputed, st=self.structure
             )
             return self.structure, data, None
-        if self.spec.imputed:  # rows differ by their sampled predictor values: not pooled
+        if self.spec.imputed or self.spec.predicted_dpars:
+            # rows differ by their sampled predictor values, or by a family parameter's
+            # predictors: not pooled
             return self.structure, self.model_args()[0], None
         pooled = aggregate.aggregated_model_inputs(
             self.structure, self.design, self.spec.family, self.spec.link, self._patterns
@@ -437,11 +488,17 @@ class Model:
         if self._plan is None:
             # Decided once per model: the centring rule reads the response, and refits of
             # simulated responses (with_response, K-fold weights) must keep one program.
-            self._plan = (
-                "predictors with missing values are sampled (missing='model')"
-                if self.spec.imputed
-                else gaussian_collapsed.plan(self.design, self.spec.family, self._centered_choice)
-            )
+            if self.spec.imputed:
+                self._plan = "predictors with missing values are sampled (missing='model')"
+            elif self.spec.dpars:
+                self._plan = (
+                    f"{', '.join(d.name for d in self.spec.dpars)} has a formula or value of "
+                    "its own (ml.bf): the joint sampler samples every effect"
+                )
+            else:
+                self._plan = gaussian_collapsed.plan(
+                    self.design, self.spec.family, self._centered_choice
+                )
         chosen = self._plan
         if method == "collapsed" and isinstance(chosen, str):
             raise MultilevelError(f"method='collapsed' does not apply here: {chosen}.")
@@ -457,9 +514,10 @@ class Model:
             )
         return self._stats
 
-    def _weighted(self, weights) -> Model:
+    def with_weights(self, weights) -> Model:
         """This model with per-row likelihood weights (0 leaves a row out, 1 keeps it).
-        Every array keeps its shape, so K-fold refits reuse the compiled sampler."""
+        Every array keeps its shape, so K-fold refits (``ml.kfold``) reuse the compiled
+        sampler."""
         self._require_rows("Row weights (K-fold cross-validation)")
         weights = np.asarray(weights, dtype=float)
         if weights.shape != (self.design.n,) or (weights < 0).any():

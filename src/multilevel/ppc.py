@@ -31,18 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from multilevel.design import _group_codes
+from multilevel.design import group_codes
 from multilevel.errors import MultilevelError
-from multilevel.prediction import fitted_design, predict
+from multilevel.figures import check_figure_path, new_figure, save_figure
+from multilevel.prediction import predict
 
 __all__ = ["KINDS", "group_check", "posterior_predictive", "ppc"]
 
 KINDS = ("auto", "density", "bars")
 DISCRETE = ("poisson", "negative_binomial", "binomial", "bernoulli")
-_FORMATS = {".png", ".svg", ".pdf"}
 _MAX_BARS = 40  # count values shown one by one; wider ranges are binned
 _OBS, _REP, _BAD = "black", "#1f77b4", "#d62728"
 
@@ -60,7 +59,7 @@ def posterior_predictive(fit, seed: int = 0, draws: int | None = None, data=None
 
 def _replicated(fit, seed: int, data) -> np.ndarray:
     """(draws, rows) replicated responses: the stored group if it fits, else new ones."""
-    n = fitted_design(fit, data)[0].n
+    n = fit.rows(data, what="The posterior predictive check")[0].n
     response = fit.spec.response
     if "posterior_predictive" in fit.idata.groups():
         stored = fit.idata.posterior_predictive
@@ -76,7 +75,7 @@ def group_check(fit, group: str, seed: int = 0, data=None) -> pd.DataFrame:
     binomial), the replicated means' ``mean``, ``q2.5``, ``q25``, ``q75``, ``q97.5``,
     ``p`` (share of replicated means >= the observed one) and ``outside`` (observed
     outside the 95% interval). Uses ``fit.idata.posterior_predictive`` if present."""
-    design, frame = fitted_design(fit, data)
+    design, frame = fit.rows(data, what="The posterior predictive check")
     return _group_table(fit, design, frame, group, _replicated(fit, seed, data))
 
 
@@ -118,7 +117,7 @@ def _group_of(design, frame, group: str) -> tuple[np.ndarray, tuple[str, ...]]:
             return block.codes, block.levels
     factors = tuple(group.split(":"))
     if all(f in frame.columns for f in factors):
-        return _group_codes(frame, factors)
+        return group_codes(frame, factors)
     known = list(dict.fromkeys(b.group for b in design.blocks))
     raise MultilevelError(
         f"No grouping factor or column {group!r} in the fitted data. Grouping factors: "
@@ -149,13 +148,8 @@ def ppc(
         )
     if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise MultilevelError(f"n_draws must be a positive whole number, got {n_draws!r}.")
-    suffix = None if path is None else Path(path).suffix.lower()
-    if suffix is not None and suffix not in _FORMATS:
-        raise MultilevelError(
-            f"Cannot tell the image format from {str(path)!r}: end the name in "
-            f"{', '.join(sorted(_FORMATS))}."
-        )
-    design, frame = fitted_design(fit, data)
+    check_figure_path(path)
+    design, frame = fit.rows(data, what="The posterior predictive check")
     if group is not None:
         _group_of(design, frame, group)  # an unknown group fails before simulating
     n = design.n
@@ -165,13 +159,12 @@ def ppc(
     y = design.y
 
     if table is None:
-        fig = Figure(figsize=(7, 4.2), layout="constrained")
+        fig = new_figure(7, 4.2, layout="constrained")
         axes = [fig.subplots()]
     else:
         height = max(4.2, min(14.0, 1.0 + 0.17 * len(table)))
-        fig = Figure(figsize=(12, height), layout="constrained")
+        fig = new_figure(12, height, layout="constrained")
         axes = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-    FigureCanvasAgg(fig)
     if kind == "density":
         _plot_density(axes[0], y, rep, n_draws, seed, fit.spec.response)
     else:
@@ -183,9 +176,7 @@ def ppc(
         f"Posterior predictive check: {fit.spec.formula} ({family}, {n_rep} replicated data sets)",
         fontsize=10,
     )
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return save_figure(fig, path)
 
 
 def _binned_kde(values: np.ndarray, grid: np.ndarray, bw: float) -> np.ndarray:

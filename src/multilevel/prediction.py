@@ -46,47 +46,35 @@ Examples
 
 from __future__ import annotations
 
-import warnings
-
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import special
 
-from multilevel.design import Design, _check_missing, encode_new
+from multilevel.design import check_missing, encode_new
 from multilevel.errors import DataError, MultilevelError
-from multilevel.families import check_trials, get_family
-from multilevel.formula import parse_formula
-from multilevel.missing import (
-    MissingDataWarning,
+from multilevel.families import DPAR_LINKS, FAMILIES, check_se, check_trials
+from multilevel.formula import parse_dpar, parse_formula
+from multilevel.formula.distributional import MU
+from multilevel.linear_predictor import (
     add_shift,
+    dpar_values,
     fitted_eta_shift,
-    missing_mode,
-    prepare,
+    layout_of,
+    linear_predictors,
+    named_draws,
+    row_arrays,
 )
+from multilevel.missing import row_label
 from multilevel.options import check_seed
 
-__all__ = ["KINDS", "GROUPS", "Prediction", "predict", "fitted_design"]
+__all__ = ["KINDS", "GROUPS", "Prediction", "predict"]
 
 KINDS = ("mean", "response", "link")
 GROUPS = ("sample", "population")
 QUANTILES = {"q5": 0.05, "q50": 0.5, "q95": 0.95}
 MAX_VALUES = 100_000_000  # draws x rows held at once (800 MB of float64)
-
-_INVERSE_LINK = {
-    "identity": lambda eta: eta,
-    "logit": special.expit,
-    "probit": special.ndtr,
-    "log": np.exp,
-}
-
-LOADED_FIT = (
-    "This fit was read from a file: it keeps the posterior draws and the model's spec, but "
-    "not the data's covariates, and encoding rows for prediction needs them (the "
-    "categorical coding, transforms and group levels of the fitted data). Give the data "
-    "the fit was made from: fit.predict(newdata, data=original) "
-    "(command line: multilevel predict FIT NEWDATA --data ORIGINAL)."
-)
 
 
 class Prediction:
@@ -173,11 +161,13 @@ def predict(
     seed: int = 0,
     draws: int | None = None,
     data: pd.DataFrame | None = None,
+    dpar: str | None = None,
 ) -> Prediction:
     """Predict ``newdata`` (default: the fitted rows) from ``fit``; see the module doc.
 
     ``draws`` (per chain) thins the posterior evenly to that many draws per chain;
-    ``data`` is the fitted data, needed only for a fit read with ``ml.load``.
+    ``data`` is the fitted data, needed only for a fit read with ``ml.load``; ``dpar``
+    names a family parameter to predict instead of the response.
     """
     if kind not in KINDS:
         raise MultilevelError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}.")
@@ -187,121 +177,127 @@ def predict(
         )
     check_seed(seed)
     spec = fit.spec
-    design, fitted = fitted_design(fit, data)
-    parsed = parse_formula(spec.formula)
-    needs_trials = spec.trials is not None and kind != "link"
+    dpar = _check_dpar(spec, dpar, kind)
+    design, fitted = fit.rows(data, what="Prediction")
+    needs_trials = spec.trials is not None and kind != "link" and dpar == MU
     if newdata is None:
         frame = fitted
-        X = design.X
-        blocks = [
-            (b.Z, b.codes, np.asarray(b.levels, dtype=object)[b.codes]) for b in design.blocks
-        ]
+        rows = row_arrays(design)
+        labels = [np.asarray(b.levels, dtype=object)[b.codes] for b in design.all_blocks]
         trials = design.trials
         se = getattr(design, "se", None)
     else:
         frame = newdata
-        X, blocks = encode_new(design, parsed, newdata)
+        rows, labels = _encode_rows(design, spec, newdata)
         trials = _new_trials(spec, newdata, kind) if needs_trials else None
         se = _new_se(spec, newdata) if kind == "response" else None
+    n = len(frame)
 
     posterior = _thin(fit.idata.posterior, draws)
     n_chains, n_draws = posterior.sizes["chain"], posterior.sizes["draw"]
-    if n_chains * n_draws * len(X) > MAX_VALUES:
+    if n_chains * n_draws * n > MAX_VALUES:
         raise MultilevelError(
-            f"{n_chains * n_draws} draws x {len(X)} rows is more than {MAX_VALUES:,} values "
+            f"{n_chains * n_draws} draws x {n} rows is more than {MAX_VALUES:,} values "
             "to hold at once; pass draws=N (per chain) or predict fewer rows at a time."
         )
-    beta = np.stack([posterior[c].values.astype(float) for c in spec.columns], axis=-1)
-    eta = np.einsum("cdp,np->cdn", beta, X) if X.shape[1] else np.zeros((n_chains, n_draws, len(X)))
+    beta, effects, aux = named_draws(spec, posterior)
     rng = np.random.default_rng(seed)
     new_levels, unseen = {}, {}
-    for term, (Z, codes, labels) in zip(spec.terms, blocks):
-        missing = codes < 0
-        new = tuple(dict.fromkeys(labels[missing]))
-        new_levels[term.group] = tuple(str(x) for x in new)
-        unseen[term.group] = missing | unseen.get(term.group, False)
+    codes = list(rows["codes"])
+    for k, term in enumerate(spec.terms):
+        missing = codes[k] < 0
+        new = tuple(dict.fromkeys(labels[k][missing]))
+        if term.dpar == MU:
+            new_levels[term.group] = tuple(str(x) for x in new)
+            unseen[term.group] = missing | unseen.get(term.group, False)
         if groups == "population":
+            effects[k] = None
             continue
-        seen = ~missing
-        for j, name in enumerate(term.effect_names):
-            if seen.any():
-                effects = posterior[name].values.astype(float)  # (chain, draw, levels)
-                eta[..., seen] += Z[seen, j] * effects[..., codes[seen]]
-        if new:
+        if new:  # effects of new levels, drawn per draw, appended after the fitted ones
             drawn = _new_effects(posterior, term, len(new), rng)  # (chain, draw, U, q)
             where = {label: u for u, label in enumerate(new)}
-            index = np.array([where[label] for label in labels[missing]], dtype=np.intp)
-            eta[..., missing] += np.einsum("nq,cdnq->cdn", Z[missing], drawn[..., index, :])
-
+            codes[k] = codes[k].copy()
+            codes[k][missing] = len(term.levels) + np.array(
+                [where[label] for label in labels[k][missing]], dtype=np.intp
+            )
+            effects[k] = np.concatenate([effects[k], drawn], axis=-2)
+    rows = {**rows, "codes": tuple(codes)}
+    layout = layout_of(spec)
+    etas = linear_predictors(layout, rows, beta, effects)
     if newdata is None:  # the fitted rows' imputed predictor values, per draw
         shift = fitted_eta_shift(spec, design, posterior)
-        eta = eta if shift is None else add_shift(eta, *shift)
-    values = _on_scale(eta, kind, spec, trials, se, posterior, seed)
+        etas[MU] = etas[MU] if shift is None else add_shift(etas[MU], *shift)
+    aux = {name: v[..., None] for name, v in aux.items()}  # (C, D, 1)
+    aux.update(dpar_values(layout, etas))  # (C, D, n)
+    if dpar != MU:
+        if kind == "link":
+            values = etas[dpar] if dpar in etas else _link_of(dpar, aux[dpar])
+        else:
+            values = aux[dpar]
+        values = np.broadcast_to(values, etas[MU].shape).copy()
+    else:
+        values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed)
+    name = spec.response if dpar == MU else dpar
     dataset = xr.Dataset(
-        {spec.response: (("chain", "draw", "obs"), values)},
+        {name: (("chain", "draw", "obs"), values)},
         coords={
             "chain": posterior["chain"].values,
             "draw": posterior["draw"].values,
-            "obs": np.arange(len(X)),
+            "obs": np.arange(n),
         },
-        attrs={"kind": kind, "groups": groups, "seed": int(seed)},
+        attrs={"kind": kind, "groups": groups, "seed": int(seed), "dpar": dpar},
     )
     unseen_frame = pd.DataFrame(
         {g: np.asarray(v, dtype=bool) for g, v in unseen.items()}, index=frame.index
     )
-    return Prediction(
-        dataset, frame, kind, groups, int(seed), new_levels, unseen_frame, spec.response
-    )
+    return Prediction(dataset, frame, kind, groups, int(seed), new_levels, unseen_frame, name)
 
 
-def fitted_design(fit, data: pd.DataFrame | None = None) -> tuple[Design, pd.DataFrame]:
-    """The design of the fitted rows and the fitted DataFrame: the Model's, or rebuilt
-    from ``data`` for a fit read with ``ml.load`` (checked to be the fitted data)."""
-    model = getattr(fit, "model", None)
-    if model is not None:
-        if not model.in_memory:
-            raise MultilevelError(
-                "Prediction needs the data's rows, and this fit's model was built from "
-                "chunked statistics (Model.from_chunks). Load the rows as a pandas "
-                "DataFrame and fit ml.Model(formula, data) to predict."
-            )
-        return model.design, model.data
-    if data is None:
-        raise MultilevelError(LOADED_FIT)
-    spec = fit.spec
-    family, _ = get_family(spec.family, spec.link)
-    # rebuilt as the fit built it: with missing values dropped or modelled (placeholders
-    # where a predictor is imputed, rows without a response left out) as they were
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingDataWarning)  # reported when it was fitted
-        design, data, _, imputed = prepare(
-            parse_formula(spec.formula), data, family, missing_mode(spec, fit.info)
+def _check_dpar(spec, dpar, kind: str) -> str:
+    """``dpar`` as a name: ``"mu"`` for the response (None), or a family parameter."""
+    if dpar is None or dpar == MU:
+        return MU
+    names = [*spec.aux, *(d.name for d in spec.dpars)]
+    if dpar not in names:
+        raise MultilevelError(
+            f"dpar={dpar!r}: this model's parameters are 'mu'"
+            + "".join(f", {n!r}" for n in names)
+            + "."
         )
-    problems = []
-    n_rows = fit.info.get("n_rows")
-    if n_rows is not None and design.n != n_rows:
-        problems.append(f"it has {design.n} rows, the fit {n_rows}")
-    if design.columns != spec.columns:
-        problems.append(f"its design columns are {design.columns}, the fit's {spec.columns}")
-    for block, term in zip(design.blocks, spec.terms):
-        if block.levels != term.levels:
-            problems.append(f"its levels of {term.group} differ from the fit's")
-    for imp in spec.imputed:
-        rebuilt = next((i for i in imputed if i.column == imp.column), None)
-        if rebuilt is None or rebuilt.positions != imp.positions:
-            problems.append(f"its missing values of {imp.column!r} are not the fit's")
-    observed = getattr(fit.idata, "observed_data", None)
-    if not problems and observed is not None and spec.response in observed:
-        y = observed[spec.response].values
-        if y.shape != design.y.shape or not np.allclose(y, design.y):
-            problems.append(f"its response {spec.response!r} differs from the fitted one")
-    if problems:
-        raise DataError(
-            "The data given is not the data this fit was made from: "
-            + "; ".join(problems)
-            + ". Pass the same data the model was fitted to."
+    if kind == "response":
+        raise MultilevelError(
+            f"kind='response' draws new observations of the response; for {dpar} use "
+            "kind='mean' (its value per row and draw) or kind='link' (its linear predictor)."
         )
-    return design, data
+    return dpar
+
+
+def _link_of(dpar: str, values: np.ndarray) -> np.ndarray:
+    """A family parameter without a formula, on its natural link scale."""
+    values = np.asarray(values, dtype=float)
+    link = DPAR_LINKS.get(dpar, "identity")
+    if link == "log":
+        return np.log(values)
+    return np.log(values - 1.0) if link == "logm1" else values
+
+
+def _encode_rows(design, spec, newdata: pd.DataFrame) -> tuple[dict, list]:
+    """``row_arrays`` of new rows, encoded as the fitted rows were, and each term's
+    level labels per row (codes are -1 for levels the fit lacks)."""
+    X, blocks = encode_new(design, parse_formula(spec.formula), newdata)
+    X_dpars = []
+    for d, dpar_design in zip(spec.predicted_dpars, design.dpars):
+        parsed = parse_dpar(d.name, d.formula, spec.response)
+        X_d, blocks_d = encode_new(dpar_design, parsed, newdata)
+        X_dpars.append(X_d)
+        blocks = [*blocks, *blocks_d]
+    rows = {
+        "X": X,
+        "X_dpars": tuple(X_dpars),
+        "Z": tuple(Z for Z, _, _ in blocks),
+        "codes": tuple(c for _, c, _ in blocks),
+    }
+    return rows, [labels for _, _, labels in blocks]
 
 
 def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
@@ -313,7 +309,7 @@ def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
             f"in newdata. For success probabilities, add {column!r} = 1 to newdata; for "
             "log-odds use kind='link'."
         )
-    _check_missing(newdata, [column], then="predict again")
+    check_missing(newdata, [column], then="predict again")
     values = newdata[column].to_numpy()
     check_trials(values, column)
     return values.astype(float)
@@ -330,9 +326,7 @@ def _new_se(spec, newdata: pd.DataFrame) -> np.ndarray | None:
             f"kind='response' draws new observations with them, so newdata needs the "
             f"column {column!r}. kind='mean' and 'link' do not."
         )
-    _check_missing(newdata, [column], then="predict again")
-    from multilevel.families import check_se
-
+    check_missing(newdata, [column], then="predict again")
     return check_se(newdata[column].to_numpy(), column)
 
 
@@ -363,27 +357,71 @@ def _new_effects(posterior, term, n_new: int, rng: np.random.Generator) -> np.nd
     return np.einsum("cdij,cduj->cdui", scale_tril, z)
 
 
-def _on_scale(eta: np.ndarray, kind: str, spec, trials, se, posterior, seed: int) -> np.ndarray:
+def _on_scale(eta: np.ndarray, kind: str, spec, trials, se, aux: dict, seed: int) -> np.ndarray:
+    """The mean's linear predictor ``eta`` (C, D, n) on the scale ``kind`` asks for, with
+    the family parameters ``aux`` ((C, D, 1) or, with a formula, (C, D, n))."""
     if kind == "link":
         return eta
-    if kind == "mean":
-        if spec.family == "lognormal":  # eta is the mean of log(y): E[y] = exp(eta + sigma^2/2)
-            sigma = posterior["sigma"].values.astype(float)[..., None]
-            return np.exp(eta + sigma**2 / 2)
-        if spec.link not in _INVERSE_LINK:
-            raise MultilevelError(f"kind='mean' does not know the {spec.link!r} link yet.")
-        mean = _INVERSE_LINK[spec.link](eta)
-        return mean * trials if spec.family == "binomial" else mean
-    import jax
-    import jax.numpy as jnp
-
-    from multilevel.families import FAMILIES
-
-    aux = {name: jnp.asarray(posterior[name].values)[..., None] for name in spec.aux}
-    n = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
     family = FAMILIES[spec.family]
-    if se is None:
-        law = family.likelihood(jnp.asarray(eta), spec.link, aux, n)
-    else:
-        law = family.likelihood(jnp.asarray(eta), spec.link, aux, n, se=jnp.asarray(se))
+    if kind == "mean":
+        return family.mean(eta, spec.link, aux, trials)
+    params = {name: jnp.asarray(v) for name, v in aux.items()}
+    n = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
+    known = {} if se is None else {"se": jnp.asarray(se)}
+    law = family.likelihood(jnp.asarray(eta), spec.link, params, n, **known)
     return np.asarray(law.sample(jax.random.PRNGKey(seed)), dtype=float)
+
+
+# --------------------------------------------------------------- missing responses
+def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:
+    """Draws of the missing responses (rows ``frame``) as ``mi(<response>)`` in the
+    posterior: kind "response" predictions from each draw, with the row's group effects
+    (drawn from the population for a level the fitted rows lack) and, where a predictor
+    is missing too, a draw of it from its own model."""
+    spec, posterior = fit.spec, fit.idata.posterior
+    placeholders = frame.copy()
+    gaps = []
+    for imp in spec.imputed:
+        absent = placeholders[imp.column].isna().to_numpy()
+        if absent.any():
+            placeholders[imp.column] = placeholders[imp.column].fillna(0.0)
+            gaps.append((imp, absent))
+    eta = predict(fit, placeholders, kind="link", seed=seed).draws[spec.response].values
+    rng = np.random.default_rng([seed, 1])  # predictor draws: apart from predict's stream
+    for imp, absent in gaps:
+        moved = placeholders.assign(**{imp.column: np.where(absent, 1.0, placeholders[imp.column])})
+        # the same seed draws the same effects for new levels, so this is the slope per draw
+        slope = predict(fit, moved, kind="link", seed=seed).draws[spec.response].values - eta
+        x = _predictor_draws(fit, imp, placeholders.loc[absent], rng)
+        eta[..., absent] += x * slope[..., absent]
+    trials = _new_trials(spec, frame, "response") if spec.trials else None
+    _, _, aux = named_draws(spec, posterior)
+    aux = {name: v[..., None] for name, v in aux.items()}  # (C, D, 1)
+    values = _on_scale(eta, "response", spec, trials, _new_se(spec, frame), aux, seed)
+    name = f"mi({spec.response})"
+    fit.idata.posterior[name] = (("chain", "draw", f"{name}_row"), values)
+    fit.idata.posterior = fit.idata.posterior.assign_coords(
+        {f"{name}_row": [row_label(i) for i in frame.index]}
+    )
+
+
+def _predictor_draws(fit, imp, rows: pd.DataFrame, rng) -> np.ndarray:
+    """(chain, draw, rows) draws of a missing predictor from its model: intercept +
+    the row level's varying intercept (a new draw for a level the fit lacks) + noise."""
+    posterior = fit.idata.posterior
+    intercept = posterior[imp.names[0]].values[..., None]
+    sigma = posterior[imp.names[-1]].values[..., None]
+    shape = (*intercept.shape[:2], len(rows))
+    mean = np.broadcast_to(intercept, shape).copy()
+    if imp.group is not None:
+        _, blocks = encode_new(fit.model.design, parse_formula(fit.spec.formula), rows)
+        _, codes, labels = blocks[imp.block]
+        seen = codes >= 0
+        mean[..., seen] += posterior[imp.effect_name].values[..., codes[seen]]
+        new = pd.unique(labels[~seen])  # one draw per new level, shared by its rows
+        if len(new):
+            sd = posterior[imp.names[1]].values[..., None]
+            drawn = sd * rng.standard_normal((*shape[:2], len(new)))
+            index = pd.Index(new).get_indexer(labels[~seen])
+            mean[..., ~seen] += drawn[..., index]
+    return mean + sigma * rng.standard_normal(shape)

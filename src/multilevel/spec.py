@@ -14,8 +14,9 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 
 from multilevel import priors as P
 from multilevel.errors import FitFileError, FormulaError, PriorError
-from multilevel.families import FAMILIES
-from multilevel.formula import parse_formula
+from multilevel.families import DPAR_LINKS, FAMILIES
+from multilevel.formula import parse_dpar, parse_formula
+from multilevel.formula.distributional import MU
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class TermSpec:
     centered: bool = False
     # centred on the coefficients of this coarser term, in whose groups its groups nest
     nested_in: str | None = None
+    # the distributional parameter whose linear predictor it enters (``mu``: the mean)
+    dpar: str = MU
 
     @property
     def sd_names(self) -> tuple[str, ...]:
@@ -104,6 +107,27 @@ class ImputedSpec:
 
 
 @dataclass(frozen=True)
+class DparSpec:
+    """A family parameter with a formula of its own (``ml.bf(..., sigma="~ x")``) or a
+    fixed value (``ml.bf(..., nu=4)``).
+
+    A predicted parameter's population coefficients are named as brms names them,
+    ``sigma_Intercept``, ``sigma_x`` (listed in ``columns``, which are also among
+    ``ModelSpec.columns``), and its group terms are among ``ModelSpec.terms`` with
+    ``dpar`` set (``sd(sigma_Intercept|g)``, ``sigma_Intercept|g``)."""
+
+    name: str
+    link: str
+    formula: str = ""  # the right-hand side, "~ x + (1 | g)"; "" for a fixed value
+    columns: tuple[str, ...] = ()
+    value: float | None = None
+
+    @property
+    def predicted(self) -> bool:
+        return self.value is None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """Family, link, terms and resolved priors of a model."""
 
@@ -119,16 +143,43 @@ class ModelSpec:
     prior_sources: tuple[tuple[str, str], ...]
     centered: bool = False
     imputed: tuple[ImputedSpec, ...] = ()  # predictors with missing values, modelled
-
-    def __post_init__(self):
-        # `y | se(s) ~ ...`: each row's sd is known, and the model has no sigma (Model
-        # passes no family parameter then).
-        object.__setattr__(self, "_se", parse_formula(self.formula).se)
+    # column of known standard errors (`y | se(s) ~ ...`): each row's sd is known, and
+    # the model has no sigma
+    se: str | None = None
+    dpars: tuple[DparSpec, ...] = ()  # family parameters with a formula or a fixed value
 
     @property
-    def se(self) -> str | None:
-        """Column of known standard errors (``y | se(s) ~ ...``), or None."""
-        return self._se
+    def predicted_dpars(self) -> tuple[DparSpec, ...]:
+        return tuple(d for d in self.dpars if d.predicted)
+
+    @property
+    def fixed_dpars(self) -> dict[str, float]:
+        """Family parameters fixed to a value (``ml.bf(..., nu=4)``)."""
+        return {d.name: d.value for d in self.dpars if not d.predicted}
+
+    @property
+    def mu_columns(self) -> tuple[str, ...]:
+        """Population coefficients of the mean's linear predictor."""
+        others = {c for d in self.dpars for c in d.columns}
+        return tuple(c for c in self.columns if c not in others)
+
+    def columns_of(self, dpar: str) -> tuple[str, ...]:
+        """Population coefficients of ``dpar``'s linear predictor (``"mu"``: the mean)."""
+        if dpar == MU:
+            return self.mu_columns
+        return next(d.columns for d in self.dpars if d.name == dpar)
+
+    def terms_of(self, dpar: str) -> tuple[int, ...]:
+        """Indices into ``terms`` of the group terms of ``dpar``'s linear predictor."""
+        return tuple(k for k, t in enumerate(self.terms) if t.dpar == dpar)
+
+    @property
+    def full_formula(self) -> str:
+        """The formula with every parameter's, as ``bf()`` takes them."""
+        parts = [self.formula]
+        for d in self.dpars:
+            parts.append(f"{d.name} {d.formula}" if d.predicted else f"{d.name} = {d.value:g}")
+        return ", ".join(parts)
 
     @property
     def prior_of(self) -> dict[str, P.Prior]:
@@ -156,6 +207,12 @@ class ModelSpec:
         """Every parameter with its prior and where the prior came from."""
         lines = [
             f"Formula: {self.formula}",
+            *(
+                f"         {d.name} {d.formula} (link: {d.link})"
+                if d.predicted
+                else f"         {d.name} = {d.value:g} (fixed)"
+                for d in self.dpars
+            ),
             f"Family:  {self.family} (link: {self.link})"
             + (f", known standard errors `{self.se}` (no sigma)" if self.se else ""),
             "Parameterisation of group effects: " + _parameterisation(self.terms),
@@ -205,9 +262,11 @@ class ModelSpec:
         if isinstance(formula, str):
             # the formula first: a crafted one is refused before any other field is read
             try:
-                parse_formula(formula)
+                parsed = parse_formula(formula)
             except FormulaError as exc:
                 raise FitFileError(f"its formula is refused: {_one_line(exc)}") from None
+            if "se" not in data:  # written when `se` was read from the formula
+                data["se"] = parsed.se
         spec = _decode(data, cls, "spec")
         _check_consistent(spec)
         return spec
@@ -327,11 +386,27 @@ def _check_consistent(spec: ModelSpec) -> None:
     if not set(spec.aux) <= set(family.aux):
         raise refuse(f"parameters {spec.aux} are not the {spec.family} family's {family.aux}")
     parsed = parse_formula(spec.formula)
-    if (spec.response, spec.trials) != (parsed.response, parsed.trials):
+    if (spec.response, spec.trials, spec.se) != (parsed.response, parsed.trials, parsed.se):
         raise refuse(f"response {spec.response!r} is not the formula's {parsed.response!r}")
-    terms = tuple((t.factors, t.expr, t.correlated) for t in spec.terms)
-    if terms != tuple((g.factors, g.expr, g.correlated) for g in parsed.groups):
-        raise refuse("its group terms are not the formula's")
+    formulas = {MU: parsed}
+    for d in spec.dpars:
+        if d.name not in family.aux or d.name in spec.aux or d.name in formulas:
+            raise refuse(f"{d.name!r} is not a free parameter of the {spec.family} family")
+        if d.predicted:
+            if d.link != DPAR_LINKS.get(d.name) or any(
+                not c.startswith(f"{d.name}_") or c not in spec.columns for c in d.columns
+            ):
+                raise refuse(f"the formula of {d.name} has other columns or link")
+            try:
+                formulas[d.name] = parse_dpar(d.name, d.formula, spec.response)
+            except FormulaError as exc:
+                raise refuse(_one_line(exc)) from None
+    for dpar, formula in formulas.items():
+        terms = tuple((t.factors, t.expr, t.correlated) for t in spec.terms if t.dpar == dpar)
+        if terms != tuple((g.factors, g.expr, g.correlated) for g in formula.groups):
+            raise refuse(f"its group terms are not the formula's ({dpar})")
+    if any(t.dpar not in formulas for t in spec.terms):
+        raise refuse("a group term belongs to no formula")
     names = [*spec.hyper_names, *(n for t in spec.terms for n in t.effect_names)]
     if len(set(names)) != len(names):
         raise refuse("a parameter name appears twice")

@@ -3,6 +3,8 @@ plot. Fits are module-scoped (compilation dominates); the radon comparison is fi
 with 4 chains x 500 draws, the cafe one with 2 x 300."""
 
 import copy
+import types
+import warnings
 
 import numpy as np
 import numpyro
@@ -14,12 +16,13 @@ from scipy import stats
 
 import multilevel as ml
 from multilevel.backends.numpyro_model import site_values
+from multilevel.loglik import log_density
 from multilevel.workflow.pooling import (
     PoolingComparison,
-    _log_density,
     compare_pooling,
     pointwise_log_likelihood,
 )
+from multilevel.workflow.shrinkage import plot_shrinkage
 
 RADON = "log_radon ~ floor + (1 | county)"
 CAFE = "wait ~ afternoon + (1 + afternoon | cafe)"
@@ -46,10 +49,19 @@ def radon():
 
 
 @pytest.fixture(scope="module")
-def radon_cmp(radon):
-    return compare_pooling(
-        RADON, radon, chains=4, warmup=500, draws=500, seed=7, progress=False, warn=False
-    )
+def radon_run(radon):
+    """The radon comparison and every warning it issued."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cmp = compare_pooling(
+            RADON, radon, chains=4, warmup=500, draws=500, seed=7, progress=False, warn=False
+        )
+    return cmp, caught
+
+
+@pytest.fixture(scope="module")
+def radon_cmp(radon_run):
+    return radon_run[0]
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +157,28 @@ def test_loo_effective_number_of_parameters(radon_cmp):
     assert loo.loc["partial", "elpd"] > loo.loc["complete", "elpd"]
 
 
+def test_loo_is_each_fits_own(radon_cmp):
+    """One PSIS-LOO for the package: the table is each fit's fit.loo(), Pareto k counted
+    bad from 0.7 as there. The no-pooling fit has rows with k >= 0.7 (counties of one or
+    two houses: 11 with seed 7); the comparison reports them in the table, not as a
+    LooWarning."""
+    for variant, fit in radon_cmp.fits.items():
+        own = fit.loo()
+        row = radon_cmp.loo.loc[variant]
+        assert (row["elpd"], row["se"], row["p_loo"]) == (own.elpd, own.se, own.p_loo)
+        assert row["pareto_k_bad"] == own.pareto_k["bad"]
+        assert row["pareto_k_bad"] == (own.pointwise["pareto_k"] >= 0.7).sum()
+    assert radon_cmp.loo.loc["none", "pareto_k_bad"] > 0
+
+
+def test_comparison_does_not_warn_about_pareto_k(radon_run):
+    """Bad Pareto k is a column of the comparison's table, not a LooWarning, although
+    fit.loo() warns about such rows (the no-pooling fit here has some)."""
+    cmp, caught = radon_run
+    assert cmp.loo.loc["none", "pareto_k_bad"] > 0  # there was something to warn about
+    assert not [w for w in caught if issubclass(w.category, ml.LooWarning)]
+
+
 def test_repr_shows_most_shrunk_groups_and_loo(radon_cmp):
     text = repr(radon_cmp)
     top = radon_cmp.table.sort_values("shrinkage", ascending=False)["group"].head(10)
@@ -193,22 +227,22 @@ def test_log_densities_of_other_families_match_scipy():
     eta = rng.normal(0, 1.5, size=40)
     y01 = rng.integers(0, 2, size=40).astype(float)
     np.testing.assert_allclose(
-        _log_density("bernoulli", "logit", y01, eta, {}),
+        log_density("bernoulli", "logit", y01, eta, {}),
         stats.bernoulli.logpmf(y01, 1 / (1 + np.exp(-eta))),
     )
     np.testing.assert_allclose(
-        _log_density("bernoulli", "probit", y01, eta, {}),
+        log_density("bernoulli", "probit", y01, eta, {}),
         stats.bernoulli.logpmf(y01, stats.norm.cdf(eta)),
     )
     trials = rng.integers(1, 20, size=40).astype(float)
     k = np.floor(trials * rng.uniform(size=40))
     np.testing.assert_allclose(
-        _log_density("binomial", "logit", k, eta, {}, trials),
+        log_density("binomial", "logit", k, eta, {}, trials),
         stats.binom.logpmf(k, trials, 1 / (1 + np.exp(-eta))),
     )
     counts = rng.poisson(3, size=40).astype(float)
     np.testing.assert_allclose(
-        _log_density("poisson", "log", counts, eta, {}), stats.poisson.logpmf(counts, np.exp(eta))
+        log_density("poisson", "log", counts, eta, {}), stats.poisson.logpmf(counts, np.exp(eta))
     )
 
 
@@ -245,15 +279,37 @@ def test_two_dimensional_plot_has_an_arrow_per_cafe_and_two_ellipses(cafe_cmp, t
     assert (tmp_path / "cafe.png").stat().st_size > 10_000
 
 
-def test_fit_plot_shrinkage_reuses_the_partial_fit(cafe_fit, cafe_cmp, tmp_path):
+def test_plot_shrinkage_takes_any_object_with_the_comparisons_attributes(radon_cmp):
+    """The plot reads attributes, so it needs no import of the comparison's class."""
+    stand_in = types.SimpleNamespace(
+        group=radon_cmp.group,
+        terms=radon_cmp.terms,
+        table=radon_cmp.table,
+        fits=radon_cmp.fits,
+        population=radon_cmp.population,
+    )
+    fig = plot_shrinkage(stand_in)
+    (ax,) = fig.axes
+    (segments,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert len(segments.get_segments()) == 85
+
+
+def test_comparison_from_a_fit_reuses_it(cafe_fit, cafe_cmp, tmp_path):
+    """PoolingComparison.from_fit (what fit.plot_shrinkage did, now a workflow) keeps the
+    fit as its partial-pooling variant; a fit without its Model (after ml.load) is refused
+    before anything is fitted."""
     assert cafe_cmp.fits["partial"] is cafe_fit
-    fig = cafe_fit.plot_shrinkage(tmp_path / "cafe.svg", progress=False, warn=False)
+    fig = cafe_cmp.plot_shrinkage(tmp_path / "cafe.svg")
     assert sum(isinstance(p, Ellipse) for p in fig.axes[0].patches) == 2
     assert "<svg" in (tmp_path / "cafe.svg").read_text()[:1000]
+    with pytest.raises(ml.MultilevelError, match="compare_pooling"):
+        cafe_fit.plot_shrinkage()  # moved: the message says where
     loaded = copy.copy(cafe_fit)
     loaded.model = None  # as after ml.load
     with pytest.raises(ml.MultilevelError, match="ml.load"):
-        loaded.plot_shrinkage()
+        PoolingComparison.from_fit(loaded)
+    with pytest.raises(ml.MultilevelError, match="ml.load"):
+        compare_pooling(CAFE, ml.datasets.load("cafe"), partial=loaded)
 
 
 # --------------------------------------------------------------------------- errors

@@ -10,8 +10,8 @@ import pytest
 
 import multilevel as ml
 from multilevel.inference import nuts
+from multilevel.simulation import resample_groups
 from multilevel.workflow.recover import RecoveryResult, recover
-from multilevel.workflow.simulate import resample_groups
 
 FORMULA = "wait ~ afternoon + (1 + afternoon | cafe)"
 RHO = "cor(Intercept,afternoon|cafe)"
@@ -148,14 +148,16 @@ def test_recover_rejects_bad_input(cafe, hyper_truth):
         recover(model, {**hyper_truth, RHO: -1.5}, n_reps=1)
 
 
-def test_plot_png_and_svg(recovery, tmp_path):
+def test_plot_png_svg_and_pdf(recovery, tmp_path):
     result, _, _ = recovery
     fig = result.plot(tmp_path / "recovery.png")
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 6
     assert (tmp_path / "recovery.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result.plot(tmp_path / "recovery.svg", parameters=[RHO])
     assert b"<svg" in (tmp_path / "recovery.svg").read_bytes()[:500]
-    with pytest.raises(ml.MultilevelError, match="png or .svg"):
+    result.plot(tmp_path / "recovery.pdf", parameters=[RHO])
+    assert (tmp_path / "recovery.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(ml.MultilevelError, match="image format"):
         result.plot(tmp_path / "recovery.jpg")
     with pytest.raises(ml.MultilevelError, match="No recovery results"):
         result.plot(parameters=["rho"])

@@ -50,6 +50,7 @@ from multilevel.backends.numpyro_model import (
     term_effects,
     term_scale_tril,
 )
+from multilevel.chunked.sums import bucket, group_cross_products, group_products
 from multilevel.design import Design
 
 
@@ -168,35 +169,6 @@ def collapsible(design: Design, family: str) -> str | None:
     return chosen if isinstance(chosen, str) else None
 
 
-def bucket(size: int) -> int:
-    """The padded size for ``size``: the next of 2^k x (1, 1.25, 1.5, 1.75), so data of a
-    somewhat different size reuses a compiled sampler (at most 25% padding)."""
-    if size <= 8:
-        return size
-    power = 2 ** (size.bit_length() - 1)
-    return next(
-        s for s in (power, power * 5 // 4, power * 3 // 2, power * 7 // 4, 2 * power) if s >= size
-    )
-
-
-def _per_group(codes, levels: int):
-    def per_group(weights: np.ndarray) -> np.ndarray:
-        return np.bincount(codes, weights=weights, minlength=levels)
-
-    return per_group
-
-
-def _cross(per_group, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """(L, a, b): per-group sums of A[:, i] * B[:, j], one pass per column pair."""
-    return np.stack(
-        [
-            np.stack([per_group(A[:, i] * B[:, j]) for j in range(B.shape[1])], -1)
-            for i in range(A.shape[1])
-        ],
-        1,
-    ).reshape(-1, A.shape[1], B.shape[1])
-
-
 def sufficient_statistics(
     design: Design, chosen: Plan | None = None, weights: np.ndarray | None = None
 ) -> dict:
@@ -218,19 +190,18 @@ def sufficient_statistics(
         X, y, Z = X * root[:, None], y * root, Z * root[:, None]
         Z_other = [z * root[:, None] for z in Z_other]
         n = float(np.sum(weights))
-    levels = len(blocks[0].levels)
-    per_group = _per_group(blocks[0].codes, bucket(levels))
+    codes, levels = blocks[0].codes, bucket(len(blocks[0].levels))
     beta0 = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
     e = y - X @ beta0
-    stats = {"beta0": beta0, "ZtZ": _cross(per_group, Z, Z), "n": n}
+    stats = {"beta0": beta0, "ZtZ": group_cross_products(codes, Z, Z, levels), "n": n}
     if chosen.by_statistics:
         return {
             **stats,
             "ee": np.dot(e, e),
             "Xe": X.T @ e,
             "XtX": X.T @ X,
-            "ZtX": _cross(per_group, Z, X),  # (L, Q, p)
-            "Zte": np.stack([per_group(Z[:, a] * e) for a in range(Z.shape[1])], -1),  # (L, Q)
+            "ZtX": group_cross_products(codes, Z, X, levels),  # (L, Q, p)
+            "Zte": group_products(codes, Z, e, levels),  # (L, Q)
         }
     rows = bucket(len(y))  # padded rows are all zero: no residual, no contribution
     return {

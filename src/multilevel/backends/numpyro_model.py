@@ -29,6 +29,7 @@ from numpyro.infer import Predictive
 from multilevel.backends.centring import parent_levels
 from multilevel.design import Design
 from multilevel.families import FAMILIES
+from multilevel.linear_predictor import Layout, dpar_values, layout_of, linear_predictors
 from multilevel.missing import predictor_column
 from multilevel.priors import standard_distribution
 from multilevel.spec import ModelSpec
@@ -76,6 +77,9 @@ class Structure:
     terms: tuple[TermShape, ...]
     has_trials: bool
     imputed: tuple[ImputedShape, ...] = ()
+    # which coefficients and terms make the mean's and each family parameter's predictor
+    layout: Layout | None = None
+    fixed_names: tuple[str, ...] = ()  # family parameters fixed to a value (prior["fixed"])
 
     @property
     def dense_sites(self) -> tuple[str, ...]:
@@ -116,6 +120,8 @@ def structure_of(spec: ModelSpec) -> Structure:
         aux_names=spec.aux,
         terms=tuple(terms),
         has_trials=spec.trials is not None,
+        layout=layout_of(spec),
+        fixed_names=tuple(spec.fixed_dpars),
         imputed=tuple(
             ImputedShape(
                 len(imp.positions),
@@ -159,6 +165,8 @@ def prior_arrays(spec: ModelSpec) -> dict:
         "aux": _block_arrays(spec.aux, st.aux_groups, priors),
         "eta": eta,
         "impute": tuple(_imputation_priors(imp) for imp in spec.imputed),
+        # values of fixed family parameters (ml.bf(..., nu=4)): arguments, not constants
+        "fixed": {n: np.float32(v) for n, v in spec.fixed_dpars.items()},
     }
 
 
@@ -188,10 +196,12 @@ def data_arrays(
         "y": _device(design.y, np.float32) if with_response else None,
         # whole numbers: NumPyro draws binomial outcomes with integer trial counts
         "trials": None if design.trials is None else _device(design.trials, np.int32),
-        "Z": tuple(_device(b.Z, np.float32) for b in design.blocks),
-        "codes": tuple(_device(b.codes, np.int32) for b in design.blocks),
+        "Z": tuple(_device(b.Z, np.float32) for b in design.all_blocks),
+        "codes": tuple(_device(b.codes, np.int32) for b in design.all_blocks),
         "offset": None if offset is None else _device(offset, np.float32),
     }
+    if getattr(design, "dpars", ()):  # family parameters' own formulas
+        out["X_dpars"] = tuple(_device(d.X, np.float32) for d in design.dpars)
     if st is not None and any(t.parent >= 0 for t in st.terms):
         out["parents"] = tuple(
             None if t.parent < 0 else _device(parent_levels(design, k, t.parent), np.int32)
@@ -353,9 +363,6 @@ def make_model(st: Structure):
     def model(data: dict, prior: dict):
         beta, sd, aux = sample_hyperparameters(st, prior)
         X, Z = impute_predictors(st, data, prior) if st.imputed else (data["X"], data["Z"])
-        eta = X @ beta  # (n, p) @ (p,) -> (n,)
-        if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
-            eta = eta + data["offset"]
         effects = term_effects(
             st,
             parents_first(st),
@@ -367,10 +374,14 @@ def make_model(st: Structure):
             prior,
             data.get("parents") or {},
         )
-        for k in range(len(st.terms)):
-            # (n, q) * (n, q) -> (n,): each row picks its level's effects
-            eta = eta + jnp.sum(Z[k] * effects[k][data["codes"][k]], axis=-1)
+        rows = {"X": X, "X_dpars": data.get("X_dpars"), "Z": Z, "codes": data["codes"]}
+        etas = linear_predictors(st.layout, rows, beta, [effects[k] for k in range(len(st.terms))])
+        eta = etas["mu"]
+        if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
+            eta = eta + data["offset"]
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
+        aux_values.update({name: prior["fixed"][name] for name in st.fixed_names})
+        aux_values.update(dpar_values(st.layout, etas))  # (n,) per row
         likelihood = family.likelihood(eta, st.link, aux_values, data["trials"], se=data.get("se"))
         weight = data.get("weight")
         if weight is None:

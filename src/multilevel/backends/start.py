@@ -88,7 +88,10 @@ def plan(
     regularise the adapted mass matrix, from the data the sampler sees (``data``:
     ``numpyro_model.data_arrays`` or its aggregated rows, with ``st`` their structure)."""
     loc, scale = _block_centre(st.coef_groups, st.p, prior["b"])
-    fitted = pooled_glm(st, data, loc, scale) if st.p else None
+    # the pooled GLM fits the mean's coefficients; a model whose family parameters have
+    # formulas of their own starts every chain from NumPyro's initial points instead
+    simple = st.layout is None or not st.layout.dpars
+    fitted = pooled_glm(st, data, loc, scale) if st.p and simple else None
     points = {} if fitted is None else starting_values(spec, st, data, prior, chains, seed, fitted)
     narrow = fitted is not None and _narrow(fitted, scale, st.p, warmup)
     reason = float64_reason(st, data)

@@ -16,6 +16,7 @@ digits, `_` and `.`), or any text in backticks (`` `my column` ``) or in ``Q("..
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -108,6 +109,14 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise FormulaError(
             f"A formula needs a response and a `~`, e.g. `y ~ x + (1 | g)`; got {formula!r}."
         )
+    return _parse(formula)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(formula: str) -> ParsedFormula:
+    """``parse_formula`` of a string, once per distinct string: the spec, prediction,
+    the log-likelihood and the CLI each ask for the same formula's parts, and the result
+    is immutable. A refused formula raises each time (exceptions are not cached)."""
     # structure is read from a copy whose quoted text is blanked, so a column named
     # `a|b` or Q("x (cm)") cannot look like a bar or a parenthesis
     masked = _mask_quoted(formula)

@@ -14,6 +14,8 @@ import numpy as np
 from multilevel.backends import gaussian_collapsed as gc
 from multilevel.backends.numpyro_model import Structure
 from multilevel.inference import nuts
+from multilevel.inference.compile import compile_async, jit, prng_key
+from multilevel.inference.compile import signature as program_signature
 
 _EFFECT_PROGRAMS: dict = {}  # (structure, plan, shapes) -> compiled draw of group effects
 
@@ -54,7 +56,7 @@ def _effects_program(st: Structure, chosen: gc.Plan):
         batch = max(d for d in range(1, min(256, beta.shape[0]) + 1) if beta.shape[0] % d == 0)
         return jax.lax.map(draw_one, (keys, beta, sigma, trils, other), batch_size=batch)
 
-    return nuts.jit(draw_all)
+    return jit(draw_all)
 
 
 def _needed(chosen: gc.Plan) -> list[str]:
@@ -90,7 +92,7 @@ def _sample(st, chosen, stats, prior, settings, seed, progress) -> nuts.NutsResu
     prior = jax.tree.map(lambda x: np.asarray(x, dtype=np.float64), prior)
     model_args = (gc.as_model_args(stats, jnp.float64), prior)
     draws = settings.chains * settings.draws
-    key = nuts.prng_key(seed + 1)
+    key = prng_key(seed + 1)
 
     def effects_args(shapes: dict) -> tuple:
         """The effect draws' arguments, as shapes (site shapes are per draw)."""
@@ -107,10 +109,10 @@ def _sample(st, chosen, stats, prior, settings, seed, progress) -> nuts.NutsResu
     def start_effects(shapes: dict):
         """Compile the effect draws while the chains sample (``nuts.sample``'s companion)."""
         args = effects_args(shapes)
-        signature = (st, chosen, nuts.signature(args))
+        signature = (st, chosen, program_signature(args))
         if signature not in _EFFECT_PROGRAMS:
             lowered = _effects_program(st, chosen).trace(*args).lower()
-            _EFFECT_PROGRAMS[signature] = nuts.compile_async(lowered)
+            _EFFECT_PROGRAMS[signature] = compile_async(lowered)
         return signature
 
     result = nuts.sample(

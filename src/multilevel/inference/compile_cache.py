@@ -62,7 +62,7 @@ __all__ = [
 
 ENV = "MULTILEVEL_CACHE_DIR"
 
-# Our programs compile in 0.1-2 s (nuts.COMPILER_OPTIONS): JAX's default floor of 1 s
+# Our programs compile in 0.1-2 s (compile.COMPILER_OPTIONS): JAX's default floor of 1 s
 # would leave most of them out of the cache, and every new process compiling.
 MIN_COMPILE_TIME_S = 0.1
 

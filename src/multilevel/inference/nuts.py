@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -42,65 +41,12 @@ from numpyro.infer.util import get_potential_fn
 
 from multilevel import interrupt
 from multilevel.inference import precondition
+from multilevel.inference.compile import compile_async, jit, prng_key, signature
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
+from multilevel.progress import progress_bar
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
 TRACE_COUNTS: Counter = Counter()
-
-# XLA CPU compiler options for every program compiled here. XLA's newer "fusion emitters"
-# (MLIR-based code generation of fused loops) take about twice as long to compile our
-# samplers as the classic LLVM IR emitters and make them no faster. Measured on 2 CPU
-# cores (benchmarks/compile_time.py, radon's collapsed sampler, seconds of XLA compile,
-# default -> this): sampler loop 4.1 -> 1.5, chain initialisation 2.1 -> 0.7, with
-# sampling 1.7-2.0 s either way. Tried and not taken: xla_backend_optimization_level=0
-# (compiles ~40% faster, samples 2-3x slower), xla_llvm_disable_expensive_passes and
-# xla_cpu_parallel_codegen_split_count=1 (no measurable change on top of this).
-# The options are part of JAX's persistent-cache key. An XLA that no longer knows an
-# option fails every compile with "No such compile option": drop it here on upgrades.
-COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
-
-
-def compiler_options() -> dict[str, Any]:
-    """``COMPILER_OPTIONS`` on the CPU backend, none elsewhere."""
-    return dict(COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}
-
-
-def jit(fun: Callable, **kwargs) -> Callable:
-    """``jax.jit`` with this package's compiler options (``COMPILER_OPTIONS``)."""
-    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
-
-
-_COMPILER_POOL: ThreadPoolExecutor | None = None
-
-
-def _forget_pool() -> None:
-    global _COMPILER_POOL
-    _COMPILER_POOL = None  # a forked child has none of the parent's threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def compile_async(lowered) -> Future:
-    """XLA-compile a ``jax.stages.Lowered`` on a background thread.
-
-    XLA releases the GIL while it compiles, so the caller can trace the next program (pure
-    Python) or run a compiled one meanwhile: on two cores a cold fit overlaps compiling
-    the chain initialisation with tracing and compiling the sampler loop, and compiling
-    the collapsed sampler's effect draws with sampling. Two workers: more would only
-    compete for the cores with the sampler. ``jax.enable_x64`` is thread-local, so the
-    caller's setting is carried over."""
-    global _COMPILER_POOL
-    if _COMPILER_POOL is None:
-        _COMPILER_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="multilevel-xla")
-    x64 = bool(jax.config.jax_enable_x64)
-
-    def compile_():
-        with jax.enable_x64(x64):
-            return lowered.compile()
-
-    return _COMPILER_POOL.submit(compile_)
 
 
 @dataclass(frozen=True)
@@ -318,18 +264,6 @@ def _float_dtype():
     return jax.dtypes.canonicalize_dtype(np.float64)
 
 
-def prng_key(seed: int) -> np.ndarray:
-    """``jax.random.PRNGKey(seed)`` (threefry: the seed's high and low 32 bits), built in
-    NumPy so that a cold start compiles nothing for it."""
-    seed = int(seed)
-    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
-
-
-def signature(tree) -> tuple:
-    leaves, treedef = jax.tree.flatten(tree)
-    return (str(treedef), tuple((tuple(x.shape), str(x.dtype)) for x in leaves))
-
-
 # Half-width of the uniform jitter of each chain's start around the centre of its
 # standardised prior (unconstrained scale), for the sites a caller's ``start`` leaves
 # out. NumPyro's and Stan's (-2, 2) puts some chains where the likelihood is extreme:
@@ -502,7 +436,19 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
     pool's own exit would wait for every chain to run to its end."""
     length = _chunk_length(settings)
     total = settings.warmup + settings.draws
-    bar = _ProgressBar(total * settings.chains, progress)
+    bar = progress_bar(total * settings.chains, "NUTS", unit="it", show=progress, threads=True)
+    divergences = 0
+    # The chains' threads add to one count; the bar is set under the same lock so that a
+    # smaller, older count never overwrites a newer one.
+    tally = threading.Lock()
+
+    def report(count: int, diverging: int) -> None:
+        nonlocal divergences
+        with tally:
+            divergences += diverging
+            bar.set_postfix_str(f"{divergences} divergences", refresh=False)
+            bar.update(count)
+
     # One chain's state each, in NumPy: slicing device arrays would compile each slice.
     chains = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], state) for i in range(settings.chains)]
     stop = threading.Event()
@@ -530,9 +476,9 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
             elapsed = time.perf_counter() - started
             if done >= settings.warmup:
                 kept.append(jax.tree.map(lambda x, n=count: np.asarray(x)[:n], (values, stats)))
-                bar.update(count, int(diverging.sum()))
+                report(count, int(diverging.sum()))
             else:
-                bar.update(count, 0)
+                report(count, 0)
             done += count
             count = _next_count(count, elapsed, length)
         return jax.tree.map(lambda *xs: np.concatenate(xs), *kept)
@@ -563,32 +509,3 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
             bar.close()
     values, stats = jax.tree.map(lambda *xs: np.stack(xs), *runs)
     return values, stats
-
-
-class _ProgressBar:
-    """tqdm over all chains' iterations, updated from the chains' threads."""
-
-    def __init__(self, total: int, progress: bool):
-        self.bar = _progress_bar(total, progress)
-        self.lock = threading.Lock()
-        self.divergences = 0
-
-    def update(self, n: int, divergences: int) -> None:
-        if self.bar is None:
-            return
-        with self.lock:
-            self.divergences += divergences
-            self.bar.set_postfix_str(f"{self.divergences} divergences", refresh=False)
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress_bar(total: int, progress: bool):
-    if not progress or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="NUTS", unit="it", file=sys.stderr, leave=False)

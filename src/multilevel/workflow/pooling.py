@@ -29,23 +29,20 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import FormulaicError
 
-from multilevel._arviz import az
 from multilevel.errors import FormulaError, MultilevelError
-from multilevel.evaluation import (
-    _log_density,  # noqa: F401 (moved there; kept importable)
-    pointwise_log_likelihood,
-)
+from multilevel.evaluation import LooWarning
 from multilevel.fit import Fit
 from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
+from multilevel.loglik import pointwise_log_likelihood  # noqa: F401 (moved; kept importable)
 from multilevel.model import Model
 from multilevel.prior_rules import DEFAULT
+from multilevel.workflow.shrinkage import plot_shrinkage
 
 __all__ = ["PoolingComparison", "compare_pooling", "pointwise_log_likelihood"]
 
 #: The three variants, in the order of least to most flexible per group.
 VARIANTS = ("complete", "none", "partial")
 _COLUMNS = {"complete": "complete_pooling", "none": "no_pooling", "partial": "partial_pooling"}
-_PARETO_K_BAD = 0.7
 
 
 # --------------------------------------------------------------------------- formulas
@@ -140,21 +137,18 @@ def _carried_priors(partial: Model, exclude: set[str]) -> dict:
     return {n: spec.prior_of[n] for n in names if sources[n] != DEFAULT}
 
 
-# --------------------------------------------------------------------------- log-likelihood
+# --------------------------------------------------------------------------- LOO
 def _loo_row(fit: Fit) -> dict:
-    ll = pointwise_log_likelihood(fit)
-    idata = az.InferenceData(
-        posterior=fit.idata.posterior,
-        log_likelihood=az.convert_to_dataset({fit.spec.response: ll}, group="log_likelihood"),
-    )
+    """One row of ``PoolingComparison.loo``, from the fit's own PSIS-LOO (``fit.loo()``):
+    ``pareto_k_bad`` counts its rows with Pareto k >= 0.7."""
     with warnings.catch_warnings():  # reported as the pareto_k_bad column instead
-        warnings.simplefilter("ignore", UserWarning)
-        result = az.loo(idata, pointwise=True)
+        warnings.simplefilter("ignore", LooWarning)
+        result = fit.loo()
     return {
-        "elpd": float(result["elpd_loo"]),
-        "se": float(result["se"]),
-        "p_loo": float(result["p_loo"]),
-        "pareto_k_bad": int((np.asarray(result["pareto_k"]) > _PARETO_K_BAD).sum()),
+        "elpd": result.elpd,
+        "se": result.se,
+        "p_loo": result.p_loo,
+        "pareto_k_bad": result.pareto_k["bad"],
     }
 
 
@@ -234,8 +228,6 @@ class PoolingComparison:
     def plot_shrinkage(self, path=None, kind: str = "auto"):
         """Plot each group's no-pooling and partial-pooling estimates; see
         :func:`multilevel.workflow.shrinkage.plot_shrinkage`."""
-        from multilevel.workflow.shrinkage import plot_shrinkage
-
         return plot_shrinkage(self, path=path, kind=kind)
 
     def __repr__(self) -> str:
@@ -320,7 +312,8 @@ def compare_pooling(
         It is NaN where ``no_pooling == population`` exactly (nothing to shrink).
         ``.fits``: ``{"complete": Fit, "none": Fit, "partial": Fit}``.
         ``.loo``: ``elpd``, ``se``, ``p_loo`` and ``pareto_k_bad`` (observations with
-        Pareto k > 0.7, where the PSIS-LOO estimate is unreliable) per variant.
+        Pareto k >= 0.7, where the PSIS-LOO estimate is unreliable) per variant, from each
+        fit's ``fit.loo()``.
         ``.plot_shrinkage(path)`` draws the estimates.
 
     Raises

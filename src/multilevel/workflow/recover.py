@@ -16,7 +16,6 @@ coding or sampling error.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from multilevel.errors import MultilevelError
+from multilevel.figures import check_figure_path, new_figure, save_figure
 from multilevel.options import check_count, check_seed
-from multilevel.workflow.simulate import check_params, draw_response
+from multilevel.progress import progress_bar
+from multilevel.simulation import check_params, draw_response
 
 __all__ = ["RecoveryResult", "recover"]
 
@@ -134,7 +135,8 @@ class RecoveryResult:
         Parameters
         ----------
         path : str or Path, optional
-            Write the figure there; the suffix picks the format (``.png`` or ``.svg``).
+            Write the figure there; the suffix picks the format (``.png``, ``.svg`` or
+            ``.pdf``).
         parameters : list of str, optional
             Which rows of ``table["parameter"]`` to show; default: the hyper-parameters.
 
@@ -146,11 +148,7 @@ class RecoveryResult:
         --------
         >>> result.plot("recovery.png")  # doctest: +SKIP
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        if path is not None and Path(path).suffix.lower() not in (".png", ".svg"):
-            raise MultilevelError(f"Write the plot as .png or .svg, not {str(path)!r}.")
+        check_figure_path(path)
         known = list(dict.fromkeys(self.table["parameter"]))
         names = [n for n in self.hyper_names if n in known] if parameters is None else parameters
         unknown = [n for n in names if n not in known]
@@ -163,8 +161,7 @@ class RecoveryResult:
             raise MultilevelError("Nothing to plot: no parameters chosen.")
         ncols = min(3, len(names))
         nrows = -(-len(names) // ncols)
-        fig = Figure(figsize=(4.6 * ncols, 3.0 * nrows + 0.6), layout="constrained")
-        FigureCanvasAgg(fig)
+        fig = new_figure(4.6 * ncols, 3.0 * nrows + 0.6, layout="constrained")
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, name in zip(axes, names):
             rows = self.table[self.table["parameter"] == name].sort_values("replication")
@@ -192,9 +189,7 @@ class RecoveryResult:
             "truth in black",
             fontsize=11,
         )
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return save_figure(fig, path)
 
 
 def recover(
@@ -264,10 +259,9 @@ def recover(
     # recovery compares summaries only: no pointwise log-likelihood to store
     settings = {"progress": False, "warn": False, "log_likelihood": False, **fit_kwargs}
     children = np.random.SeedSequence(seed).spawn(int(n_reps))
-    bar = _progress_bar(int(n_reps), progress)
     rows, diagnostics = [], []
     covered = total = 0
-    try:
+    with progress_bar(int(n_reps), "recovery", unit="fit", show=progress, leave=True) as bar:
         for rep, child in enumerate(children):
             sim_seed, fit_seed = (int(s) for s in child.generate_state(2) >> 1)
             y, used = draw_response(model, params, sim_seed)
@@ -296,14 +290,10 @@ def recover(
             )
             if callback is not None:
                 callback(rep, fit)
-            if bar is not None:
-                covered += int(frame["covered"].sum())
-                total += len(frame)
-                bar.set_postfix_str(f"coverage {covered / total:.2f}")
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            covered += int(frame["covered"].sum())
+            total += len(frame)
+            bar.set_postfix_str(f"coverage {covered / total:.2f}")
+            bar.update(1)
     table = pd.concat(rows, ignore_index=True)[TABLE_COLUMNS]
     return RecoveryResult(
         table=table,
@@ -323,11 +313,3 @@ def _truth_by_label(spec, used: dict, include_group_effects: bool) -> dict[str, 
                 for level, value in used[name].items():
                     out[f"{name}[{level}]"] = float(value)
     return out
-
-
-def _progress_bar(total: int, progress: bool):
-    if not progress or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="recovery", unit="fit", file=sys.stderr)

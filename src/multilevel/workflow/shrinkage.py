@@ -11,11 +11,11 @@ Figures are drawn on matplotlib's Agg canvas and never open a window.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+import pandas as pd
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -23,25 +23,38 @@ from matplotlib.patches import Ellipse, FancyArrowPatch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from multilevel.errors import MultilevelError
-
-if TYPE_CHECKING:
-    from multilevel.workflow.pooling import PoolingComparison
+from multilevel.figures import check_figure_path, new_figure, save_figure
 
 __all__ = ["ELLIPSE_LEVELS", "plot_shrinkage"]
 
+
+class ShrinkageSource(Protocol):
+    """What the plot reads from a comparison (``multilevel.PoolingComparison`` is one).
+
+    Named here rather than imported so that this module does not depend on
+    ``workflow.pooling``, which draws its plots with this one."""
+
+    group: str
+    terms: tuple[str, ...]
+    table: pd.DataFrame  # group, term, n, no_pooling, partial_pooling, complete_pooling
+    fits: Mapping  # fits["partial"].spec.terms[0]: sd_names, cor_names
+
+    def population(self) -> pd.Series: ...
+
+
 #: Probability mass inside the population ellipses of the 2-D plot.
 ELLIPSE_LEVELS = (0.5, 0.9)
-_FORMATS = {".png", ".svg", ".pdf"}
 _NO, _PARTIAL, _COMPLETE, _SHIFT = "#1f77b4", "#d62728", "#333333", "#777777"
 
 
-def plot_shrinkage(comparison: PoolingComparison, path=None, kind: str = "auto") -> Figure:
+def plot_shrinkage(comparison: ShrinkageSource, path=None, kind: str = "auto") -> Figure:
     """Draw the no-pooling and partial-pooling estimate of every group.
 
     Parameters
     ----------
     comparison : PoolingComparison
-        From :func:`multilevel.compare_pooling`.
+        From :func:`multilevel.compare_pooling` (any object with the attributes of
+        :class:`ShrinkageSource` will do).
     path : str or Path, optional
         Where to save the figure; the suffix picks the format (``.png``, ``.svg``, ``.pdf``).
     kind : {"auto", "1d", "2d"}
@@ -68,21 +81,13 @@ def plot_shrinkage(comparison: PoolingComparison, path=None, kind: str = "auto")
             f"A 2-D shrinkage plot needs exactly two varying coefficients; this model has "
             f"{len(terms)} ({', '.join(terms)}). Use kind='1d'."
         )
-    suffix = None if path is None else Path(path).suffix.lower()
-    if suffix is not None and suffix not in _FORMATS:
-        raise MultilevelError(
-            f"Cannot tell the image format from {str(path)!r}: end the name in "
-            f"{', '.join(sorted(_FORMATS))}."
-        )
+    check_figure_path(path)
     fig = _plot_2d(comparison) if kind == "2d" else _plot_1d(comparison)
-    if path is not None:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    return fig
+    return save_figure(fig, path)
 
 
-def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # Agg: renders to files and buffers only
+def _panels(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
+    fig = new_figure(width, height, layout="constrained")
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
 
@@ -119,10 +124,10 @@ def _jittered(n: np.ndarray, spread: float = 0.08) -> np.ndarray:
     return n * np.exp(rng.uniform(-spread, spread, size=n.shape))
 
 
-def _plot_1d(cmp: PoolingComparison) -> Figure:
+def _plot_1d(cmp: ShrinkageSource) -> Figure:
     population = cmp.population()
     several = len(cmp.terms) > 1
-    fig, axes = _new_figure(
+    fig, axes = _panels(
         6.5 * len(cmp.terms) if several else 10.0, 5.8 if several else 5.0, len(cmp.terms)
     )
     for ax, term in zip(axes, cmp.terms):
@@ -175,7 +180,7 @@ def _ellipse_radius(mass: float) -> float:
     return float(np.sqrt(-2.0 * np.log1p(-mass)))
 
 
-def _population_covariance(cmp: PoolingComparison) -> tuple[np.ndarray, np.ndarray]:
+def _population_covariance(cmp: ShrinkageSource) -> tuple[np.ndarray, np.ndarray]:
     """Mean (2,) and covariance (2, 2) of the fitted population, from posterior means."""
     pop = cmp.population()
     term = cmp.fits["partial"].spec.terms[0]
@@ -185,14 +190,14 @@ def _population_covariance(cmp: PoolingComparison) -> tuple[np.ndarray, np.ndarr
     return np.array([pop[t] for t in cmp.terms]), cov
 
 
-def _plot_2d(cmp: PoolingComparison) -> Figure:
+def _plot_2d(cmp: ShrinkageSource) -> Figure:
     a, b = cmp.terms
     wide = cmp.table.pivot(index="group", columns="term")
     no = wide["no_pooling"][[a, b]].to_numpy()  # (groups, 2)
     part = wide["partial_pooling"][[a, b]].to_numpy()
     complete = wide["complete_pooling"][[a, b]].to_numpy()[0]
     mean, cov = _population_covariance(cmp)
-    fig, (ax,) = _new_figure(10.0, 6.5)
+    fig, (ax,) = _panels(10.0, 6.5)
     values, vectors = np.linalg.eigh(cov)  # ascending: the major axis is the last
     angle = float(np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1])))
     styles = ["-", "--", ":", "-."]

@@ -41,21 +41,17 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import stats
 
 from multilevel import priors as P
 from multilevel.errors import MultilevelError
-from multilevel.prior_rules import default_priors
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from multilevel.model import Model
+from multilevel.families import FAMILIES, inverse_link, success_rate
+from multilevel.figures import check_figure_path, new_figure, save_figure
+from multilevel.linear_predictor import layout_of, linear_predictors, row_arrays
 
 __all__ = [
     "QUANTILES",
@@ -67,7 +63,7 @@ __all__ = [
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 STATISTICS = ("mean", "sd", "min", "max")
-BINARY = ("bernoulli", "binomial")
+BINARY = tuple(name for name, f in FAMILIES.items() if f.binary)
 THRESHOLD = 0.5  # warn when more than this share of the prior predictive is absurd
 N_ATTRIBUTION = 200  # parameter sets re-simulated per candidate prior
 # Poisson rates above this cannot be simulated: NumPyro clips such counts to 2**31 - 1, or
@@ -85,34 +81,16 @@ def default_plausible_range(
 ) -> tuple[float, float]:
     """The default plausible range of a family's outcome, given the observed outcome.
 
-    gaussian ``[min - 2R, max + 2R]`` (``R`` the observed range); poisson
-    ``[0, 10 max + 10]``; bernoulli and binomial ``[0.01, 0.99]`` on the probability scale,
-    widened to a tenth of the observed success (failure) rate when that is below 10%.
+    ``Family.plausible_range`` says what it is per family.
 
     Examples
     --------
     >>> default_plausible_range(np.array([1.0, 2.0, 4.0]), "gaussian")
     (-5.0, 10.0)
     """
-    y = np.asarray(y, dtype=float)
-    if family in ("gaussian", "student_t"):
-        width = float(y.max() - y.min()) or 1.0
-        return float(y.min() - 2 * width), float(y.max() + 2 * width)
-    if family in ("poisson", "negative_binomial"):
-        return 0.0, float(10 * y.max() + 10)
-    if family in ("lognormal", "gamma"):  # positive: a decade beyond the data either way
-        return float(y.min() / 10), float(10 * y.max())
-    if family == "beta":  # every outcome is a proportion: nothing is absurd by range
-        return 0.0, 1.0
-    if family in BINARY:
-        rate = _success_rate(y, trials)
-        return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
-    raise MultilevelError(f"No plausible range is defined for the {family!r} family.")
-
-
-def _success_rate(y: np.ndarray, trials: np.ndarray | None) -> float:
-    total = float(np.sum(trials)) if trials is not None else float(y.size)
-    return float(np.sum(y)) / total
+    if family not in FAMILIES:
+        raise MultilevelError(f"No plausible range is defined for the {family!r} family.")
+    return FAMILIES[family].plausible_range(y, trials)
 
 
 def _check_plausible(plausible, family: str) -> tuple[float, float]:
@@ -133,30 +111,25 @@ def _check_plausible(plausible, family: str) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------- measurements
-def _linear_predictor(model: Model, named: dict) -> np.ndarray:
-    """(m, n) linear predictor of m parameter draws, from user-facing names."""
+def _linear_predictor(model, named: dict) -> np.ndarray:
+    """(m, n) the mean's linear predictor of m parameter draws, from user-facing names."""
     design, spec = model.design, model.spec
     m = np.asarray(named["y"] if "y" in named else next(iter(named.values()))).shape[0]
-    eta = np.zeros((m, design.n))
+    beta = np.zeros((m, 0))
     if spec.columns:
         beta = np.stack([np.asarray(named[c], dtype=float) for c in spec.columns], -1)
-        eta += beta @ design.X.T  # (m, p) @ (p, n) -> (m, n)
-    for term, block in zip(spec.terms, design.blocks):
-        for c, name in enumerate(term.effect_names):
-            # (n,) * (m, n): each row picks its level's effect
-            eta += block.Z[:, c] * np.asarray(named[name], dtype=float)[:, block.codes]
-    return eta
-
-
-def _inverse_link(eta: np.ndarray, link: str) -> np.ndarray:
-    return special.ndtr(eta) if link == "probit" else special.expit(eta)
+    effects = [
+        np.stack([np.asarray(named[n], dtype=float) for n in t.effect_names], -1)
+        for t in spec.terms
+    ]  # (m, L, q) per term
+    return linear_predictors(layout_of(spec), row_arrays(design), beta, effects)["mu"]
 
 
 def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return ~((values >= lo) & (values <= hi))  # non-finite values count as outside
 
 
-def _measure(model: Model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -> dict:
+def _measure(model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -> dict:
     """Shares of absurd prior predictive mass for m draws (named parameters and y).
 
     Returns ``outcomes`` (gaussian, poisson) or ``probabilities`` and ``rates`` (binary),
@@ -173,7 +146,7 @@ def _measure(model: Model, named: dict, y: np.ndarray, plausible: tuple[float, f
         out["overflow"] = float(overflow.mean())
     out["y"] = y
     if family in BINARY:
-        p = _inverse_link(eta, model.spec.link)
+        p = inverse_link(model.spec.link, eta)
         trials = model.design.trials
         rate = y.sum(axis=1) / (float(trials.sum()) if trials is not None else y.shape[1])
         out.update(
@@ -224,7 +197,7 @@ def _prior_median(prior: P.Prior) -> float:
     return float(np.median(draws))
 
 
-def _simulate(model: Model, values: dict[str, np.ndarray], seed: int) -> tuple[dict, np.ndarray]:
+def _simulate(model, values: dict[str, np.ndarray], seed: int) -> tuple[dict, np.ndarray]:
     """Simulate one data set per parameter set: ``values`` maps every hyperparameter name
     to m values; group effects are drawn from their prior given the sds. The same seed
     each time: common random numbers, so rows differ by the fixed parameters alone."""
@@ -234,7 +207,7 @@ def _simulate(model: Model, values: dict[str, np.ndarray], seed: int) -> tuple[d
 
 
 def _attribute(
-    model: Model,
+    model,
     draws: dict,
     plausible: tuple[float, float],
     metric: str,
@@ -250,7 +223,7 @@ def _attribute(
     ``joint``: priors fixed together, chosen greedily (each step adds the prior that
     lowers the share most), until the share is at most ``threshold`` or stops falling."""
     spec = model.spec
-    defaults = default_priors(model.design, spec.terms, spec.family, spec.aux)
+    defaults = model.default_priors
     candidates = [name for name, prior in spec.priors if prior.support != P.CORRELATION]
     m = min(n_sets, len(draws["y"]))
     base = {k: np.asarray(draws[k][:m], dtype=float) for k in spec.hyper_names}
@@ -325,10 +298,10 @@ def _diagnosis(prior: P.Prior, default: P.Prior) -> str:
     return ""
 
 
-def _advice(model: Model, name: str) -> str:
+def _advice(model, name: str) -> str:
     spec = model.spec
     prior = spec.prior_of[name]
-    default = default_priors(model.design, spec.terms, spec.family, spec.aux)[name]
+    default = model.default_priors[name]
     if prior != default:
         words = _diagnosis(prior, default)
         return (
@@ -349,7 +322,7 @@ def _named_prior(table: pd.DataFrame, name: str) -> str:
 
 
 def _attribution_words(
-    model: Model, table: pd.DataFrame, share: float, threshold: float, what: str
+    model, table: pd.DataFrame, share: float, threshold: float, what: str
 ) -> str:
     """Plain words on which prior drives the absurd mass (``what`` names the share)."""
     singles = table[table["kind"] == "single"].sort_values("share")
@@ -438,7 +411,7 @@ class PriorPredictiveCheck:
 
     def __init__(
         self,
-        model: Model,
+        model,
         draws: dict,
         seed: int,
         plausible: tuple[float, float] | None = None,
@@ -487,7 +460,7 @@ class PriorPredictiveCheck:
         rows: dict[str, list[float]] = {}
         if self.family == "bernoulli":
             rate = m["rate"]
-            obs_rate = _success_rate(self.observed, None)
+            obs_rate = success_rate(self.observed, None)
             rows["success rate"] = [obs_rate, *_quantile(rate, [0.5, 0.05, 0.95])]
         else:
             sim, obs = m["y"], self.observed
@@ -504,7 +477,7 @@ class PriorPredictiveCheck:
                     *_quantile(per_draw[stat], [0.5, 0.05, 0.95]),
                 ]
             if self.family == "binomial":
-                obs_rate = _success_rate(self.observed, self.trials)
+                obs_rate = success_rate(self.observed, self.trials)
                 rows["success rate"] = [obs_rate, *_quantile(m["rate"], [0.5, 0.05, 0.95])]
         if self.family in BINARY:
             for q, value in zip(QUANTILES, _quantile(m["p"].ravel(), QUANTILES)):
@@ -571,7 +544,7 @@ class PriorPredictiveCheck:
                 )
             share = self.share_outside
         else:
-            obs_rate = _success_rate(self.observed, self.trials)
+            obs_rate = success_rate(self.observed, self.trials)
             rates = (
                 f"{_pct(self.share_extreme_rates)} of simulated data sets have an overall "
                 f"success rate outside [{lo:.4g}, {hi:.4g}] (observed: {obs_rate:.3g})"
@@ -619,7 +592,7 @@ class PriorPredictiveCheck:
             lines.append("No warnings: the priors imply outcomes on the scale of the data.")
         return "\n".join(lines)
 
-    def plot(self, path: str | Path | None = None, n_sets: int = 50) -> Figure:
+    def plot(self, path: str | Path | None = None, n_sets: int = 50):
         """Simulated data sets next to the observed data; saved to ``path`` if given
         (PNG, SVG, PDF by suffix). Returns a matplotlib Figure (no pyplot state).
 
@@ -629,9 +602,8 @@ class PriorPredictiveCheck:
         binary: histogram of simulated success rates and of implied probabilities, the
         observed rate marked. The right panel shows each simulated data set's mean and sd
         against the observed ones (symmetric-log axes when the spread is wide)."""
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        check_figure_path(path)
+        fig = new_figure(11, 4.2, layout="constrained")
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         if self.family == "gaussian":
             self._plot_densities(left, n_sets)
@@ -647,9 +619,7 @@ class PriorPredictiveCheck:
             f"Prior predictive check: {self.spec.formula} ({self.family}, {self.n} draws)",
             fontsize=10,
         )
-        if path is not None:
-            fig.savefig(path, dpi=110)
-        return fig
+        return save_figure(fig, path)
 
     def _plot_densities(self, ax, n_sets: int) -> None:
         lo, hi = self.plausible
@@ -722,7 +692,7 @@ class PriorPredictiveCheck:
                 label="simulated data sets")  # fmt: skip
         ax.axvspan(0, lo, color="C3", alpha=0.12, label="extreme")
         ax.axvspan(hi, 1, color="C3", alpha=0.12)
-        ax.axvline(_success_rate(self.observed, self.trials), color="black", lw=2.2,
+        ax.axvline(success_rate(self.observed, self.trials), color="black", lw=2.2,
                    label="observed")  # fmt: skip
         ax.set_xlim(0, 1)
         ax.set_xlabel(f"success rate of {self.response}")
@@ -746,7 +716,7 @@ class PriorPredictiveCheck:
             ax.hist(self.observed / self.trials, bins=bins, density=True, histtype="step",
                     color="black", lw=2, label="observed")  # fmt: skip
         else:
-            ax.axvline(_success_rate(self.observed, None), color="black", lw=2,
+            ax.axvline(success_rate(self.observed, None), color="black", lw=2,
                        label="observed")  # fmt: skip
         ax.axvspan(0, lo, color="C3", alpha=0.12)
         ax.axvspan(hi, 1, color="C3", alpha=0.12)
@@ -785,7 +755,7 @@ class PriorPredictiveCheck:
 
 
 def prior_predictive_check(
-    model: Model,
+    model,
     n: int = 500,
     seed: int = 0,
     plausible: tuple[float, float] | None = None,

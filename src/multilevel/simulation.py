@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from multilevel.errors import MultilevelError
+from multilevel.families import FAMILIES
+from multilevel.fitted_rows import distributional_formula
 from multilevel.formula import parse_formula
 from multilevel.formula.expressions import required_columns
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
-
-_COUNT_FAMILIES = ("bernoulli", "binomial", "poisson", "negative_binomial")
 
 
 # --------------------------------------------------------------------------- public
@@ -129,8 +129,7 @@ def resample_groups(
     >>> bigger.data.shape, len(bigger.spec.terms[0].levels)
     ((400, 3), 40)
     """
-    from multilevel.model import Model  # workflow sits above model; import late
-
+    Model = type(model)  # a model of the same kind (this module sits below model.py)
     spec = model.spec
     factors = {t.factors for t in spec.terms}
     if len(factors) != 1 or len(next(iter(factors))) != 1:
@@ -170,7 +169,7 @@ def resample_groups(
     )
     kw = dict(family=spec.family, link=spec.link, centered=spec.centered)
     try:
-        probe = Model(spec.formula, new, **kw)
+        probe = Model(distributional_formula(spec), new, **kw)
     except MultilevelError as exc:
         raise MultilevelError(
             f"{where} cannot be modelled: {exc} Try more groups or rows, or another seed."
@@ -182,7 +181,7 @@ def resample_groups(
             "categorical level that no resampled row has?). Try more groups or rows, or "
             "another seed."
         )
-    return Model(spec.formula, new, priors=spec.prior_of, **kw)
+    return Model(distributional_formula(spec), new, priors=spec.prior_of, **kw)
 
 
 # --------------------------------------------------------------------------- shared
@@ -353,7 +352,7 @@ def _effect_values(name: str, value, levels: tuple[str, ...]) -> np.ndarray:
 def _response_values(y: np.ndarray, original: pd.Series, family: str) -> pd.Series:
     """The simulated response as a column like the data's: counts and 0/1 outcomes as
     whole numbers in the column's own dtype (bool stays bool), gaussian ones as floats."""
-    if family not in _COUNT_FAMILIES:
+    if not FAMILIES[family].discrete:
         return pd.Series(y.astype(float), index=original.index)
     whole = pd.Series(np.rint(y), index=original.index)
     if pd.api.types.is_bool_dtype(original.dtype) or pd.api.types.is_numeric_dtype(original.dtype):

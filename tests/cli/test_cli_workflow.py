@@ -4,21 +4,10 @@ statistics are tested in tests/workflow/."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import pandas as pd
-
-from multilevel import cli
+from cli_run import run_main
 
 TINY = ["--chains", "2", "--warmup", "100", "--draws", "100", "--seed", "1", "--quiet"]
-
-
-def run_main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(argv)
-    return status, out.getvalue(), err.getvalue()
 
 
 def test_pooling_prints_table_and_writes_plot_and_csv(tmp_path):

@@ -11,8 +11,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-
 from cli_run import run_main
+
 from multilevel import cli
 
 FORMULA = "y ~ x + (1 | g)"

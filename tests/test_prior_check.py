@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit
 
 import multilevel as ml
-from multilevel.workflow.prior_check import (
+from multilevel.prior_check import (
     QUANTILES,
     PriorPredictiveCheck,
     PriorPredictiveWarning,

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_run import run_main
 
 import multilevel as ml
-from cli_run import run_main
 from multilevel._arviz import az
 
 FORMULAS = {"partial": "log_radon ~ floor + (1 | county)", "complete": "log_radon ~ floor"}

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_main
 
 import multilevel as ml
-from cli_run import run_main
 from multilevel import cli
 from multilevel.backends import gaussian_collapsed as gc
 from multilevel.inference import collapsed
@@ -34,7 +34,7 @@ PARAMETERS = [
     "sigma",
 ]
 SUMMARY_KEYS = {"mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"}
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(scope="module")

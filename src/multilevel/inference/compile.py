@@ -1,0 +1,81 @@
+"""JAX utilities every compiled program here shares: ``jit`` with the package's XLA
+options, compilation on a background thread (``compile_async``), seeds as PRNG keys
+built without compiling anything (``prng_key``) and the shape signature of a pytree
+(``signature``), the key of cached programs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import jax
+import numpy as np
+
+# XLA CPU compiler options for every program compiled here. XLA's newer "fusion emitters"
+# (MLIR-based code generation of fused loops) take about twice as long to compile our
+# samplers as the classic LLVM IR emitters and make them no faster. Measured on 2 CPU
+# cores (benchmarks/compile_time.py, radon's collapsed sampler, seconds of XLA compile,
+# default -> this): sampler loop 4.1 -> 1.5, chain initialisation 2.1 -> 0.7, with
+# sampling 1.7-2.0 s either way. Tried and not taken: xla_backend_optimization_level=0
+# (compiles ~40% faster, samples 2-3x slower), xla_llvm_disable_expensive_passes and
+# xla_cpu_parallel_codegen_split_count=1 (no measurable change on top of this).
+# The options are part of JAX's persistent-cache key. An XLA that no longer knows an
+# option fails every compile with "No such compile option": drop it here on upgrades.
+COMPILER_OPTIONS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
+
+
+def compiler_options() -> dict[str, Any]:
+    """``COMPILER_OPTIONS`` on the CPU backend, none elsewhere."""
+    return dict(COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}
+
+
+def jit(fun: Callable, **kwargs) -> Callable:
+    """``jax.jit`` with this package's compiler options (``COMPILER_OPTIONS``)."""
+    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+
+
+_COMPILER_POOL: ThreadPoolExecutor | None = None
+
+
+def _forget_pool() -> None:
+    global _COMPILER_POOL
+    _COMPILER_POOL = None  # a forked child has none of the parent's threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def compile_async(lowered) -> Future:
+    """XLA-compile a ``jax.stages.Lowered`` on a background thread.
+
+    XLA releases the GIL while it compiles, so the caller can trace the next program (pure
+    Python) or run a compiled one meanwhile: on two cores a cold fit overlaps compiling
+    the chain initialisation with tracing and compiling the sampler loop, and compiling
+    the collapsed sampler's effect draws with sampling. Two workers: more would only
+    compete for the cores with the sampler. ``jax.enable_x64`` is thread-local, so the
+    caller's setting is carried over."""
+    global _COMPILER_POOL
+    if _COMPILER_POOL is None:
+        _COMPILER_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="multilevel-xla")
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def compile_():
+        with jax.enable_x64(x64):
+            return lowered.compile()
+
+    return _COMPILER_POOL.submit(compile_)
+
+
+def prng_key(seed: int) -> np.ndarray:
+    """``jax.random.PRNGKey(seed)`` (threefry: the seed's high and low 32 bits), built in
+    NumPy so that a cold start compiles nothing for it."""
+    seed = int(seed)
+    return np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32)
+
+
+def signature(tree) -> tuple:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (str(treedef), tuple((tuple(x.shape), str(x.dtype)) for x in leaves))

@@ -1,0 +1,194 @@
+"""The linear predictor: one home for ``X @ beta + sum_k sum_j Z_k[:, j] * u_k[codes_k, j]``.
+
+The NumPyro model, the pointwise log-likelihood, prediction and the prior predictive
+check all compute it here. It is written with operations that NumPy and JAX arrays share
+(``@``, fancy indexing, ``.sum``), so the same function runs inside a traced model on
+device arrays and on NumPy draws; leading dimensions of the coefficients (chains, draws)
+broadcast through::
+
+    beta (..., p), X (n, p)              -> (..., n)
+    effects_k (..., L_k, q_k), Z_k (n, q_k), codes_k (n,) -> (..., n)
+
+Each distributional parameter (``mu``, ``sigma``, ...) has its own design and
+coefficients; ``DparSpec`` says which columns and terms are whose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from multilevel.families import inverse_link
+from multilevel.formula.distributional import MU
+from multilevel.missing import predictor_column
+
+
+def linear_predictor(X, beta, Z: Sequence = (), codes: Sequence = (), effects: Sequence = ()):
+    """``X @ beta`` plus each term's effects at each row's level, times its covariates.
+
+    Parameters
+    ----------
+    X : array (n, p)
+    beta : array (..., p)
+    Z, codes, effects : sequences over terms of (n, q_k), (n,) and (..., L_k, q_k) arrays;
+        a term whose ``effects`` is None is left out (its effects set to zero).
+
+    Returns
+    -------
+    array (..., n)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1.0, 0.0], [1.0, 1.0]])
+    >>> u = np.array([[0.5], [-0.5]])  # two levels, one covariate (an intercept)
+    >>> linear_predictor(X, np.array([1.0, 2.0]), [np.ones((2, 1))], [np.array([0, 1])], [u])
+    array([1.5, 2.5])
+    """
+    # (n, p) @ (p,) inside the model (the product the sampler always used: the same
+    # float32 rounding, so seeds give the draws they gave), (..., p) @ (p, n) for draws
+    eta = X @ beta if beta.ndim == 1 else beta @ X.T
+    for Z_k, codes_k, effects_k in zip(Z, codes, effects):
+        if effects_k is None:
+            continue
+        # (..., n, q) * (n, q) -> (..., n): each row picks its level's effects
+        eta = eta + (effects_k[..., codes_k, :] * Z_k).sum(-1)
+    return eta
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which population coefficients (indices into the model's one coefficient vector)
+    and which group terms (indices into its terms) make each linear predictor: the
+    mean's, then each family parameter's with its link. Hashable: a key of compiled
+    programs."""
+
+    mu_columns: tuple[int, ...]
+    mu_terms: tuple[int, ...]
+    dpars: tuple[
+        tuple[str, str, tuple[int, ...], tuple[int, ...]], ...
+    ] = ()  # name, link, columns, terms
+    n_columns: int = 0
+
+
+def layout_of(spec) -> Layout:
+    """The layout of a ``ModelSpec``."""
+    index = {c: j for j, c in enumerate(spec.columns)}
+    dpars = tuple(
+        (d.name, d.link, tuple(index[c] for c in d.columns), spec.terms_of(d.name))
+        for d in spec.predicted_dpars
+    )
+    return Layout(
+        tuple(index[c] for c in spec.mu_columns), spec.terms_of(MU), dpars, len(spec.columns)
+    )
+
+
+def _take(beta, columns: tuple[int, ...], n_columns: int):
+    """``beta[..., columns]``, without a gather when they are all of them in order."""
+    if columns == tuple(range(n_columns)):
+        return beta
+    return beta[..., np.asarray(columns, dtype=np.intp)]
+
+
+def linear_predictors(layout: Layout, rows: dict, beta, effects: Sequence) -> dict:
+    """Every linear predictor of a model on some rows: ``{"mu": eta, "sigma": eta_sigma,
+    ...}``, each (..., n) on its link scale.
+
+    ``rows`` holds ``X`` (the mean's columns), ``X_dpars`` (one matrix per predicted
+    parameter, in ``layout.dpars`` order), ``Z`` and ``codes`` (one per term, every
+    parameter's terms); ``beta`` (..., p) every coefficient; ``effects`` one (..., L, q)
+    array per term, or None for a term left out (a typical group)."""
+
+    def one(X, columns, terms):
+        return linear_predictor(
+            X,
+            _take(beta, columns, layout.n_columns),
+            [rows["Z"][k] for k in terms],
+            [rows["codes"][k] for k in terms],
+            [effects[k] for k in terms],
+        )
+
+    out = {MU: one(rows["X"], layout.mu_columns, layout.mu_terms)}
+    for j, (name, _, columns, terms) in enumerate(layout.dpars):
+        out[name] = one(rows["X_dpars"][j], columns, terms)
+    return out
+
+
+def dpar_values(layout: Layout, etas: dict) -> dict:
+    """Each predicted family parameter on its own scale (its inverse link of its eta)."""
+    return {name: inverse_link(link, etas[name]) for name, link, _, _ in layout.dpars}
+
+
+def row_arrays(design, rows=None) -> dict:
+    """The design's arrays that the linear predictors and the density read, for ``rows``
+    (indices; default all): ``X``, ``X_dpars``, ``Z``, ``codes``, ``y``, ``trials``, ``se``."""
+    rows = np.arange(design.n) if rows is None else np.asarray(rows)
+    se = getattr(design, "se", None)  # known standard errors (y | se(s) ~ ...), if any
+    return {
+        "X": design.X[rows],
+        "X_dpars": tuple(d.X[rows] for d in getattr(design, "dpars", ())),
+        "y": design.y[rows],
+        "trials": None if design.trials is None else design.trials[rows],
+        "se": None if se is None else se[rows],
+        "Z": tuple(b.Z[rows] for b in design.all_blocks),
+        "codes": tuple(b.codes[rows] for b in design.all_blocks),
+    }
+
+
+def named_draws(spec, posterior) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """The draws a linear predictor and a likelihood read, from a named posterior
+    (xarray, dims chain and draw first): every coefficient (C, D, p) in ``spec.columns``
+    order, each term's effects (C, D, L, q) and the family parameters by name (C, D),
+    fixed ones (``ml.bf(..., nu=4)``) included."""
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+
+    def values(name: str) -> np.ndarray:
+        return np.asarray(posterior[name].values, dtype=float)
+
+    beta = np.zeros((chains, draws, 0))  # p = 0 for `y ~ 0 + (1 | g)`
+    if spec.columns:
+        beta = np.stack([values(n) for n in spec.columns], axis=-1)
+    effects = [np.stack([values(n) for n in t.effect_names], -1) for t in spec.terms]
+    aux = {name: values(name) for name in spec.aux}
+    aux.update({n: np.full((chains, draws), v) for n, v in spec.fixed_dpars.items()})
+    return beta, effects, aux
+
+
+def fitted_eta_shift(spec, design, posterior, rows=None):
+    """What to add to a linear predictor computed from the design, whose imputed cells
+    hold placeholders, to use each draw's imputed values instead: ``(x_draw -
+    placeholder) * slope``, the slope being the sum of the predictor's coefficients in
+    that row (it enters linearly: ``missing`` checks that). Only imputed rows change, so
+    it is kept sparse: ``(columns, values)``, positions among ``rows`` (default: every
+    fitted row; a position may repeat) and their (chain, draw, m) shifts, for
+    ``add_shift``. None when nothing among ``rows`` is imputed."""
+    rows = np.arange(design.n) if rows is None else np.asarray(rows)
+    where = np.full(design.n, -1, dtype=np.intp)
+    where[rows] = np.arange(len(rows))  # fitted row -> its position among rows
+    columns, values = [], []
+    for imp in spec.imputed:
+        positions = np.asarray(imp.positions, dtype=np.intp)
+        wanted = where[positions] >= 0
+        if not wanted.any():
+            continue
+        positions = positions[wanted]
+        x = posterior[imp.values_name].values[..., wanted].astype(float)  # (C, D, m)
+        slope = np.zeros_like(x)
+        for c in imp.x_columns:
+            slope += posterior[spec.columns[c]].values[..., None]
+        for k, j in imp.z_columns:
+            effects = posterior[spec.terms[k].effect_names[j]].values  # (C, D, levels)
+            slope += effects[..., design.blocks[k].codes[positions]]
+        columns.append(where[positions])
+        values.append((x - predictor_column(design, imp)[positions]) * slope)
+    if not columns:
+        return None
+    return np.concatenate(columns), np.concatenate(values, axis=-1)
+
+
+def add_shift(eta: np.ndarray, columns: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``eta`` (..., rows) plus the sparse shift of ``fitted_eta_shift`` (in place)."""
+    np.add.at(eta, (..., columns), values)
+    return eta
