@@ -16,7 +16,6 @@ from scipy import stats
 
 import multilevel as ml
 from multilevel.backends.numpyro_model import site_values
-from multilevel.loglik import log_density
 from multilevel.workflow.pooling import (
     PoolingComparison,
     compare_pooling,
@@ -220,30 +219,6 @@ def test_pointwise_log_likelihood_matches_the_numpyro_model(cafe_fit):
     ref = numpyro.infer.log_likelihood(model.numpyro_model(), samples, data, prior)["y"]
     ours = pointwise_log_likelihood(cafe_fit)
     np.testing.assert_allclose(np.stack([ours[c, d] for c, d in draws]), ref, atol=1e-4)
-
-
-def test_log_densities_of_other_families_match_scipy():
-    rng = np.random.default_rng(0)
-    eta = rng.normal(0, 1.5, size=40)
-    y01 = rng.integers(0, 2, size=40).astype(float)
-    np.testing.assert_allclose(
-        log_density("bernoulli", "logit", y01, eta, {}),
-        stats.bernoulli.logpmf(y01, 1 / (1 + np.exp(-eta))),
-    )
-    np.testing.assert_allclose(
-        log_density("bernoulli", "probit", y01, eta, {}),
-        stats.bernoulli.logpmf(y01, stats.norm.cdf(eta)),
-    )
-    trials = rng.integers(1, 20, size=40).astype(float)
-    k = np.floor(trials * rng.uniform(size=40))
-    np.testing.assert_allclose(
-        log_density("binomial", "logit", k, eta, {}, trials),
-        stats.binom.logpmf(k, trials, 1 / (1 + np.exp(-eta))),
-    )
-    counts = rng.poisson(3, size=40).astype(float)
-    np.testing.assert_allclose(
-        log_density("poisson", "log", counts, eta, {}), stats.poisson.logpmf(counts, np.exp(eta))
-    )
 
 
 # --------------------------------------------------------------------------- plots
