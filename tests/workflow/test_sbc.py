@@ -1,7 +1,9 @@
 """Simulation-based calibration: the driver (structure, resuming, processes, Dask) on a
-tiny model, and the uniformity checks on synthetic ranks with known answers.
+tiny model, and ``SBCResult``'s verdict on synthetic ranks with known answers.
 
-The full SBC of three models (200+ simulations each) is in test_sbc_slow.py."""
+The rank statistics alone are tested in test_sbc_ranks.py, seeds and the resume store in
+test_sbc_runner.py, the plot in test_sbc_plot.py; the full SBC of three models (200+
+simulations each) is in test_sbc_slow.py."""
 
 import json
 import os
@@ -10,10 +12,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 import multilevel as ml
 from multilevel.workflow import sbc as S
+from multilevel.workflow.sbc_ranks import rank_of
 
 # Deliberately short chains: these tests check the machinery, not calibration.
 FAST = dict(chains=1, warmup=150, draws=200, progress=False)
@@ -108,15 +110,6 @@ def test_bad_arguments(model):
         S.sbc(model, n_sims=0, **FAST)
 
 
-def test_kept_draws():
-    even = S.kept_indices(chains=2, draws=1000, thin=None)
-    assert len(even) == 99 and len(set(even)) == 99
-    assert even.min() >= 0 and even.max() < 2000 and np.all(np.diff(even) >= 20)
-    thinned = S.kept_indices(chains=2, draws=100, thin=10)
-    assert thinned.tolist() == [*range(9, 100, 10), *range(109, 200, 10)]
-    assert S.SBCSettings(chains=2, draws=100, thin=10).n_ranks == 20
-
-
 def test_dask_missing_is_explained(model, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import raises ImportError
     with pytest.raises(ml.MultilevelError, match=r"multilevel\[cluster\]"):
@@ -147,7 +140,7 @@ def _conjugate_ranks(n_sims, shift=0.0, scale=1.0, seed=0, n_draws=99):
     x = rng.normal(theta, 1.0)
     sd = np.sqrt(0.5)
     draws = rng.normal(x[:, None] / 2 + shift * sd, scale * sd, (n_sims, n_draws))
-    return np.array([S.rank_of(t, d, rng) for t, d in zip(theta, draws)])
+    return np.array([rank_of(t, d, rng) for t, d in zip(theta, draws)])
 
 
 def _result(**columns):
@@ -174,35 +167,3 @@ def test_miscalibrated_ranks_fail(shift, scale, why):
     assert not table.loc["bad", "in_band"], why
     assert table.loc["bad", "ecdf_p"] < 0.001, why
     assert result.check().loc["good", "ok"], why
-
-
-def test_band_covers_uniform_ecdfs_95_percent_of_the_time():
-    """300 uniform samples of 50 ranks in 0..19: the simultaneous 95% band should hold
-    the whole ECDF in 95% of them. Tolerance: 4 sds of the coverage estimate (binomial,
-    300 cases: 0.0126) combined with the band's own Monte Carlo error (5000 simulated
-    samples: 0.003), i.e. 0.052. The pointwise band, for contrast, covers far less."""
-    n, L, cases = 50, 19, 300
-    lower, upper = S.ecdf_band(n, L, 0.95)
-    again = S.ecdf_band(n, L, 0.95)
-    np.testing.assert_array_equal(lower, again[0])  # seeded
-    ranks = np.random.default_rng(11).integers(0, L + 1, (cases, n))
-    ecdf = S.ecdf_counts(ranks, L) / n
-    inside = np.all((ecdf >= lower - 1e-12) & (ecdf <= upper + 1e-12), axis=1)
-    assert abs(inside.mean() - 0.95) < 0.052
-    z = (np.arange(L) + 1) / (L + 1)
-    lo, hi = stats.binom.interval(0.95, n, z)
-    pointwise = np.all((ecdf * n >= lo) & (ecdf * n <= hi), axis=1)
-    assert pointwise.mean() < 0.85
-    # Leaving the band and an ECDF p-value below 5% are (up to Monte Carlo error) the same.
-    p = S.ecdf_pvalue(ranks, L)
-    assert np.mean(inside == (p > 0.05)) > 0.97
-
-
-def test_chi2_bins_divide_the_ranks():
-    assert np.diff(S.chi2_bins(200, 99)).tolist() == [5] * 20
-    assert np.diff(S.chi2_bins(40, 99)).tolist() == [20] * 5  # at least 5 expected per bin
-    edges = S.chi2_bins(200, 100)  # 101 ranks: prime, so nearly equal bins
-    assert edges[0] == 0 and edges[-1] == 101 and len(edges) == 21
-    # Expected counts follow the bin widths: uniform ranks still pass.
-    ranks = np.random.default_rng(0).integers(0, 101, 2000)
-    assert S.chi2_pvalue(ranks, 100)[2] > 0.01

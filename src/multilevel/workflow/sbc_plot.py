@@ -16,22 +16,38 @@ from pathlib import Path
 
 import numpy as np
 
-from multilevel.workflow.sbc import ecdf_band, ecdf_counts
+from multilevel.figures import check_figure_path, new_figure, save_figure
+from multilevel.workflow.sbc_ranks import ecdf_band, ecdf_counts, ecdf_outside
 
 
 def plot_ecdf_difference(
     result, path: str | Path | None = None, prob: float = 0.95, ncols: int = 3, width: float = 3.2
 ):
-    """One panel per ranked parameter; returns the Figure (saved to ``path`` if given)."""
-    import matplotlib.pyplot as plt
+    """One panel per ranked parameter; returns the Figure (saved to ``path`` if given).
 
+    Parameters
+    ----------
+    result : SBCResult
+        Read for ``params``, ``ranks``, ``n_sims``, ``n_draws``, ``uniformity`` (p-values
+        in the titles) and ``formula``.
+    path : str or Path, optional
+        Image file (.png, .svg or .pdf), checked before anything is drawn.
+    prob : float
+        Level of the simultaneous band.
+    ncols, width : int, float
+        Panels per row, and the width of one panel in inches.
+
+    Examples
+    --------
+    >>> fig = plot_ecdf_difference(result, "sbc.png")  # doctest: +SKIP
+    """
+    path = check_figure_path(path)
     names = list(result.params)
     n, L = result.n_sims, result.n_draws
     ncols = max(1, min(ncols, len(names)))
     nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(width * ncols, 0.8 * width * nrows), squeeze=False, sharey=True
-    )
+    fig = new_figure(width * ncols, 0.8 * width * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     lower, upper = ecdf_band(n, L, prob)
     z = (np.arange(L) + 1) / (L + 1)
     # Steps: the ECDF of ranks is flat between evaluation points; start and end at 0.
@@ -39,7 +55,7 @@ def plot_ecdf_difference(
     table = result.uniformity
     for ax, name in zip(axes.flat, names):
         ecdf = ecdf_counts(result.ranks[name].to_numpy(dtype=int), L) / n
-        outside = (ecdf < lower - 1e-12) | (ecdf > upper + 1e-12)
+        outside = ecdf_outside(ecdf, lower, upper)
         ax.fill_between(
             zs,
             np.concatenate([[0.0], lower - z, [0.0]]),
@@ -66,6 +82,4 @@ def plot_ecdf_difference(
     axes.flat[0].legend(fontsize=7, loc="lower left", frameon=False)
     fig.suptitle(f"SBC: {result.formula}\n{n} simulations, L = {L} draws", fontsize=10, y=0.995)
     fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    return save_figure(fig, path)
