@@ -255,3 +255,10 @@ def test_missing_values_in_a_parameters_formula(radon):
     assert dropped.design.n == len(radon) - 5
     with pytest.raises(ml.DataError, match="missing='drop'"):
         ml.Model(formula, data, missing="model")
+
+
+def test_pooling_comparison_refuses_distributional_models(radon, radon_fit):
+    with pytest.raises(ml.MultilevelError, match="ml.compare"):
+        ml.compare_pooling(RADON, radon)
+    with pytest.raises(ml.MultilevelError, match="ml.compare"):
+        ml.PoolingComparison.from_fit(radon_fit)

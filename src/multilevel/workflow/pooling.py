@@ -55,7 +55,16 @@ class _Plan:
     coefs: tuple[str, ...]  # varying coefficients as the design names them: Intercept, x
 
 
+DISTRIBUTIONAL = (
+    "compare_pooling compares the group terms of the mean's formula, taken as text; a "
+    "model whose family parameters have formulas or values of their own (ml.bf) is not "
+    "supported: compare such fits with ml.compare."
+)
+
+
 def _plan(formula: str) -> _Plan:
+    if not isinstance(formula, str):
+        raise MultilevelError(DISTRIBUTIONAL)
     parsed = parse_formula(formula)
     term = _single_term(parsed)
     coefs = _varying_coefs(term)
@@ -200,6 +209,8 @@ class PoolingComparison:
         ``fit`` unless ``fit_kwargs`` say otherwise; priors the user set on population
         coefficients and family parameters carry over."""
         model = _model_of(fit, "Comparing pooling")
+        if fit.spec.dpars:
+            raise MultilevelError(DISTRIBUTIONAL)
         info = fit.info
         settings = {**info["settings"], "seed": info["seed"], **fit_kwargs}
         spec = fit.spec
