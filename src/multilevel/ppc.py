@@ -35,13 +35,13 @@ from matplotlib.figure import Figure
 
 from multilevel.design import group_codes
 from multilevel.errors import MultilevelError
+from multilevel.families import FAMILIES
 from multilevel.figures import check_figure_path, new_figure, save_figure
 from multilevel.prediction import predict
 
 __all__ = ["KINDS", "group_check", "posterior_predictive", "ppc"]
 
 KINDS = ("auto", "density", "bars")
-DISCRETE = ("poisson", "negative_binomial", "binomial", "bernoulli")
 _MAX_BARS = 40  # count values shown one by one; wider ranges are binned
 _OBS, _REP, _BAD = "black", "#1f77b4", "#d62728"
 
@@ -140,8 +140,8 @@ def ppc(
     if kind not in KINDS:
         raise MultilevelError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}.")
     if kind == "auto":
-        kind = "bars" if family in DISCRETE else "density"
-    if kind == "bars" and family not in DISCRETE:
+        kind = "bars" if FAMILIES[family].discrete else "density"
+    if kind == "bars" and not FAMILIES[family].discrete:
         raise MultilevelError(
             f"kind='bars' is for count and 0/1 outcomes; the {family} family is "
             "continuous: use kind='density'."

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 from cli_run import run_main
 
@@ -53,3 +54,21 @@ def test_items_become_bf():
 def test_a_bad_parameter_is_a_message_not_a_traceback():
     status, _, err = run_main(["describe", "sleepstudy", FORMULA, "--formula-for", "phi=~ Days"])
     assert status == 2 and "no parameter 'phi'" in err and "Traceback" not in err
+
+
+def test_predict_a_parameter_from_a_saved_fit(tmp_path):
+    saved = tmp_path / "fit.nc"
+    argv = ["fit", "sleepstudy", FORMULA, "--formula-for", "sigma=~ Days",
+            "--chains", "1", "--warmup", "150", "--draws", "100", "--quiet",
+            "--save", str(saved), "--allow-unconverged"]  # fmt: skip
+    status, _, err = run_main(argv)
+    assert status == 0, err
+    new = tmp_path / "new.csv"
+    new.write_text("Days,Subject\n0,308\n9,308\n")
+    out_csv = tmp_path / "sigma.csv"
+    argv = ["predict", str(saved), str(new), "--data", "sleepstudy", "--dpar", "sigma",
+            "--out", str(out_csv)]  # fmt: skip
+    status, out, err = run_main(argv)
+    assert status == 0, err
+    table = pd.read_csv(out_csv)
+    assert (table["mean"] > 0).all() and len(table) == 2

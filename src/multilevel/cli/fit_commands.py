@@ -62,6 +62,13 @@ def add_predict_parser(commands) -> None:
         help="sample (default): new levels drawn from the population; population: all "
         "group effects zero",
     )
+    predict.add_argument(
+        "--dpar",
+        default=None,
+        metavar="PARAM",
+        help="predict a family parameter instead of the response, e.g. sigma (its value "
+        "per row with --kind mean, its linear predictor with --kind link)",
+    )
     predict.add_argument("--seed", type=int, default=0, help="default 0")
     predict.add_argument("--draws", type=int, default=None, help="draws per chain (default: all)")
     predict.add_argument("--out", metavar="FILE", help="write the table as CSV")
@@ -82,6 +89,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             seed=args.seed,
             draws=args.draws,
             data=original,
+            dpar=args.dpar,
         )
         table = prediction.summary()
         print(prediction)
