@@ -67,7 +67,7 @@ from multilevel.linear_predictor import (
     row_arrays,
 )
 from multilevel.missing import row_label
-from multilevel.options import check_seed
+from multilevel.options import check_count, check_seed
 
 __all__ = ["KINDS", "GROUPS", "Prediction", "predict"]
 
@@ -333,8 +333,7 @@ def _new_se(spec, newdata: pd.DataFrame) -> np.ndarray | None:
 def _thin(posterior, draws: int | None):
     if draws is None:
         return posterior
-    if not isinstance(draws, (int, np.integer)) or isinstance(draws, bool) or draws < 1:
-        raise MultilevelError(f"draws must be a positive whole number (per chain), got {draws!r}.")
+    draws = check_count("draws (per chain)", draws)
     total = posterior.sizes["draw"]
     if draws >= total:
         return posterior

@@ -22,6 +22,7 @@ from multilevel.families import FAMILIES
 from multilevel.fitted_rows import distributional_formula
 from multilevel.formula import parse_formula
 from multilevel.formula.expressions import required_columns
+from multilevel.options import check_count
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
 
@@ -142,9 +143,9 @@ def resample_groups(
     data = model.data
     codes, _ = pd.factorize(data[factor], sort=True)
     donor_rows = [np.flatnonzero(codes == j) for j in range(codes.max() + 1)]
-    n_groups = len(donor_rows) if n_groups is None else _positive(n_groups, "n_groups")
+    n_groups = len(donor_rows) if n_groups is None else check_count("n_groups", n_groups)
     if rows_per_group is not None:
-        rows_per_group = _positive(rows_per_group, "rows_per_group")
+        rows_per_group = check_count("rows_per_group", rows_per_group)
 
     rng = np.random.default_rng(seed)
     donors = rng.integers(0, len(donor_rows), size=n_groups)
@@ -301,12 +302,6 @@ def draw_response(model, params: dict | None, seed: int) -> tuple[np.ndarray, di
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise MultilevelError(f"{name} must be a positive whole number, got {value!r}.")
-    return int(value)
 
 
 def _check_correlations(term, values: dict) -> None:

@@ -26,8 +26,9 @@ from multilevel.data_checks import (
     time_predictor_error,
 )
 from multilevel.design import check_constant, used_columns
-from multilevel.errors import DataError, MultilevelError
+from multilevel.errors import DataError
 from multilevel.formula import parse_formula
+from multilevel.options import check_count
 
 
 def chunked_statistics(
@@ -78,8 +79,7 @@ def chunked_statistics(
     >>> summary.n == len(radon), summary.group
     (True, 'county')
     """
-    if not isinstance(chunk_rows, int | np.integer) or chunk_rows < 1:
-        raise MultilevelError(f"chunk_rows must be a positive whole number, got {chunk_rows!r}.")
+    check_count("chunk_rows", chunk_rows)
     parsed = parse_formula(formula)
     check_model(parsed, family)
     analysis = analyse_formula(parsed)

@@ -32,7 +32,7 @@ from multilevel.evaluation import (
 )
 from multilevel.inference import nuts
 from multilevel.loglik import log_likelihood_idata, log_likelihood_values
-from multilevel.options import check_seed
+from multilevel.options import check_count, check_seed
 from multilevel.progress import progress_bar
 
 
@@ -132,8 +132,7 @@ def kfold(
             "no Model. Build it again, ml.Model(formula, data), fit it and pass that fit."
         )
     n = design.n
-    if not isinstance(k, (int, np.integer)) or k < 2:
-        raise MultilevelError(f"k must be a whole number of folds >= 2, got {k!r}.")
+    k = check_count("k", k, minimum=2)
     rng = np.random.default_rng(check_seed(seed))
     labels = None
     if by is None:
