@@ -13,6 +13,11 @@ Sites (all on a unit scale; reported values are deterministic transforms):
   ``z_<k>``           standard-normal group effects of term k (non-centred), or
   ``r_<k>``           the group effects themselves (centred)
 Deterministics: ``beta`` (p,), ``sd`` (total q,), ``aux``, ``effects_<k>`` (L, q_k).
+
+A family parameter with a formula of its own (``ml.bf(..., sigma="~ x + (1 | g)")``)
+adds its coefficients to ``beta`` and its terms to the terms; ``Structure.layout`` says
+which are whose, ``data["X_dpars"]`` holds its design, and the likelihood gets the
+parameter per row (its inverse link of its linear predictor) in place of one value.
 """
 
 from __future__ import annotations
