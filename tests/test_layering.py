@@ -33,7 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("backends.",),
     ("inference.",),
     ("loglik", "prediction", "simulation"),
-    ("evaluation", "ppc", "prior_check"),
+    ("evaluation", "ppc", "prior_check", "prior_check_measures", "prior_check_plot"),
     ("fit",),
     ("model",),
     ("workflow.",),

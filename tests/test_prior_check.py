@@ -189,3 +189,18 @@ def test_poisson_overflowing_rates_count_as_out_of_range(tmp_path):
     assert "'Intercept'" in check.warnings[0]
     fig = check.plot(tmp_path / "counts.png")
     assert _has_observed(fig)
+
+
+@pytest.mark.parametrize("family", ["student_t", "negative_binomial", "gamma", "lognormal"])
+def test_plot_draws_every_family(family, tmp_path):
+    """Continuous outcomes get densities, counts get count bars: the figure used to
+    read success rates for every family but gaussian and poisson (KeyError: 'rate')."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=40)
+    y = rng.poisson(np.exp(1 + 0.3 * x)) + (0 if family == "negative_binomial" else 1.0)
+    data = pd.DataFrame({"y": y, "x": x, "g": np.repeat(np.arange(8), 5)})
+    check = ml.Model("y ~ x + (1 | g)", data, family=family).sample_prior_predictive(n=40)
+    fig = check.plot(tmp_path / f"{family}.png")
+    assert (tmp_path / f"{family}.png").stat().st_size > 0
+    title = fig.axes[0].get_title()
+    assert ("Counts" in title) == (family == "negative_binomial")

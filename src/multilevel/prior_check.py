@@ -49,9 +49,14 @@ from scipy import stats
 
 from multilevel import priors as P
 from multilevel.errors import MultilevelError
-from multilevel.families import FAMILIES, inverse_link, success_rate
-from multilevel.figures import check_figure_path, new_figure, save_figure
-from multilevel.linear_predictor import layout_of, linear_predictors, row_arrays
+from multilevel.families import FAMILIES, success_rate
+from multilevel.prior_check_measures import (
+    measure,
+    per_draw_statistics,
+    percent,
+    quantile_with_inf,
+)
+from multilevel.prior_check_plot import plot_prior_check
 
 __all__ = [
     "QUANTILES",
@@ -66,9 +71,6 @@ STATISTICS = ("mean", "sd", "min", "max")
 BINARY = tuple(name for name, f in FAMILIES.items() if f.binary)
 THRESHOLD = 0.5  # warn when more than this share of the prior predictive is absurd
 N_ATTRIBUTION = 200  # parameter sets re-simulated per candidate prior
-# Poisson rates above this cannot be simulated: NumPyro clips such counts to 2**31 - 1, or
-# returns 0 once the rate overflows float32. They are marked inf (certainly out of range).
-_LOG_MAX_RATE = math.log(2.0**31)
 
 
 class PriorPredictiveWarning(UserWarning):
@@ -108,75 +110,6 @@ def _check_plausible(plausible, family: str) -> tuple[float, float]:
             f"(within [0, 1]), got ({lo}, {hi})."
         )
     return lo, hi
-
-
-# ------------------------------------------------------------------- measurements
-def _linear_predictor(model, named: dict) -> np.ndarray:
-    """(m, n) the mean's linear predictor of m parameter draws, from user-facing names."""
-    design, spec = model.design, model.spec
-    m = np.asarray(named["y"] if "y" in named else next(iter(named.values()))).shape[0]
-    beta = np.zeros((m, 0))
-    if spec.columns:
-        beta = np.stack([np.asarray(named[c], dtype=float) for c in spec.columns], -1)
-    effects = [
-        np.stack([np.asarray(named[n], dtype=float) for n in t.effect_names], -1)
-        for t in spec.terms
-    ]  # (m, L, q) per term
-    return linear_predictors(layout_of(spec), row_arrays(design), beta, effects)["mu"]
-
-
-def _outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return ~((values >= lo) & (values <= hi))  # non-finite values count as outside
-
-
-def _measure(model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -> dict:
-    """Shares of absurd prior predictive mass for m draws (named parameters and y).
-
-    Returns ``outcomes`` (gaussian, poisson) or ``probabilities`` and ``rates`` (binary),
-    plus the (cleaned) outcomes ``y`` and, for binary families, the success probabilities
-    ``p`` and per-data-set success rates ``rate``."""
-    lo, hi = plausible
-    family = model.spec.family
-    eta = _linear_predictor(model, named)
-    y = np.asarray(y, dtype=float)
-    out: dict = {}
-    if family in ("poisson", "negative_binomial", "gamma"):
-        overflow = eta > _LOG_MAX_RATE
-        y = np.where(overflow, np.inf, y)
-        out["overflow"] = float(overflow.mean())
-    out["y"] = y
-    if family in BINARY:
-        p = inverse_link(model.spec.link, eta)
-        trials = model.design.trials
-        rate = y.sum(axis=1) / (float(trials.sum()) if trials is not None else y.shape[1])
-        out.update(
-            p=p,
-            rate=rate,
-            probabilities=float(_outside(p, lo, hi).mean()),
-            rates=float(_outside(rate, lo, hi).mean()),
-        )
-    else:
-        out["outcomes"] = float(_outside(y, lo, hi).mean())
-    return out
-
-
-def _quantile(values, q) -> np.ndarray:
-    """Quantiles that stay exact when some values are inf (no inf - inf interpolation)."""
-    values = np.asarray(values, dtype=float)
-    method = "linear" if np.isfinite(values).all() else "inverted_cdf"
-    return np.quantile(values, q, method=method)
-
-
-def _per_draw(values: np.ndarray) -> dict[str, np.ndarray]:
-    """Statistics of each simulated data set (rows of ``values``)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        finite = np.isfinite(values).all(axis=-1)
-        return {
-            "mean": values.mean(axis=-1),
-            "sd": np.where(finite, values.std(axis=-1), np.inf),  # not nan (inf - inf)
-            "min": values.min(axis=-1),
-            "max": values.max(axis=-1),
-        }
 
 
 # ---------------------------------------------------------------------- attribution
@@ -233,7 +166,7 @@ def _attribute(
     def share(fixed: list[str]) -> float:
         values = {**base, **{k: np.full(m, moderate[k]) for k in fixed}}
         named, y = _simulate(model, values, sim_seed)
-        return _measure(model, named, y, plausible)[metric]
+        return measure(model, named, y, plausible)[metric]
 
     baseline = share([])
     prior_of, sources = spec.prior_of, dict(spec.prior_sources)
@@ -267,12 +200,6 @@ def _attribute(
 
 _GREEDY_POOL = 8  # priors tried in the joint search (those that help most on their own)
 _GREEDY_STEPS = 4
-
-
-def _pct(x: float) -> str:
-    if 0 < x < 0.01 or 0.99 < x < 1:
-        return f"{100 * x:.1f}%"
-    return f"{100 * x:.0f}%"
 
 
 def _times(x: float) -> str:
@@ -334,18 +261,18 @@ def _attribution_words(
         text = (
             f"The prior on '{name}' ({_named_prior(table, name)}) drives it: with {name} "
             f"fixed at {best['fixed at']:.4g} (a moderate value: the median of its default "
-            f"prior {best['default prior']}) only {_pct(best['share'])} of {what} are out "
-            f"of range (instead of {_pct(share)}). " + _advice(model, name)
+            f"prior {best['default prior']}) only {percent(best['share'])} of {what} are out "
+            f"of range (instead of {percent(share)}). " + _advice(model, name)
         )
         others = singles.iloc[1:][singles.iloc[1:]["share"] <= threshold]
         if len(others):
             text += " Fixing " + ", ".join(
-                f"'{o}' instead also brings it to {_pct(s)}" for o, s in others["share"].items()
+                f"'{o}' instead also brings it to {percent(s)}" for o, s in others["share"].items()
             )
             text += "."
         return text
     helped = (
-        f"fixing any one prior at a moderate value leaves at least {_pct(best['share'])} of "
+        f"fixing any one prior at a moderate value leaves at least {percent(best['share'])} of "
         f"{what} out of range ('{name}' helps most)."
     )
     joint = table[table["kind"] == "joint"]
@@ -359,12 +286,12 @@ def _attribution_words(
                 f"No single prior explains it: {helped} Together the priors on {listed} "
                 f"do: with {'both' if len(names) == 2 else 'all of them'} fixed at moderate "
                 "values (the medians of their "
-                f"default priors) only {_pct(value)} are out of range. Set each from what "
+                f"default priors) only {percent(value)} are out of range. Set each from what "
                 "you know about the outcome (their defaults are scaled to the data)."
             )
         return (
             f"No prior explains it: {helped} Fixing {listed} together still leaves "
-            f"{_pct(value)}. Check the priors together with the scale of the predictors "
+            f"{percent(value)}. Check the priors together with the scale of the predictors "
             "and of the outcome."
         )
     return (
@@ -435,7 +362,7 @@ class PriorPredictiveCheck:
         else:
             self.plausible = _check_plausible(plausible, self.family)
             self.plausible_source = "given"
-        measured = _measure(model, draws, draws["y"], self.plausible)
+        measured = measure(model, draws, draws["y"], self.plausible)
         self.draws = {**draws, "y": measured["y"] if self.family == "poisson" else draws["y"]}
         self._measured = measured
         self._overflow = measured.get("overflow", 0.0)
@@ -461,26 +388,26 @@ class PriorPredictiveCheck:
         if self.family == "bernoulli":
             rate = m["rate"]
             obs_rate = success_rate(self.observed, None)
-            rows["success rate"] = [obs_rate, *_quantile(rate, [0.5, 0.05, 0.95])]
+            rows["success rate"] = [obs_rate, *quantile_with_inf(rate, [0.5, 0.05, 0.95])]
         else:
             sim, obs = m["y"], self.observed
             if self.family == "binomial":
                 sim, obs = sim / self.trials, obs / self.trials
-            pooled = _quantile(sim.ravel(), QUANTILES)
-            observed = _quantile(obs, QUANTILES)
+            pooled = quantile_with_inf(sim.ravel(), QUANTILES)
+            observed = quantile_with_inf(obs, QUANTILES)
             for q, a, b in zip(QUANTILES, observed, pooled):
                 rows[f"q{100 * q:g}%"] = [a, b, np.nan, np.nan]
-            per_draw, obs_stats = _per_draw(sim), _per_draw(obs[None])
+            per_draw, obs_stats = per_draw_statistics(sim), per_draw_statistics(obs[None])
             for stat in STATISTICS:
                 rows[stat] = [
                     float(obs_stats[stat][0]),
-                    *_quantile(per_draw[stat], [0.5, 0.05, 0.95]),
+                    *quantile_with_inf(per_draw[stat], [0.5, 0.05, 0.95]),
                 ]
             if self.family == "binomial":
                 obs_rate = success_rate(self.observed, self.trials)
-                rows["success rate"] = [obs_rate, *_quantile(m["rate"], [0.5, 0.05, 0.95])]
+                rows["success rate"] = [obs_rate, *quantile_with_inf(m["rate"], [0.5, 0.05, 0.95])]
         if self.family in BINARY:
-            for q, value in zip(QUANTILES, _quantile(m["p"].ravel(), QUANTILES)):
+            for q, value in zip(QUANTILES, quantile_with_inf(m["p"].ravel(), QUANTILES)):
                 rows[f"p q{100 * q:g}%"] = [np.nan, value, np.nan, np.nan]
         frame = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
         frame.index.name = "statistic"
@@ -533,24 +460,24 @@ class PriorPredictiveCheck:
             what = "simulated outcomes"
             head = (
                 f"The priors put most of their mass on absurd outcomes: "
-                f"{_pct(self.share_outside)} of the values of {self.response} simulated "
+                f"{percent(self.share_outside)} of the values of {self.response} simulated "
                 f"from the priors lie outside {self._range_words()}; the observed values "
                 f"span [{self.observed.min():.4g}, {self.observed.max():.4g}]."
             )
             if self._overflow > 0:
                 head += (
-                    f" {_pct(self._overflow)} of the simulated Poisson rates exceed 2**31, "
+                    f" {percent(self._overflow)} of the simulated Poisson rates exceed 2**31, "
                     "too large to simulate at all."
                 )
             share = self.share_outside
         else:
             obs_rate = success_rate(self.observed, self.trials)
             rates = (
-                f"{_pct(self.share_extreme_rates)} of simulated data sets have an overall "
+                f"{percent(self.share_extreme_rates)} of simulated data sets have an overall "
                 f"success rate outside [{lo:.4g}, {hi:.4g}] (observed: {obs_rate:.3g})"
             )
             probs = (
-                f"{_pct(self.share_outside)} of the success probabilities implied by the "
+                f"{percent(self.share_outside)} of the success probabilities implied by the "
                 f"priors are below {lo:.4g} or above {hi:.4g}"
             )
             first, second = (probs, rates) if metric == "probabilities" else (rates, probs)
@@ -578,13 +505,13 @@ class PriorPredictiveCheck:
         if self.family in BINARY:
             lines.append(
                 f"Success probabilities outside [{lo:.4g}, {hi:.4g}]: "
-                f"{_pct(self.share_outside)}; data sets with a success rate outside it: "
-                f"{_pct(self.share_extreme_rates)}"
+                f"{percent(self.share_outside)}; data sets with a success rate outside it: "
+                f"{percent(self.share_extreme_rates)}"
             )
         else:
             lines.append(
                 f"Simulated outcomes outside the plausible range [{lo:.4g}, {hi:.4g}] "
-                f"({self.plausible_source}): {_pct(self.share_outside)}"
+                f"({self.plausible_source}): {percent(self.share_outside)}"
             )
         if self.warnings:
             lines += ["", "Warnings:"] + [f"- {w}" for w in self.warnings]
@@ -594,164 +521,9 @@ class PriorPredictiveCheck:
 
     def plot(self, path: str | Path | None = None, n_sets: int = 50):
         """Simulated data sets next to the observed data; saved to ``path`` if given
-        (PNG, SVG, PDF by suffix). Returns a matplotlib Figure (no pyplot state).
-
-        gaussian: densities of ``n_sets`` simulated data sets and of the observed data,
-        over a window holding the plausible range (shaded), with the share outside it;
-        poisson: proportions of counts, observed vs simulated (median, 90% range);
-        binary: histogram of simulated success rates and of implied probabilities, the
-        observed rate marked. The right panel shows each simulated data set's mean and sd
-        against the observed ones (symmetric-log axes when the spread is wide)."""
-        check_figure_path(path)
-        fig = new_figure(11, 4.2, layout="constrained")
-        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-        if self.family == "gaussian":
-            self._plot_densities(left, n_sets)
-        elif self.family == "poisson":
-            self._plot_counts(left)
-        else:
-            self._plot_rates(left)
-        if self.family in BINARY:
-            self._plot_probabilities(right)
-        else:
-            self._plot_moments(right)
-        fig.suptitle(
-            f"Prior predictive check: {self.spec.formula} ({self.family}, {self.n} draws)",
-            fontsize=10,
-        )
-        return save_figure(fig, path)
-
-    def _plot_densities(self, ax, n_sets: int) -> None:
-        lo, hi = self.plausible
-        obs, sim = self.observed, self.draws["y"]
-        a, b = min(lo, obs.min()), max(hi, obs.max())
-        pad = 0.05 * (b - a)
-        bins = np.linspace(a - pad, b + pad, 61)
-        width = bins[1] - bins[0]
-        centers = (bins[:-1] + bins[1:]) / 2
-        peaks = []
-        for i, values in enumerate(sim[:n_sets]):
-            counts, _ = np.histogram(values[np.isfinite(values)], bins)
-            density = counts / (values.size * width)  # mass outside the view is not redrawn
-            peaks.append(density.max())
-            ax.plot(centers, density, color="C0", alpha=0.35, lw=0.8,
-                    label="simulated from the priors" if i == 0 else None)  # fmt: skip
-        counts, _ = np.histogram(obs, bins)
-        observed = counts / (obs.size * width)
-        ax.plot(centers, observed, color="black", lw=2.2, label="observed")
-        ax.axvspan(lo, hi, color="C2", alpha=0.1, label="plausible range")
-        top = max(observed.max(), np.median(peaks) if peaks else 0)
-        ax.set_ylim(0, 1.15 * min(max(peaks + [top]), 3 * observed.max()))
-        ax.set_xlim(bins[0], bins[-1])
-        beyond = float(np.mean(_outside(sim, bins[0], bins[-1])))
-        ax.set_title(
-            f"{min(n_sets, self.n)} simulated data sets vs observed {self.response}\n"
-            f"{_pct(self.share_outside)} of simulated values outside the plausible range; "
-            f"{_pct(beyond)} beyond this view",
-            fontsize=9,
-        )
-        ax.set_xlabel(self.response)
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8, loc="upper right")
-
-    def _plot_counts(self, ax) -> None:
-        obs, sim = self.observed, self.draws["y"]
-        top = int(obs.max())
-        edges = np.unique(np.round(np.linspace(0, top + 1, min(top + 2, 26)))).astype(float)
-        edges = np.append(edges, np.inf)  # the last bin: above the largest observed count
-        labels = [
-            f"{int(lo)}" if hi - lo == 1 else f"{int(lo)}-{int(hi) - 1}"
-            for lo, hi in zip(edges[:-2], edges[1:-1])
-        ] + [f">{top}"]
-
-        def proportions(values):  # (..., rows) -> (..., bins)
-            idx = np.searchsorted(edges, np.nan_to_num(values, posinf=np.inf), side="right") - 1
-            idx = np.clip(idx, 0, len(labels) - 1)
-            return np.stack([(idx == k).mean(axis=-1) for k in range(len(labels))], axis=-1)
-
-        sim_p = proportions(sim)
-        med, q5, q95 = np.quantile(sim_p, [0.5, 0.05, 0.95], axis=0)
-        x = np.arange(len(labels))
-        ax.bar(x - 0.2, proportions(obs), width=0.4, color="black", alpha=0.8, label="observed")
-        ax.bar(x + 0.2, med, width=0.4, color="C0", alpha=0.7,
-               yerr=[med - q5, q95 - med], ecolor="C0", capsize=2,
-               label="simulated (median, 90% of data sets)")  # fmt: skip
-        ax.set_xticks(x, labels, rotation=60 if len(labels) > 12 else 0, fontsize=7)
-        ax.set_xlabel(self.response)
-        ax.set_ylabel("proportion of rows")
-        ax.set_title(
-            f"Counts: simulated vs observed; {_pct(self.share_outside)} of simulated counts "
-            f"outside [{self.plausible[0]:.4g}, {self.plausible[1]:.4g}]",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-
-    def _plot_rates(self, ax) -> None:
-        lo, hi = self.plausible
-        ax.hist(self._measured["rate"], bins=np.linspace(0, 1, 41), color="C0", alpha=0.7,
-                label="simulated data sets")  # fmt: skip
-        ax.axvspan(0, lo, color="C3", alpha=0.12, label="extreme")
-        ax.axvspan(hi, 1, color="C3", alpha=0.12)
-        ax.axvline(success_rate(self.observed, self.trials), color="black", lw=2.2,
-                   label="observed")  # fmt: skip
-        ax.set_xlim(0, 1)
-        ax.set_xlabel(f"success rate of {self.response}")
-        ax.set_ylabel("simulated data sets")
-        ax.set_title(
-            f"Success rate: {_pct(self.share_extreme_rates)} of simulated data sets outside "
-            f"[{lo:.3g}, {hi:.3g}]",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-
-    def _plot_probabilities(self, ax) -> None:
-        lo, hi = self.plausible
-        p = self._measured["p"].ravel()
-        if p.size > 200_000:
-            p = p[:: int(np.ceil(p.size / 200_000))]
-        bins = np.linspace(0, 1, 51)
-        ax.hist(p, bins=bins, density=True, color="C0", alpha=0.7,
-                label="implied by the priors")  # fmt: skip
-        if self.family == "binomial":
-            ax.hist(self.observed / self.trials, bins=bins, density=True, histtype="step",
-                    color="black", lw=2, label="observed")  # fmt: skip
-        else:
-            ax.axvline(success_rate(self.observed, None), color="black", lw=2,
-                       label="observed")  # fmt: skip
-        ax.axvspan(0, lo, color="C3", alpha=0.12)
-        ax.axvspan(hi, 1, color="C3", alpha=0.12)
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("success probability of a row")
-        ax.set_ylabel("density")
-        ax.set_title(
-            f"{_pct(self.share_outside)} of implied probabilities below {lo:.3g} or above {hi:.3g}",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-
-    def _plot_moments(self, ax) -> None:
-        per_draw = _per_draw(self.draws["y"])
-        obs = _per_draw(self.observed[None])
-        means, sds = per_draw["mean"], per_draw["sd"]
-        ok = np.isfinite(means) & np.isfinite(sds)
-        ax.scatter(means[ok], sds[ok], s=6, color="C0", alpha=0.4,
-                   label="simulated data sets")  # fmt: skip
-        ax.scatter(obs["mean"], obs["sd"], s=160, marker="*", color="black", zorder=3,
-                   label="observed")  # fmt: skip
-        ax.axvspan(*self.plausible, color="C2", alpha=0.1, label="plausible range")
-        lo, hi = self.plausible
-        # Symmetric-log axes when the spread is wide: linear over the plausible range
-        # (means) or up to the observed sd (sds), logarithmic beyond.
-        x_lin = max(abs(lo), abs(hi), 1e-12)
-        y_lin = max(float(obs["sd"][0]), 1e-12)
-        if ok.any() and np.quantile(np.abs(means[ok]), 0.9) > 2 * x_lin:
-            ax.set_xscale("symlog", linthresh=x_lin)
-        if ok.any() and np.quantile(sds[ok], 0.9) > 20 * y_lin:
-            ax.set_yscale("symlog", linthresh=y_lin)
-        ax.set_xlabel(f"mean of a data set of {self.response}")
-        ax.set_ylabel("sd of a data set")
-        ax.set_title("Each simulated data set's mean and sd", fontsize=9)
-        ax.legend(fontsize=8)
+        (PNG, SVG, PDF by suffix). Returns a matplotlib Figure (no pyplot state). What
+        each panel shows: ``multilevel.prior_check_plot``."""
+        return plot_prior_check(self, path, n_sets)
 
 
 def prior_predictive_check(
