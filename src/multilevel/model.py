@@ -163,31 +163,9 @@ class Model:
             )
         )
         defaults = default_priors(design, terms, family, aux)
-        classes, dpars = {}, []
-        for dpar_design in getattr(design, "dpars", ()):
-            name = dpar_design.name
-            own = tuple(
-                TermSpec(
-                    b.group,
-                    b.term.factors,
-                    b.term.expr,
-                    b.coefs,
-                    b.term.correlated,
-                    b.levels,
-                    dpar=name,
-                )  # fmt: skip
-                for b in dpar_design.blocks
-            )
-            terms += own
-            centre = dpar_centre(name, design, family)
-            defaults.update(dpar_defaults(dpar_design, own, centre))
-            classes.update(dpar_classes(name, dpar_design.names, own))
-            dpars.append(
-                DparSpec(name, DPAR_LINKS[name], self._dpar_specs[name][0], dpar_design.names)
-            )
-        for name, (_, value) in self._dpar_specs.items():
-            if value is not None:
-                dpars.append(DparSpec(name, DPAR_LINKS.get(name, "identity"), value=value))
+        own_terms, own_defaults, classes, dpars = _dpar_parts(design, family, self._dpar_specs)
+        terms += own_terms
+        defaults.update(own_defaults)
         self.default_priors = dict(defaults)  # before the user's: prior checks' "moderate" values
         resolved, sources = resolve_priors(defaults, priors, terms, classes)
         columns = design.columns + tuple(c for d in getattr(design, "dpars", ()) for c in d.names)
@@ -560,3 +538,32 @@ class Model:
                 "total_s": result.compile_s + result.sampling_s,
             },
         }
+
+
+def _dpar_parts(design, family: str, dpar_specs: dict):
+    """The spec's parts for family parameters with a formula (their group terms, default
+    priors, prior classes, ``DparSpec``) or a fixed value (a ``DparSpec``).
+    ``dpar_specs``: name -> (right-hand side, None) or ("", value)."""
+    terms, defaults, classes, dpars = (), {}, {}, []
+    for dpar_design in getattr(design, "dpars", ()):
+        name = dpar_design.name
+        own = tuple(
+            TermSpec(
+                b.group,
+                b.term.factors,
+                b.term.expr,
+                b.coefs,
+                b.term.correlated,
+                b.levels,
+                dpar=name,
+            )  # fmt: skip
+            for b in dpar_design.blocks
+        )
+        terms += own
+        defaults.update(dpar_defaults(dpar_design, own, dpar_centre(name, design, family)))
+        classes.update(dpar_classes(name, dpar_design.names, own))
+        dpars.append(DparSpec(name, DPAR_LINKS[name], dpar_specs[name][0], dpar_design.names))
+    for name, (_, value) in dpar_specs.items():
+        if value is not None:
+            dpars.append(DparSpec(name, DPAR_LINKS.get(name, "identity"), value=value))
+    return terms, defaults, classes, dpars
