@@ -243,10 +243,7 @@ def format_fit(fit: Fit) -> str:
     lines = [
         *([verdict, ""] if verdict else []),
         f"Formula: {spec.formula}",
-        *(
-            f"         {d.name} {d.formula}" if d.predicted else f"         {d.name} = {d.value:g}"
-            for d in spec.dpars
-        ),
+        *(f"         {d.text}" for d in spec.dpars),
         f"Family:  {spec.family} (link: {spec.link})",
         f"Data:    {info['n_rows']} rows"
         + "".join(f"; {t.group}: {len(t.levels)} groups" for t in _unique_groups(spec)),

@@ -126,6 +126,11 @@ class DparSpec:
     def predicted(self) -> bool:
         return self.value is None
 
+    @property
+    def text(self) -> str:
+        """As ``bf()`` reads it: ``sigma ~ x + (1 | g)`` or ``nu = 4``."""
+        return f"{self.name} {self.formula}" if self.predicted else f"{self.name} = {self.value:g}"
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -163,12 +168,6 @@ class ModelSpec:
         others = {c for d in self.dpars for c in d.columns}
         return tuple(c for c in self.columns if c not in others)
 
-    def columns_of(self, dpar: str) -> tuple[str, ...]:
-        """Population coefficients of ``dpar``'s linear predictor (``"mu"``: the mean)."""
-        if dpar == MU:
-            return self.mu_columns
-        return next(d.columns for d in self.dpars if d.name == dpar)
-
     def terms_of(self, dpar: str) -> tuple[int, ...]:
         """Indices into ``terms`` of the group terms of ``dpar``'s linear predictor."""
         return tuple(k for k, t in enumerate(self.terms) if t.dpar == dpar)
@@ -178,7 +177,7 @@ class ModelSpec:
         """The formula with every parameter's, as ``bf()`` takes them."""
         parts = [self.formula]
         for d in self.dpars:
-            parts.append(f"{d.name} {d.formula}" if d.predicted else f"{d.name} = {d.value:g}")
+            parts.append(d.text)
         return ", ".join(parts)
 
     @property
@@ -208,9 +207,7 @@ class ModelSpec:
         lines = [
             f"Formula: {self.formula}",
             *(
-                f"         {d.name} {d.formula} (link: {d.link})"
-                if d.predicted
-                else f"         {d.name} = {d.value:g} (fixed)"
+                f"         {d.text} " + (f"(link: {d.link})" if d.predicted else "(fixed)")
                 for d in self.dpars
             ),
             f"Family:  {self.family} (link: {self.link})"
