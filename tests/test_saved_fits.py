@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from cli_run import run_main
 
 import multilevel as ml
-from cli_run import run_main
 from multilevel import saved_fits
 from multilevel._arviz import az
 from multilevel.errors import DataError, FitFileError, MultilevelError

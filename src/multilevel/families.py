@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,14 @@ from multilevel.errors import DataError
 #: The natural link of each family parameter when it gets its own formula (brms' defaults):
 #: log for the positive ones; ``logm1`` (nu = 1 + exp(eta)) keeps student_t's degrees of
 #: freedom above 1, where its mean exists.
-DPAR_LINKS = {"sigma": "log", "shape": "log", "phi": "log", "nu": "logm1"}
+DPAR_LINKS = {
+    "sigma": "log",
+    "shape": "log",
+    "phi": "log",
+    "nu": "logm1",
+    "zi": "logit",  # zero-inflation probability
+    "hu": "logit",  # hurdle probability (of a zero)
+}
 
 _NUMPY_INVERSE = {
     "identity": lambda eta: eta,
@@ -64,6 +72,10 @@ class Family:
     counts: bool = False
     # a heavier-tailed family to suggest when single rows dominate (LOO's advice)
     robust: str | None = None
+    # parameters that always get a linear predictor, with this formula unless the user
+    # gives one (probabilities such as zi: an intercept on the logit scale, not a scalar
+    # with a prior on (0, 1))
+    default_formulas: tuple[tuple[str, str], ...] = ()
 
     @property
     def discrete(self) -> bool:
@@ -90,7 +102,7 @@ class Family:
         if self.name in ("gaussian", "student_t"):
             width = float(y.max() - y.min()) or 1.0
             return float(y.min() - 2 * width), float(y.max() + 2 * width)
-        if self.name in ("poisson", "negative_binomial"):
+        if self.counts and not self.binary:
             return 0.0, float(10 * y.max() + 10)
         if self.name in ("lognormal", "gamma"):
             return float(y.min() / 10), float(10 * y.max())
@@ -114,6 +126,15 @@ class Family:
         if self.name == "lognormal":
             return np.exp(np.asarray(eta, dtype=float) + np.asarray(params["sigma"]) ** 2 / 2)
         mean = inverse_link(link, np.asarray(eta, dtype=float))
+        if self.name.startswith("zero_inflated_"):  # a structural zero with probability zi
+            return (1.0 - np.asarray(params["zi"])) * mean
+        if self.name.startswith("hurdle_"):  # P(y > 0) times the zero-truncated mean
+            if "shape" in params:
+                shape = np.asarray(params["shape"])
+                p_zero = (shape / (shape + mean)) ** shape
+            else:
+                p_zero = np.exp(-mean)
+            return (1.0 - np.asarray(params["hu"])) * mean / -np.expm1(np.log(p_zero))
         return mean * trials if self.name == "binomial" else mean
 
     def likelihood(
@@ -133,6 +154,18 @@ class Family:
                 raise ValueError(f"known standard errors need the gaussian family, not {self.name}")
             return dist.Normal(eta, se)
         return _LIKELIHOODS[(self.name, link)](eta, aux, trials)
+
+    def draw(self, eta, link: str, aux: dict, trials=None, se=None, seed: int = 0) -> np.ndarray:
+        """One draw of the response per element of ``eta`` (NumPy in and out), from one
+        compiled program per family, link and shape: sampled op by op instead, the
+        zero-truncated and mixture distributions compile dozens of small programs per
+        call, and a suite that did so crashed inside XLA (see ``_draw``)."""
+        params = {name: jnp.asarray(value) for name, value in aux.items()}
+        trials = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
+        se = None if se is None else jnp.asarray(se)
+        key = jax.random.PRNGKey(seed)
+        values = _draw(self.name, link, jnp.asarray(eta), params, trials, se, key)
+        return np.asarray(values, dtype=float)
 
 
 def success_rate(y: np.ndarray, trials: np.ndarray | None = None) -> float:
@@ -236,6 +269,13 @@ def _check_negative_binomial(y, trials, column):
     _check_counts(_as_numeric(y, column, "negative_binomial"), column, "negative_binomial")
 
 
+def _counts_check(family: str):
+    def check(y, trials, column):
+        _check_counts(_as_numeric(y, column, family), column, family)
+
+    return check
+
+
 def _check_binomial(y, trials, column):
     values = _as_numeric(y, column, "binomial")
     _check_counts(values, column, "binomial")
@@ -296,6 +336,40 @@ FAMILIES: dict[str, Family] = {
     "gamma": Family("gamma", ("log",), ("shape",), _check_gamma),
     "lognormal": Family("lognormal", ("identity",), ("sigma",), _check_lognormal),
     "beta": Family("beta", ("logit",), ("phi",), _check_beta),
+    "zero_inflated_poisson": Family(
+        "zero_inflated_poisson",
+        ("log",),
+        ("zi",),
+        _counts_check("zero_inflated_poisson"),
+        counts=True,
+        robust="zero_inflated_negative_binomial",
+        default_formulas=(("zi", "~ 1"),),
+    ),  # fmt: skip
+    "zero_inflated_negative_binomial": Family(
+        "zero_inflated_negative_binomial",
+        ("log",),
+        ("shape", "zi"),
+        _counts_check("zero_inflated_negative_binomial"),
+        counts=True,
+        default_formulas=(("zi", "~ 1"),),
+    ),  # fmt: skip
+    "hurdle_poisson": Family(
+        "hurdle_poisson",
+        ("log",),
+        ("hu",),
+        _counts_check("hurdle_poisson"),
+        counts=True,
+        robust="hurdle_negative_binomial",
+        default_formulas=(("hu", "~ 1"),),
+    ),  # fmt: skip
+    "hurdle_negative_binomial": Family(
+        "hurdle_negative_binomial",
+        ("log",),
+        ("shape", "hu"),
+        _counts_check("hurdle_negative_binomial"),
+        counts=True,
+        default_formulas=(("hu", "~ 1"),),
+    ),  # fmt: skip
 }
 
 
@@ -331,7 +405,29 @@ _LIKELIHOODS = {
     ("beta", "logit"): lambda eta, aux, n: dist.Beta(
         aux["phi"] * expit(eta), aux["phi"] * expit(-eta)
     ),
+    # mean of the count part exp(eta); with probability zi a structural zero (brms' zi)
+    ("zero_inflated_poisson", "log"): lambda eta, aux, n: dist.ZeroInflatedPoisson(
+        gate=aux["zi"], rate=jnp.exp(eta)
+    ),
+    ("zero_inflated_negative_binomial", "log"): lambda eta, aux, n: (
+        dist.ZeroInflatedNegativeBinomial2(jnp.exp(eta), aux["shape"], gate=aux["zi"])
+    ),
+    # zero with probability hu, else a zero-truncated count of mean parameter exp(eta)
+    ("hurdle_poisson", "log"): lambda eta, aux, n: dist.HurdlePoisson(
+        gate=aux["hu"], rate=jnp.exp(eta)
+    ),
+    ("hurdle_negative_binomial", "log"): lambda eta, aux, n: dist.HurdleNegativeBinomial2(
+        gate=aux["hu"], mean=jnp.exp(eta), concentration=aux["shape"]
+    ),
 }
+
+
+@functools.partial(jax.jit, static_argnames=("name", "link"))
+def _draw(name, link, eta, params, trials, se, key):
+    # Compiled whole: eager sampling of 50,000 zero-inflated and hurdle draws, op by op,
+    # preceded SIGABRT/SIGSEGV in XLA's compilation-cache writes later in the suite
+    # (issue 13); as one program per family and shape it compiles once.
+    return FAMILIES[name].likelihood(eta, link, params, trials, se).sample(key)
 
 
 def get_family(name: str, link: str | None = None) -> tuple[Family, str]:

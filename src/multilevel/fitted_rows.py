@@ -36,11 +36,23 @@ CHUNKED = (
 )
 
 
+def with_default_formulas(formula, family) -> DistributionalFormula:
+    """``formula`` as a ``DistributionalFormula`` with the family's always-predicted
+    parameters (``Family.default_formulas``: ``zi ~ 1`` of a zero-inflated family) added
+    where the user gave them none."""
+    distributional = as_distributional(formula)
+    given = {name for name, _ in distributional.dpars}
+    extra = tuple((n, rhs) for n, rhs in family.default_formulas if n not in given)
+    if not extra:
+        return distributional
+    return DistributionalFormula(distributional.formula, distributional.dpars + extra)
+
+
 def prepare_rows(formula, family, data, missing: str):
     """(design, fitted rows, ``MissingData``, imputed predictors) of a model.
 
     ``formula`` is a string or a ``DistributionalFormula``; ``family`` a ``Family``."""
-    distributional = as_distributional(formula)
+    distributional = with_default_formulas(formula, family)
     parsed = parse_formula(distributional.formula)
     dpar_formulas = dpar_formulas_of(distributional, family, parsed)
     if dpar_formulas:

@@ -17,8 +17,8 @@ from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
 from multilevel.families import DPAR_LINKS, get_family
 from multilevel.fit import Fit
-from multilevel.fitted_rows import prepare_rows
-from multilevel.formula import as_distributional, parse_formula
+from multilevel.fitted_rows import prepare_rows, with_default_formulas
+from multilevel.formula import parse_formula
 from multilevel.inference import collapsed, nuts, placement
 from multilevel.inference.compile import prng_key
 from multilevel.options import check_sampler_options, check_seed
@@ -45,7 +45,7 @@ class Model:
         ``ml.bf(formula, sigma="~ x + (1 | g)")`` to give family parameters formulas of
         their own (distributional regression) or fixed values (``nu=4``).
     data : pandas.DataFrame
-    family : {"gaussian", "student_t", "bernoulli", "binomial", "poisson", "negative_binomial", "gamma", "lognormal", "beta"}
+    family : {"gaussian", "student_t", "bernoulli", "binomial", "poisson", "negative_binomial", "gamma", "lognormal", "beta", "zero_inflated_poisson", "zero_inflated_negative_binomial", "hurdle_poisson", "hurdle_negative_binomial"}
     link : str, optional
         Defaults to the family's canonical link; bernoulli also takes "probit".
     priors : dict, optional
@@ -85,7 +85,7 @@ class Model:
         missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
-        distributional = as_distributional(formula)
+        distributional = with_default_formulas(formula, family_obj)
         formula = distributional.formula
         parsed = parse_formula(formula)
         design, fitted, self.missing, imputed = prepare_rows(

@@ -46,8 +46,6 @@ Examples
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -364,11 +362,7 @@ def _on_scale(eta: np.ndarray, kind: str, spec, trials, se, aux: dict, seed: int
     family = FAMILIES[spec.family]
     if kind == "mean":
         return family.mean(eta, spec.link, aux, trials)
-    params = {name: jnp.asarray(v) for name, v in aux.items()}
-    n = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
-    known = {} if se is None else {"se": jnp.asarray(se)}
-    law = family.likelihood(jnp.asarray(eta), spec.link, params, n, **known)
-    return np.asarray(law.sample(jax.random.PRNGKey(seed)), dtype=float)
+    return family.draw(eta, spec.link, aux, trials, se, seed)
 
 
 # --------------------------------------------------------------- missing responses

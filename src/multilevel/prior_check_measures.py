@@ -45,7 +45,7 @@ def measure(model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -
     eta = mean_linear_predictor(model, named)
     y = np.asarray(y, dtype=float)
     out: dict = {}
-    if family in ("poisson", "negative_binomial", "gamma"):
+    if family == "gamma" or (FAMILIES[family].counts and not FAMILIES[family].binary):
         overflow = eta > LOG_MAX_RATE
         y = np.where(overflow, np.inf, y)
         out["overflow"] = float(overflow.mean())

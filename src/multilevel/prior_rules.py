@@ -27,6 +27,7 @@ import numpy as np
 
 from multilevel import priors as P
 from multilevel.errors import DataError, PriorError
+from multilevel.families import FAMILIES
 from multilevel.spec import TermSpec
 
 CLASSES = {
@@ -72,7 +73,7 @@ def response_scale(design, family: str) -> tuple[float, float]:
         if sd == 0:
             raise DataError("The response is constant; there is nothing to model.")
         return mean, sd
-    if family in ("poisson", "negative_binomial", "gamma"):
+    if family == "gamma" or (FAMILIES[family].counts and not FAMILIES[family].binary):
         return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
     if family == "beta":  # 0 < y < 1 is checked before
         return float(np.log(mean / (1.0 - mean))), 1.0
@@ -133,6 +134,8 @@ def dpar_centre(name: str, design, family: str) -> tuple[float, float]:
     """Location and scale of a family parameter's formula defaults, on its link scale.
 
     Location: sigma at log of the response's sd (of log(y) for lognormal); the
+    probabilities zi and hu at the logit of the share of zeros (within 5-95%), an upper
+    bound of zi and the maximum-likelihood value of hu; the
     dimensionless shape, phi and nu at log(10) (nu - 1 at log(9): the ``logm1`` link),
     near the median of their default priors (``AUX_DEFAULTS``). Scale s = 0.4 for sigma
     and 0.8 for the others, so that through the recipe (2.5 s) sigma's intercept is
@@ -143,6 +146,9 @@ def dpar_centre(name: str, design, family: str) -> tuple[float, float]:
     1% of outcomes beyond +-2,400 for a response of sd 1."""
     if name == "sigma":
         return float(np.log(response_scale(design, family)[1])), 0.4
+    if name in ("zi", "hu"):  # probabilities: at the share of zeros, on the logit scale
+        zeros = float(np.clip(np.mean(np.asarray(design.y) == 0), 0.05, 0.95))
+        return float(np.log(zeros / (1.0 - zeros))), 0.8
     return float(np.log(9.0 if name == "nu" else 10.0)), 0.8
 
 

@@ -48,7 +48,9 @@ def model_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--family",
         default="gaussian",
-        help="gaussian (default), student_t, bernoulli, binomial, poisson, negative_binomial, gamma, lognormal, beta",
+        help="gaussian (default), student_t, bernoulli, binomial, poisson, negative_binomial, "
+        "gamma, lognormal, beta, zero_inflated_poisson, zero_inflated_negative_binomial, "
+        "hurdle_poisson, hurdle_negative_binomial",
     )
     parser.add_argument("--link", default=None, help="link function (default: canonical)")
     parser.add_argument(
