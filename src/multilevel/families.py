@@ -10,22 +10,39 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from jax.scipy.special import expit, ndtr
+from jax.scipy.special import expit, gammaln, ndtr
 from scipy import special as np_special
 
+from multilevel import distributions as extra
 from multilevel.errors import DataError
+from multilevel.response_bounds import MAX_REDRAWS, Bounded
 
 #: The natural link of each family parameter when it gets its own formula (brms' defaults):
 #: log for the positive ones; ``logm1`` (nu = 1 + exp(eta)) keeps student_t's degrees of
-#: freedom above 1, where its mean exists.
+#: freedom above 1, where its mean exists; logit for probabilities; identity for
+#: skew_normal's skewness ``alpha``, which takes any sign.
 DPAR_LINKS = {
     "sigma": "log",
     "shape": "log",
     "phi": "log",
     "nu": "logm1",
+    "alpha": "identity",  # skew_normal's skewness
+    "beta": "log",  # exgaussian's mean of the exponential part
+    "ndt": "log",  # shifted_lognormal's non-decision time (shift)
     "zi": "logit",  # zero-inflation probability
     "hu": "logit",  # hurdle probability (of a zero)
+    "zoi": "logit",  # zero_one_inflated_beta: probability of a 0 or 1
+    "coi": "logit",  # ... and of a 1 among those
 }
+
+
+def _cloglog_numpy(eta):
+    return -np.expm1(-np.exp(eta))
+
+
+def _cauchit_numpy(eta):
+    return 0.5 + np.arctan(eta) / np.pi
+
 
 _NUMPY_INVERSE = {
     "identity": lambda eta: eta,
@@ -33,6 +50,10 @@ _NUMPY_INVERSE = {
     "logm1": lambda eta: 1.0 + np.exp(eta),
     "logit": np_special.expit,
     "probit": np_special.ndtr,
+    "cloglog": _cloglog_numpy,  # 1 - exp(-exp(eta))
+    "cauchit": _cauchit_numpy,  # the Cauchy cdf
+    "sqrt": np.square,  # mean = eta^2, eta > 0 (the mean's square root)
+    "inverse": np.reciprocal,  # mean = 1 / eta
 }
 _JAX_INVERSE = {
     "identity": lambda eta: eta,
@@ -40,7 +61,39 @@ _JAX_INVERSE = {
     "logm1": lambda eta: 1.0 + jnp.exp(eta),
     "logit": expit,
     "probit": ndtr,
+    "cloglog": lambda eta: -jnp.expm1(-jnp.exp(eta)),
+    "cauchit": lambda eta: 0.5 + jnp.arctan(eta) / jnp.pi,
+    "sqrt": jnp.square,
+    "inverse": jnp.reciprocal,
 }
+#: The links themselves (mean -> eta) and the slopes of their inverses (d mean / d eta),
+#: in NumPy: the pooled GLM that starts the sampler (``backends.start``) reads them.
+_NUMPY_LINK = {
+    "identity": lambda mu: mu,
+    "log": np.log,
+    "logm1": lambda mu: np.log(mu - 1.0),
+    "logit": np_special.logit,
+    "probit": np_special.ndtri,
+    "cloglog": lambda mu: np.log(-np.log1p(-mu)),
+    "cauchit": lambda mu: np.tan(np.pi * (mu - 0.5)),
+    "sqrt": np.sqrt,
+    "inverse": np.reciprocal,
+}
+_NUMPY_INVERSE_SLOPE = {
+    "identity": np.ones_like,
+    "log": np.exp,
+    "logm1": np.exp,
+    "logit": lambda eta: np_special.expit(eta) * np_special.expit(-eta),
+    "probit": lambda eta: np.exp(-0.5 * eta**2) / np.sqrt(2 * np.pi),
+    "cloglog": lambda eta: np.exp(eta - np.exp(eta)),
+    "cauchit": lambda eta: 1.0 / (np.pi * (1.0 + eta**2)),
+    "sqrt": lambda eta: 2.0 * eta,
+    "inverse": lambda eta: -1.0 / eta**2,
+}
+#: Links whose mean leaves (0, inf) where eta <= 0: the families with a positive mean
+#: have no density there (``Family.valid_mean``). sqrt follows R's glm (mean eta^2 with
+#: eta > 0): brms' square would give every eta a twin -eta of equal likelihood.
+POSITIVE_ONLY_LINKS = ("identity", "sqrt", "inverse")
 
 
 def inverse_link(link: str, eta):
@@ -50,6 +103,20 @@ def inverse_link(link: str, eta):
     if link not in table:
         raise ValueError(f"no inverse of the {link!r} link")
     return table[link](eta if table is _JAX_INVERSE else np.asarray(eta, dtype=float))
+
+
+def link_function(link: str, mean) -> np.ndarray:
+    """The link itself, mean -> eta (NumPy): ``inverse_link``'s inverse."""
+    if link not in _NUMPY_LINK:
+        raise ValueError(f"no {link!r} link")
+    return _NUMPY_LINK[link](np.asarray(mean, dtype=float))
+
+
+def inverse_link_slope(link: str, eta) -> np.ndarray:
+    """d mean / d eta of ``inverse_link`` (NumPy): the IRLS weights of a pooled GLM."""
+    if link not in _NUMPY_INVERSE_SLOPE:
+        raise ValueError(f"no {link!r} link")
+    return _NUMPY_INVERSE_SLOPE[link](np.asarray(eta, dtype=float))
 
 
 @dataclass(frozen=True)
@@ -76,6 +143,11 @@ class Family:
     # gives one (probabilities such as zi: an intercept on the logit scale, not a scalar
     # with a prior on (0, 1))
     default_formulas: tuple[tuple[str, str], ...] = ()
+    # what the response is: "real" (any number), "positive", "nonnegative" (positive or
+    # a structural zero: the continuous hurdles), "counts", "proportion" (in (0, 1) or
+    # [0, 1]) or "successes" (0/1 or out of trials): plausible ranges, default priors
+    # and which links can leave the support follow from it
+    outcome: str = "real"
 
     @property
     def discrete(self) -> bool:
@@ -84,29 +156,50 @@ class Family:
 
     @property
     def binary(self) -> bool:
-        """Outcomes are successes (0/1, or out of trials): read on the probability scale."""
-        return self.name in ("bernoulli", "binomial")
+        """Outcomes are successes (0/1, or out of trials): read on the probability scale
+        (bernoulli, binomial, beta_binomial and the zero-inflated binomials)."""
+        return self.outcome == "successes"
+
+    @property
+    def log_response(self) -> bool:
+        """The linear predictor is the mean of log(y) (of log(y - ndt) when shifted; of
+        the positive values of a hurdle): lognormal, shifted_lognormal, hurdle_lognormal."""
+        return self.name in ("lognormal", "shifted_lognormal", "hurdle_lognormal")
+
+    @property
+    def positive_mean(self) -> bool:
+        """The inverse link gives a mean that must be positive (counts, positive
+        responses; not the log(y) families, whose eta is a mean of log(y)): links in
+        ``POSITIVE_ONLY_LINKS`` have no density where eta <= 0."""
+        return self.outcome in ("counts", "positive", "nonnegative") and not self.log_response
 
     def plausible_range(
         self, y: np.ndarray, trials: np.ndarray | None = None
     ) -> tuple[float, float]:
         """The default plausible range of this family's outcome, given the observed one
-        (what a prior predictive check calls absurd lies outside it).
+        (what a prior predictive check calls absurd lies outside it; ``plausible_rule``
+        says it in words).
 
-        gaussian, student_t ``[min - 2R, max + 2R]`` (``R`` the observed range); counts
-        ``[0, 10 max + 10]``; lognormal, gamma a decade beyond the data either way; beta
-        ``[0, 1]`` (nothing is absurd by range); bernoulli and binomial ``[0.01, 0.99]``
-        on the probability scale, widened to a tenth of the observed success (failure)
-        rate when that is below 10%."""
+        Any number (gaussian, student_t, skew_normal, exgaussian) ``[min - 2R, max +
+        2R]`` (``R`` the observed range); counts ``[0, 10 max + 10]``; positive outcomes
+        (lognormal, gamma, exponential, weibull, inverse_gaussian, shifted_lognormal) a
+        decade beyond the data either way, ``[min / 10, 10 max]``; hurdle_gamma and
+        hurdle_lognormal ``[0, 10 max]`` (their zeros are in range); beta and
+        zero_one_inflated_beta ``[0, 1]`` (nothing is absurd by range); successes
+        (bernoulli, binomial, beta_binomial, zero-inflated binomials) ``[0.01, 0.99]`` on
+        the probability scale, widened to a tenth of the observed success (failure) rate
+        when that is below 10%."""
         y = np.asarray(y, dtype=float)
-        if self.name in ("gaussian", "student_t"):
+        if self.outcome == "real":
             width = float(y.max() - y.min()) or 1.0
             return float(y.min() - 2 * width), float(y.max() + 2 * width)
-        if self.counts and not self.binary:
+        if self.outcome == "counts":
             return 0.0, float(10 * y.max() + 10)
-        if self.name in ("lognormal", "gamma"):
+        if self.outcome == "positive":
             return float(y.min() / 10), float(10 * y.max())
-        if self.name == "beta":
+        if self.outcome == "nonnegative":
+            return 0.0, float(10 * y.max())
+        if self.outcome == "proportion":
             return 0.0, 1.0
         if self.binary:
             rate = success_rate(y, trials)
@@ -114,28 +207,78 @@ class Family:
         raise ValueError(f"no plausible range is defined for the {self.name!r} family")
 
     @property
+    def plausible_rule(self) -> str:
+        """``plausible_range`` in words, for messages."""
+        return {
+            "real": "the observed range widened by twice its width on each side",
+            "counts": "0 to ten times the largest observed count plus 10",
+            "positive": "a tenth of the smallest to ten times the largest observed value",
+            "nonnegative": "0 to ten times the largest observed value",
+            "proportion": "0 to 1",
+            "successes": "the default for success probabilities",
+        }[self.outcome]
+
+    @property
     def predictable(self) -> tuple[str, ...]:
         """The family parameters that can get their own formula (``ml.bf(..., sigma=...)``)."""
         return tuple(name for name in self.aux if name in DPAR_LINKS)
 
+    def valid_mean(self, link: str, eta):
+        """Where ``eta`` gives a mean inside the family's support (an array like
+        ``eta``), or None where every eta does (the link cannot leave it)."""
+        if not (self.positive_mean and link in POSITIVE_ONLY_LINKS):
+            return None
+        return eta > 0
+
+    def check_mean(self, link: str, eta) -> None:
+        """Refuse linear predictors whose mean lies outside the family's support (NumPy):
+        the model has no density there, so neither a mean nor a draw exists. Within the
+        fit this cannot happen (the likelihood is 0 there); it can on new data."""
+        eta = np.asarray(eta, dtype=float)
+        valid = self.valid_mean(link, eta)
+        if valid is None or valid.all():
+            return
+        bad = np.flatnonzero(~valid.ravel())
+        value = float(inverse_link(link, eta.ravel()[bad[0]]))
+        raise DataError(
+            f"The {link} link of the {self.name} family gives a mean of {value:g} (linear "
+            f"predictor {eta.ravel()[bad[0]]:g} <= 0) in {bad.size} of {eta.size} values "
+            f"asked for: a {self.name} mean must be positive, so nothing can be predicted "
+            "there. The fitted rows never do (their likelihood is 0 there); new data "
+            "beyond them can. Predict only where the linear predictor stays positive, or "
+            "fit with link='log' (the default), whose mean is positive everywhere."
+        )
+
     def mean(self, eta, link: str, params: dict, trials=None) -> np.ndarray:
         """E[y] given the linear predictor ``eta`` (NumPy; ``params`` the family
         parameters broadcastable against ``eta``): the inverse link, except that
-        a lognormal's ``eta`` is the mean of log(y) (E[y] = exp(eta + sigma^2 / 2)) and a
-        binomial mean counts successes out of ``trials``."""
-        if self.name == "lognormal":
-            return np.exp(np.asarray(eta, dtype=float) + np.asarray(params["sigma"]) ** 2 / 2)
-        mean = inverse_link(link, np.asarray(eta, dtype=float))
+        a lognormal's ``eta`` is the mean of log(y) (E[y] = exp(eta + sigma^2 / 2), plus
+        ``ndt`` when shifted), zero-inflated and hurdle families scale the mean by the
+        chance of no structural zero (hurdle counts: of the zero-truncated count),
+        zero_one_inflated_beta mixes in its ones, and a mean of successes out of
+        ``trials`` counts them. A mean outside the support is refused (``check_mean``)."""
+        eta = np.asarray(eta, dtype=float)
+        self.check_mean(link, eta)
+        params = {name: np.asarray(value, dtype=float) for name, value in params.items()}
+        if self.name in ("lognormal", "hurdle_lognormal", "shifted_lognormal"):
+            mean = np.exp(eta + params["sigma"] ** 2 / 2)
+            mean = mean + params["ndt"] if "ndt" in params else mean
+        else:
+            mean = inverse_link(link, eta)
+        if self.name == "zero_one_inflated_beta":
+            return params["zoi"] * params["coi"] + (1.0 - params["zoi"]) * mean
         if self.name.startswith("zero_inflated_"):  # a structural zero with probability zi
-            return (1.0 - np.asarray(params["zi"])) * mean
-        if self.name.startswith("hurdle_"):  # P(y > 0) times the zero-truncated mean
-            if "shape" in params:
-                shape = np.asarray(params["shape"])
-                p_zero = (shape / (shape + mean)) ** shape
-            else:
-                p_zero = np.exp(-mean)
-            return (1.0 - np.asarray(params["hu"])) * mean / -np.expm1(np.log(p_zero))
-        return mean * trials if self.name == "binomial" else mean
+            mean = (1.0 - params["zi"]) * mean
+        if self.name.startswith("hurdle_"):  # P(y > 0) times the mean of positive y
+            if self.counts:  # ... a zero-truncated count's
+                if "shape" in params:
+                    shape = params["shape"]
+                    p_zero = (shape / (shape + mean)) ** shape
+                else:
+                    p_zero = np.exp(-mean)
+                mean = mean / -np.expm1(np.log(p_zero))
+            mean = (1.0 - params["hu"]) * mean
+        return mean * trials if self.needs_trials else mean
 
     def likelihood(
         self,
@@ -144,28 +287,70 @@ class Family:
         aux: dict,
         trials: jnp.ndarray | None,
         se: jnp.ndarray | None = None,
+        bounds: dict | None = None,
     ) -> dist.Distribution:
         """The observation distribution given the linear predictor ``eta``.
 
         ``se`` (n,): known standard errors of a gaussian response (meta-analysis,
-        ``y | se(s) ~ ...``); they replace ``sigma``."""
+        ``y | se(s) ~ ...``); they replace ``sigma``, or add to it when the model keeps
+        one (``se(s, sigma = TRUE)``: sd ``sqrt(se^2 + sigma^2)``, as brms).
+        ``bounds``: censoring and truncation arrays (``cens``, ``y2``, ``lower``,
+        ``upper``), which wrap the distribution in ``response_bounds.Bounded``."""
         if se is not None:
             if self.name != "gaussian":
                 raise ValueError(f"known standard errors need the gaussian family, not {self.name}")
-            return dist.Normal(eta, se)
-        return _LIKELIHOODS[(self.name, link)](eta, aux, trials)
+            scale = se if "sigma" not in aux else jnp.sqrt(se**2 + aux["sigma"] ** 2)
+            law = dist.Normal(eta, scale)
+        else:
+            law = _LIKELIHOODS[(self.name, link)](eta, aux, trials)
+        if bounds:
+            return Bounded(law, discrete=self.discrete, **bounds)
+        return law
 
-    def draw(self, eta, link: str, aux: dict, trials=None, se=None, seed: int = 0) -> np.ndarray:
+    @functools.cached_property
+    def has_cdf(self) -> bool:
+        """Whether this family's distribution has a cdf, which censoring and truncation
+        (``cens()``, ``trunc()``) need; asked of the distribution itself, at one point."""
+        aux = {name: jnp.ones(1) for name in self.aux}
+        trials = jnp.ones(1, dtype=jnp.int32) if self.needs_trials else None
+        law = self.likelihood(jnp.zeros(1), self.links[0], aux, trials)
+        try:
+            law.cdf(jnp.ones(1) / 2)
+        except (NotImplementedError, ImportError):
+            return False
+        return True
+
+    def draw(
+        self, eta, link: str, aux: dict, trials=None, se=None, seed: int = 0, bounds=None
+    ) -> np.ndarray:
         """One draw of the response per element of ``eta`` (NumPy in and out), from one
         compiled program per family, link and shape: sampled op by op instead, the
         zero-truncated and mixture distributions compile dozens of small programs per
-        call, and a suite that did so crashed inside XLA (see ``_draw``)."""
+        call, and a suite that did so crashed inside XLA (see ``_draw``). ``bounds``
+        (``lower``/``upper`` arrays) truncates the draws. A mean outside the support
+        is refused (``check_mean``)."""
+        self.check_mean(link, eta)
         params = {name: jnp.asarray(value) for name, value in aux.items()}
         trials = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
         se = None if se is None else jnp.asarray(se)
+        bounds = {k: jnp.asarray(v) for k, v in (bounds or {}).items() if k in ("lower", "upper")}
         key = jax.random.PRNGKey(seed)
-        values = _draw(self.name, link, jnp.asarray(eta), params, trials, se, key)
-        return np.asarray(values, dtype=float)
+        values = _draw(self.name, link, jnp.asarray(eta), params, trials, se, bounds, key)
+        values = np.asarray(values, dtype=float)
+        check_truncated_draws(values)
+        return values
+
+
+def check_truncated_draws(values: np.ndarray) -> None:
+    """Truncated draws that rejection sampling could not place inside their bounds are
+    NaN (``response_bounds.Bounded``): refuse them rather than return them."""
+    if np.isnan(values).any():
+        raise DataError(
+            f"{int(np.isnan(values).sum())} draws of the truncated response fell outside "
+            "their `trunc()` bounds in every one of "
+            f"{MAX_REDRAWS} tries: the bounds keep almost none of the distribution there. "
+            "Check the bounds against the fitted means, or widen them."
+        )
 
 
 def success_rate(y: np.ndarray, trials: np.ndarray | None = None) -> float:
@@ -276,19 +461,77 @@ def _counts_check(family: str):
     return check
 
 
-def _check_binomial(y, trials, column):
-    values = _as_numeric(y, column, "binomial")
-    _check_counts(values, column, "binomial")
-    if trials is None:
+def _successes_check(family: str):
+    """Successes out of trials (binomial, beta_binomial, the zero-inflated binomials)."""
+
+    def check(y, trials, column):
+        values = _as_numeric(y, column, family)
+        _check_counts(values, column, family)
+        if trials is None:
+            raise DataError(
+                f"The {family} family needs the number of trials: write the formula as "
+                f"`{column} | trials(n) ~ ...` with `n` the column of totals."
+            )
+        over = np.flatnonzero(values > trials)
+        if over.size:
+            raise DataError(
+                f"`{column}` exceeds the number of trials in {over.size} rows (e.g. row "
+                f"{over[0]}: {values[over[0]]:g} successes out of {trials[over[0]]:g})."
+            )
+
+    return check
+
+
+_check_binomial = _successes_check("binomial")
+
+
+def _numeric_check(family: str):
+    def check(y, trials, column):
+        _as_numeric(y, column, family)
+
+    return check
+
+
+def _positive_check(family: str):
+    def check(y, trials, column):
+        _check_positive(y, trials, column, family)
+
+    return check
+
+
+def _nonnegative_check(family: str):
+    """A continuous hurdle: exact zeros (the hurdle) or positive values."""
+
+    def check(y, trials, column):
+        values = _as_numeric(y, column, family)
+        bad = np.flatnonzero(values < 0)
+        if bad.size:
+            raise DataError(
+                f"The {family} family needs a response that is 0 or positive, but "
+                f"`{column}` is negative in {bad.size} rows (e.g. {values[bad[0]]:g} in "
+                f"row {bad[0]}). Remove or recode those rows, or use a family for any "
+                "number ('gaussian', 'student_t', 'skew_normal')."
+            )
+
+    return check
+
+
+def _check_zero_one_inflated_beta(y, trials, column):
+    values = _as_numeric(y, column, "zero_one_inflated_beta")
+    # exact 0s and 1s are the inflation; values strictly inside must stay inside in
+    # float32, where the likelihood is computed (1 - 1e-9 rounds to 1, log(0) there)
+    single = values.astype(np.float32)
+    inside = (values > 0) & (values < 1)
+    bad = np.flatnonzero(((values < 0) | (values > 1)) | (inside & ((single <= 0) | (single >= 1))))
+    if bad.size:
+        value = values[bad[0]]
+        extra = " (it rounds to 0 or 1 in single precision)" if 0 < value < 1 else ""
+        hint = " Percentages? Divide by 100." if values.max() > 1 and values.max() <= 100 else ""
         raise DataError(
-            "The binomial family needs the number of trials: write the formula as "
-            f"`{column} | trials(n) ~ ...` with `n` the column of totals."
-        )
-    over = np.flatnonzero(values > trials)
-    if over.size:
-        raise DataError(
-            f"`{column}` exceeds the number of trials in {over.size} rows (e.g. row "
-            f"{over[0]}: {values[over[0]]:g} successes out of {trials[over[0]]:g})."
+            f"The zero_one_inflated_beta family needs proportions in [0, 1], but "
+            f"`{column}` is outside in {bad.size} rows (e.g. {value:g} in row {bad[0]}"
+            f"{extra}).{hint} Round values that are 0 or 1 up to float precision to "
+            "exactly 0 or 1."
         )
 
 
@@ -322,20 +565,48 @@ def check_se(se: np.ndarray, column: str) -> np.ndarray:
     return values
 
 
+_PROBABILITY_LINKS = ("logit", "probit", "cloglog", "cauchit")
+_COUNT_LINKS = ("log", "identity", "sqrt")
+
 FAMILIES: dict[str, Family] = {
-    "gaussian": Family("gaussian", ("identity",), ("sigma",), _check_gaussian, robust="student_t"),
-    "bernoulli": Family("bernoulli", ("logit", "probit"), (), _check_bernoulli),
-    "binomial": Family("binomial", ("logit",), (), _check_binomial, needs_trials=True, counts=True),
-    "poisson": Family(
-        "poisson", ("log",), (), _check_poisson, counts=True, robust="negative_binomial"
+    "gaussian": Family(
+        "gaussian", ("identity", "log"), ("sigma",), _check_gaussian, robust="student_t"
     ),
+    "bernoulli": Family("bernoulli", _PROBABILITY_LINKS, (), _check_bernoulli, outcome="successes"),
+    "binomial": Family(
+        "binomial",
+        _PROBABILITY_LINKS,
+        (),
+        _check_binomial,
+        needs_trials=True,
+        counts=True,
+        outcome="successes",
+    ),  # fmt: skip
+    "poisson": Family(
+        "poisson",
+        _COUNT_LINKS,
+        (),
+        _check_poisson,
+        counts=True,
+        robust="negative_binomial",
+        outcome="counts",
+    ),  # fmt: skip
     "student_t": Family("student_t", ("identity",), ("sigma", "nu"), _check_student_t),
     "negative_binomial": Family(
-        "negative_binomial", ("log",), ("shape",), _check_negative_binomial, counts=True
+        "negative_binomial",
+        _COUNT_LINKS,
+        ("shape",),
+        _check_negative_binomial,
+        counts=True,
+        outcome="counts",
+    ),  # fmt: skip
+    "gamma": Family(
+        "gamma", ("log", "inverse", "identity"), ("shape",), _check_gamma, outcome="positive"
     ),
-    "gamma": Family("gamma", ("log",), ("shape",), _check_gamma),
-    "lognormal": Family("lognormal", ("identity",), ("sigma",), _check_lognormal),
-    "beta": Family("beta", ("logit",), ("phi",), _check_beta),
+    "lognormal": Family(
+        "lognormal", ("identity",), ("sigma",), _check_lognormal, outcome="positive"
+    ),
+    "beta": Family("beta", ("logit",), ("phi",), _check_beta, outcome="proportion"),
     "zero_inflated_poisson": Family(
         "zero_inflated_poisson",
         ("log",),
@@ -344,6 +615,7 @@ FAMILIES: dict[str, Family] = {
         counts=True,
         robust="zero_inflated_negative_binomial",
         default_formulas=(("zi", "~ 1"),),
+        outcome="counts",
     ),  # fmt: skip
     "zero_inflated_negative_binomial": Family(
         "zero_inflated_negative_binomial",
@@ -352,6 +624,7 @@ FAMILIES: dict[str, Family] = {
         _counts_check("zero_inflated_negative_binomial"),
         counts=True,
         default_formulas=(("zi", "~ 1"),),
+        outcome="counts",
     ),  # fmt: skip
     "hurdle_poisson": Family(
         "hurdle_poisson",
@@ -361,6 +634,7 @@ FAMILIES: dict[str, Family] = {
         counts=True,
         robust="hurdle_negative_binomial",
         default_formulas=(("hu", "~ 1"),),
+        outcome="counts",
     ),  # fmt: skip
     "hurdle_negative_binomial": Family(
         "hurdle_negative_binomial",
@@ -369,6 +643,87 @@ FAMILIES: dict[str, Family] = {
         _counts_check("hurdle_negative_binomial"),
         counts=True,
         default_formulas=(("hu", "~ 1"),),
+        outcome="counts",
+    ),  # fmt: skip
+    "exponential": Family(
+        "exponential", ("log",), (), _positive_check("exponential"), outcome="positive"
+    ),
+    "weibull": Family(
+        "weibull", ("log",), ("shape",), _positive_check("weibull"), outcome="positive"
+    ),
+    "inverse_gaussian": Family(
+        "inverse_gaussian",
+        ("log",),
+        ("shape",),
+        _positive_check("inverse_gaussian"),
+        outcome="positive",
+    ),  # fmt: skip
+    "skew_normal": Family(
+        "skew_normal", ("identity",), ("sigma", "alpha"), _numeric_check("skew_normal")
+    ),
+    "exgaussian": Family(
+        "exgaussian", ("identity",), ("sigma", "beta"), _numeric_check("exgaussian")
+    ),
+    "shifted_lognormal": Family(
+        "shifted_lognormal",
+        ("identity",),
+        ("sigma", "ndt"),
+        _positive_check("shifted_lognormal"),
+        outcome="positive",
+    ),  # fmt: skip
+    "beta_binomial": Family(
+        "beta_binomial",
+        ("logit",),
+        ("phi",),
+        _successes_check("beta_binomial"),
+        needs_trials=True,
+        counts=True,
+        outcome="successes",
+    ),  # fmt: skip
+    "zero_inflated_binomial": Family(
+        "zero_inflated_binomial",
+        ("logit",),
+        ("zi",),
+        _successes_check("zero_inflated_binomial"),
+        needs_trials=True,
+        counts=True,
+        robust="zero_inflated_beta_binomial",
+        default_formulas=(("zi", "~ 1"),),
+        outcome="successes",
+    ),  # fmt: skip
+    "zero_inflated_beta_binomial": Family(
+        "zero_inflated_beta_binomial",
+        ("logit",),
+        ("phi", "zi"),
+        _successes_check("zero_inflated_beta_binomial"),
+        needs_trials=True,
+        counts=True,
+        default_formulas=(("zi", "~ 1"),),
+        outcome="successes",
+    ),  # fmt: skip
+    "hurdle_gamma": Family(
+        "hurdle_gamma",
+        ("log",),
+        ("shape", "hu"),
+        _nonnegative_check("hurdle_gamma"),
+        default_formulas=(("hu", "~ 1"),),
+        outcome="nonnegative",
+    ),  # fmt: skip
+    "hurdle_lognormal": Family(
+        "hurdle_lognormal",
+        ("identity",),
+        ("sigma", "hu"),
+        _nonnegative_check("hurdle_lognormal"),
+        default_formulas=(("hu", "~ 1"),),
+        outcome="nonnegative",
+    ),  # fmt: skip
+    "zero_one_inflated_beta": Family(
+        "zero_one_inflated_beta",
+        ("logit",),
+        ("phi", "zoi", "coi"),
+        _check_zero_one_inflated_beta,
+        default_formulas=(("zoi", "~ 1"), ("coi", "~ 1")),
+        outcome="proportion",
     ),  # fmt: skip
 }
 
@@ -384,8 +739,7 @@ _LIKELIHOODS = {
     ("bernoulli", "logit"): lambda eta, aux, n: dist.BernoulliLogits(eta),
     ("bernoulli", "probit"): lambda eta, aux, n: dist.BernoulliProbs(_probit_probs(eta)),
     ("binomial", "logit"): lambda eta, aux, n: dist.BinomialLogits(eta, total_count=n),
-    # Internal: bernoulli-probit rows aggregated into binomial counts (backends.aggregate).
-    # Not among FAMILIES["binomial"].links, so users cannot ask for it.
+    # Also bernoulli-probit rows aggregated into binomial counts (backends.aggregate).
     ("binomial", "probit"): lambda eta, aux, n: dist.BinomialProbs(
         _probit_probs(eta), total_count=n
     ),
@@ -419,15 +773,128 @@ _LIKELIHOODS = {
     ("hurdle_negative_binomial", "log"): lambda eta, aux, n: dist.HurdleNegativeBinomial2(
         gate=aux["hu"], mean=jnp.exp(eta), concentration=aux["shape"]
     ),
+    # gaussian with a log link: mean exp(eta), sd sigma (brms' gaussian(link = "log"))
+    ("gaussian", "log"): lambda eta, aux, n: dist.Normal(jnp.exp(eta), aux["sigma"]),
+    # y ~ Exponential(rate 1 / mu), mu = exp(eta)
+    ("exponential", "log"): lambda eta, aux, n: dist.Exponential(jnp.exp(-eta)),
+    # brms' weibull: mean mu = exp(eta), shape k; scale mu / Gamma(1 + 1/k)
+    ("weibull", "log"): lambda eta, aux, n: dist.Weibull(
+        jnp.exp(eta - gammaln(1.0 + 1.0 / aux["shape"])), aux["shape"]
+    ),
+    # mean mu = exp(eta), shape lambda: variance mu^3 / lambda
+    ("inverse_gaussian", "log"): lambda eta, aux, n: extra.InverseGaussian(
+        jnp.exp(eta), aux["shape"]
+    ),
+    # by mean eta, sd sigma and skewness alpha (brms' skew_normal)
+    ("skew_normal", "identity"): lambda eta, aux, n: extra.SkewNormal(
+        eta, aux["sigma"], aux["alpha"]
+    ),
+    # Normal(eta - beta, sigma) + Exponential(mean beta): mean eta (brms' exgaussian)
+    ("exgaussian", "identity"): lambda eta, aux, n: extra.ExGaussian(
+        eta, aux["sigma"], aux["beta"]
+    ),
+    # log(y - ndt) ~ Normal(eta, sigma)
+    ("shifted_lognormal", "identity"): lambda eta, aux, n: extra.ShiftedLogNormal(
+        eta, aux["sigma"], aux["ndt"]
+    ),
+    # k ~ Binomial(n, p), p ~ Beta(mu phi, (1 - mu) phi), mu = logistic(eta)
+    ("beta_binomial", "logit"): lambda eta, aux, n: dist.BetaBinomial(
+        aux["phi"] * expit(eta), aux["phi"] * expit(-eta), total_count=n
+    ),
+    ("zero_inflated_binomial", "logit"): lambda eta, aux, n: dist.ZeroInflatedDistribution(
+        dist.BinomialLogits(eta, total_count=n), gate=aux["zi"]
+    ),
+    ("zero_inflated_beta_binomial", "logit"): lambda eta, aux, n: dist.ZeroInflatedDistribution(
+        dist.BetaBinomial(aux["phi"] * expit(eta), aux["phi"] * expit(-eta), total_count=n),
+        gate=aux["zi"],
+    ),
+    # zero with probability hu, else Gamma(shape, rate shape / mu) or LogNormal(eta, sigma)
+    ("hurdle_gamma", "log"): lambda eta, aux, n: dist.HurdleGamma(
+        aux["hu"], aux["shape"], aux["shape"] * jnp.exp(-eta)
+    ),
+    ("hurdle_lognormal", "identity"): lambda eta, aux, n: dist.HurdleLogNormal(
+        aux["hu"], eta, aux["sigma"]
+    ),
+    ("zero_one_inflated_beta", "logit"): lambda eta, aux, n: extra.ZeroOneInflatedBeta(
+        expit(eta), aux["phi"], aux["zoi"], aux["coi"], complement=expit(-eta)
+    ),
 }
 
 
+def _logits(link: str, eta):
+    """log(p / (1 - p)) of a probability link, from log p and log(1 - p) computed
+    directly: p itself rounds to 1 in float32 once 1 - p < 6e-8 (cloglog: eta > 2.8)."""
+    if link == "cloglog":  # log(1 - p) = -exp(eta)
+        rate = jnp.exp(jnp.minimum(eta, 30.0))  # beyond 30, p = 1 to any precision
+        return jnp.log(-jnp.expm1(-rate)) + rate
+    if link == "cauchit":  # p = 1/2 + atan(eta) / pi; atan2 keeps both tails exact
+        return jnp.log(jnp.arctan2(1.0, -eta)) - jnp.log(jnp.arctan2(1.0, eta))
+    raise ValueError(f"no logits of the {link!r} link")
+
+
+def _positive_mean(link: str, eta):
+    """(mean, valid) of a family whose mean must be positive: ``valid`` is None where the
+    link keeps every mean positive (log); else the mean is computed from a stand-in
+    eta = 1 where eta <= 0, so that neither the density nor its gradient is NaN there,
+    and ``extra.OutsideMean`` gives those rows log density -inf."""
+    if link not in POSITIVE_ONLY_LINKS:
+        return _JAX_INVERSE[link](eta), None
+    valid = eta > 0
+    return _JAX_INVERSE[link](jnp.where(valid, eta, 1.0)), valid
+
+
+def _guarded(law, valid):
+    return law if valid is None else extra.OutsideMean(law, valid)
+
+
+def _poisson(link):
+    def law(eta, aux, n):
+        mean, valid = _positive_mean(link, eta)
+        return _guarded(dist.Poisson(mean), valid)
+
+    return law
+
+
+def _negative_binomial(link):
+    def law(eta, aux, n):
+        mean, valid = _positive_mean(link, eta)
+        return _guarded(dist.NegativeBinomial2(mean, aux["shape"]), valid)
+
+    return law
+
+
+def _gamma(link):
+    def law(eta, aux, n):
+        mean, valid = _positive_mean(link, eta)
+        return _guarded(dist.Gamma(aux["shape"], aux["shape"] / mean), valid)
+
+    return law
+
+
+def _bernoulli(link):
+    return lambda eta, aux, n: dist.BernoulliLogits(_logits(link, eta))
+
+
+def _binomial(link):
+    return lambda eta, aux, n: dist.BinomialLogits(_logits(link, eta), total_count=n)
+
+
+for _link in ("identity", "sqrt"):
+    _LIKELIHOODS[("poisson", _link)] = _poisson(_link)
+    _LIKELIHOODS[("negative_binomial", _link)] = _negative_binomial(_link)
+for _link in ("inverse", "identity"):
+    _LIKELIHOODS[("gamma", _link)] = _gamma(_link)
+for _link in ("cloglog", "cauchit"):
+    _LIKELIHOODS[("bernoulli", _link)] = _bernoulli(_link)
+    _LIKELIHOODS[("binomial", _link)] = _binomial(_link)
+
+
 @functools.partial(jax.jit, static_argnames=("name", "link"))
-def _draw(name, link, eta, params, trials, se, key):
+def _draw(name, link, eta, params, trials, se, bounds, key):
     # Compiled whole: eager sampling of 50,000 zero-inflated and hurdle draws, op by op,
     # preceded SIGABRT/SIGSEGV in XLA's compilation-cache writes later in the suite
     # (issue 13); as one program per family and shape it compiles once.
-    return FAMILIES[name].likelihood(eta, link, params, trials, se).sample(key)
+    return FAMILIES[name].likelihood(eta, link, params, trials, se, bounds).sample(key)
 
 
 def get_family(name: str, link: str | None = None) -> tuple[Family, str]:

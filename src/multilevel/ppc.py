@@ -87,7 +87,7 @@ def _group_table(fit, design, frame, group: str, rep: np.ndarray) -> pd.DataFram
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rep_sums = np.add.reduceat(rep[:, order], starts, axis=1)
     obs_sums = np.add.reduceat(y[order], starts)
-    if fit.spec.family == "binomial":
+    if design.trials is not None:  # successes out of trials
         denom = np.add.reduceat(design.trials[order], starts)
     else:
         denom = counts.astype(float)
@@ -268,7 +268,7 @@ def _plot_groups(ax, table: pd.DataFrame, group: str, family: str, response: str
         for p, label in list(zip(pos[bad], np.asarray(labels)[bad]))[:20]:
             ax.annotate(label, (shown["observed"].iloc[p], p), fontsize=7, color=_BAD)
     ax.set_ylim(-1, len(shown))
-    what = f"{response} / trials" if family == "binomial" else f"mean {response}"
+    what = f"{response} / trials" if FAMILIES[family].needs_trials else f"mean {response}"
     ax.set_xlabel(f"{what} per {group}")
     k = int(bad.sum())
     named = ", ".join(labels[i] for i in np.flatnonzero(bad)[:8]) + (" ..." if k > 8 else "")

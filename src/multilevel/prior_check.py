@@ -363,7 +363,8 @@ class PriorPredictiveCheck:
             self.plausible = _check_plausible(plausible, self.family)
             self.plausible_source = "given"
         measured = measure(model, draws, draws["y"], self.plausible)
-        self.draws = {**draws, "y": measured["y"] if self.family == "poisson" else draws["y"]}
+        # outcomes of overflowing rates are marked inf by measure(), not simulated
+        self.draws = {**draws, "y": measured["y"] if "overflow" in measured else draws["y"]}
         self._measured = measured
         self._overflow = measured.get("overflow", 0.0)
         if self.family in BINARY:
@@ -391,7 +392,7 @@ class PriorPredictiveCheck:
             rows["success rate"] = [obs_rate, *quantile_with_inf(rate, [0.5, 0.05, 0.95])]
         else:
             sim, obs = m["y"], self.observed
-            if self.family == "binomial":
+            if self.trials is not None:  # successes out of trials: as shares
                 sim, obs = sim / self.trials, obs / self.trials
             pooled = quantile_with_inf(sim.ravel(), QUANTILES)
             observed = quantile_with_inf(obs, QUANTILES)
@@ -403,7 +404,7 @@ class PriorPredictiveCheck:
                     float(obs_stats[stat][0]),
                     *quantile_with_inf(per_draw[stat], [0.5, 0.05, 0.95]),
                 ]
-            if self.family == "binomial":
+            if self.trials is not None:
                 obs_rate = success_rate(self.observed, self.trials)
                 rows["success rate"] = [obs_rate, *quantile_with_inf(m["rate"], [0.5, 0.05, 0.95])]
         if self.family in BINARY:
@@ -446,12 +447,7 @@ class PriorPredictiveCheck:
         lo, hi = self.plausible
         if self.plausible_source == "given":
             return f"the plausible range [{lo:.4g}, {hi:.4g}] you gave"
-        if self.family == "gaussian":
-            how = "the observed range widened by twice its width on each side"
-        elif self.family == "poisson":
-            how = "0 to ten times the largest observed count plus 10"
-        else:
-            how = "the default for success probabilities"
+        how = FAMILIES[self.family].plausible_rule
         return f"the plausible range [{lo:.4g}, {hi:.4g}] ({how})"
 
     def _message(self, metric: str) -> str:
@@ -466,8 +462,8 @@ class PriorPredictiveCheck:
             )
             if self._overflow > 0:
                 head += (
-                    f" {percent(self._overflow)} of the simulated Poisson rates exceed 2**31, "
-                    "too large to simulate at all."
+                    f" {percent(self._overflow)} of the simulated means (rates) exceed "
+                    "2**31, too large to simulate at all."
                 )
             share = self.share_outside
         else:

@@ -45,8 +45,10 @@ def measure(model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -
     eta = mean_linear_predictor(model, named)
     y = np.asarray(y, dtype=float)
     out: dict = {}
-    if family == "gamma" or (FAMILIES[family].counts and not FAMILIES[family].binary):
-        overflow = eta > LOG_MAX_RATE
+    fam = FAMILIES[family]
+    if fam.positive_mean:  # a rate or a positive mean, from the link
+        link = model.spec.link
+        overflow = eta > LOG_MAX_RATE if link == "log" else inverse_link(link, eta) > 2.0**31
         y = np.where(overflow, np.inf, y)
         out["overflow"] = float(overflow.mean())
     out["y"] = y

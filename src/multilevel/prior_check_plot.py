@@ -137,7 +137,7 @@ def _probabilities(check, ax) -> None:
     bins = np.linspace(0, 1, 51)
     ax.hist(p, bins=bins, density=True, color="C0", alpha=0.7,
             label="implied by the priors")  # fmt: skip
-    if check.family == "binomial":
+    if check.trials is not None:  # successes out of trials
         ax.hist(check.observed / check.trials, bins=bins, density=True, histtype="step",
                 color="black", lw=2, label="observed")  # fmt: skip
     else:

@@ -11,12 +11,14 @@ report (not for internally centred ones):
   intercept);
 * sigma: Exponential with mean s_y; correlations: LKJ(2);
 * the dimensionless family parameters (``AUX_DEFAULTS``): nu of student_t ~ Gamma(2, 0.1);
-  shape of negative_binomial and gamma, phi of beta ~ HalfStudentT(3, 10).
+  shape of negative_binomial, gamma and weibull, phi of beta and the beta-binomials ~
+  HalfStudentT(3, 10); skew_normal's alpha ~ Normal(0, 4); the others in units of y
+  (``aux_default``).
 
 For the gaussian and student_t families s_y = sd(y) and m_y = mean(y); lognormal uses
 the same on log(y). Other families work on the link scale with s_y = 1 and m_y = 0
 (bernoulli, binomial), log(mean(y)) (poisson, negative_binomial, gamma) or
-logit(mean(y)) (beta).
+logit(mean(y)) (beta); ``response_scale`` has every family and link.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from multilevel import priors as P
 from multilevel.errors import DataError, PriorError
-from multilevel.families import FAMILIES
+from multilevel.families import FAMILIES, inverse_link_slope, link_function
 from multilevel.spec import TermSpec
 
 CLASSES = {
@@ -39,8 +41,11 @@ CLASSES = {
     "nu": P.POSITIVE,
     "shape": P.POSITIVE,
     "phi": P.POSITIVE,
+    "alpha": P.REAL,
+    "beta": P.POSITIVE,
+    "ndt": P.POSITIVE,
 }
-AUX_CLASSES = ("sigma", "nu", "shape", "phi")  # family parameters: name = class
+AUX_CLASSES = ("sigma", "nu", "shape", "phi", "alpha", "beta", "ndt")  # name = class
 DEFAULT = "default (auto-scaled)"
 
 # Defaults of the family parameters without units (sigma: Exponential(1 / s_y), above).
@@ -59,25 +64,64 @@ AUX_DEFAULTS = {
     # itself vanishes as any of them goes to 0, so the prior need not avoid 0.
     "shape": P.HalfStudentT(3.0, 10.0),
     "phi": P.HalfStudentT(3.0, 10.0),
+    # skew_normal's skewness: brms' default. |alpha| < 1 is nearly symmetric; 90% of the
+    # prior lies in (-6.6, 6.6), beyond which the shape barely changes (a half-normal
+    # at infinity).
+    "alpha": P.Normal(0.0, 4.0),
 }
 
 
-def response_scale(design, family: str) -> tuple[float, float]:
-    """(m_y, s_y): the location and scale the defaults are built from."""
-    if family == "lognormal":  # location and scale of log(y): y > 0 is checked before
-        log_y = np.log(design.y)
+def response_scale(design, family: str, link: str | None = None) -> tuple[float, float]:
+    """(m_y, s_y): the location and scale the defaults of the mean's coefficients are
+    built from, on the scale of the linear predictor (``link``; default the family's).
+
+    * log(y) families (``Family.log_response``): mean and sd of log(y), of its positive
+      values for hurdle_lognormal, of log(y - min(y) / 2) for shifted_lognormal (the
+      shift's default prior has its median near min(y) / 3, its mean at 0.4 min(y));
+    * any number (gaussian, student_t, skew_normal, exgaussian): mean(y), sd(y) with the
+      identity link, log(mean(y)) and 1 with the log link;
+    * successes (bernoulli, binomial, ...): 0 and 1; proportions: logit(mean(y)) and 1;
+    * positive means (counts, positive responses; the positive values of a hurdle):
+      log(mean(y)) and 1 with the log link; with another link (identity, sqrt, inverse)
+      the link of mean(y) and sd(y) times the link's slope there (the delta method):
+      identity-link counts of mean 5 and sd 2 give Normal(5, 2.5 x 2) intercepts."""
+    fam = FAMILIES[family]
+    link = link or fam.links[0]
+    if fam.log_response:  # y > 0 (y >= 0 for the hurdle) is checked before
+        y = np.asarray(design.y, dtype=float)
+        y = y[y > 0] if family == "hurdle_lognormal" else y
+        shift = float(np.min(y)) / 2 if family == "shifted_lognormal" else 0.0
+        log_y = np.log(y - shift)
         mean, sd = float(np.mean(log_y)), float(np.std(log_y))
-    else:
-        mean, sd = _response_moments(design)
-    if family in ("gaussian", "student_t", "lognormal"):
         if sd == 0:
             raise DataError("The response is constant; there is nothing to model.")
         return mean, sd
-    if family == "gamma" or (FAMILIES[family].counts and not FAMILIES[family].binary):
-        return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
-    if family == "beta":  # 0 < y < 1 is checked before
+    mean, sd = _response_moments(design)
+    if fam.outcome == "real":
+        if link == "log":
+            return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
+        if sd == 0:
+            raise DataError("The response is constant; there is nothing to model.")
+        return mean, sd
+    if fam.binary:
+        return 0.0, 1.0
+    if fam.outcome == "proportion":  # 0 <= y <= 1 is checked before
+        y = np.asarray(design.y, dtype=float)
+        inside = y[(y > 0) & (y < 1)]
+        mean = float(np.mean(inside)) if inside.size else 0.5
         return float(np.log(mean / (1.0 - mean))), 1.0
-    return 0.0, 1.0
+    if fam.outcome == "nonnegative":  # a hurdle's mean is that of its positive values
+        y = np.asarray(design.y, dtype=float)
+        positive = y[y > 0]
+        if positive.size:
+            mean, sd = float(np.mean(positive)), float(np.std(positive))
+    if link == "log":
+        return (float(np.log(mean)) if mean > 0 else 0.0), 1.0
+    if not mean > 0:
+        return 1.0, 1.0  # all zeros: nothing to centre on; the mean must stay positive
+    centre = float(link_function(link, mean))
+    slope = abs(float(inverse_link_slope(link, centre)))
+    return centre, (sd / slope if sd > 0 else abs(centre))
 
 
 def _response_moments(design) -> tuple[float, float]:
@@ -98,15 +142,52 @@ def _predictor_moments(design) -> tuple[np.ndarray, np.ndarray]:
     return means, np.where(sds > 0, sds, rms)
 
 
-def default_priors(design, terms: tuple[TermSpec, ...], family: str, aux) -> dict:
+def default_priors(
+    design, terms: tuple[TermSpec, ...], family: str, aux, link: str | None = None
+) -> dict:
     """Every parameter's default prior, keyed by parameter name. ``design`` is a
     ``Design`` or a ``chunked.DataSummary`` (data summarised chunk by chunk); ``terms``
-    are the mean's group terms."""
-    m_y, s_y = response_scale(design, family)
+    are the mean's group terms; ``link`` the mean's (default: the family's first)."""
+    m_y, s_y = response_scale(design, family, link)
     out = _linear_defaults(design, design.columns, terms, design.blocks, m_y, s_y)
     for name in aux:
-        out[name] = AUX_DEFAULTS.get(name) or P.Exponential(1.0 / s_y)
+        out[name] = aux_default(name, design, family)
     return out
+
+
+def aux_default(name: str, design, family: str) -> P.Prior:
+    """The default prior of a family parameter without a formula.
+
+    ``AUX_DEFAULTS`` for the dimensionless ones (nu, shape, phi, alpha); in units of y:
+    sigma ~ Exponential with mean ``residual_scale`` (sd(y), or sd(log y)); exgaussian's
+    beta (the mean of its exponential part, at most sd(y)) the same with mean sd(y);
+    inverse_gaussian's shape (units of y: CV^2 = mean / shape) HalfStudentT(3, 10
+    mean(y)), the dimensionless HalfStudentT(3, 10) of the others times the mean;
+    shifted_lognormal's ndt HalfNormal(min(y) / 2): the shift must stay below every y
+    (brms: uniform on (0, min(y))); this prior has its mean at 0.4 min(y), puts 95% of
+    its mass below min(y), and the likelihood is 0 above it. Its starting values,
+    (0.3, 0.8) min(y), are valid: NumPyro's jitter of the prior's raw draw is
+    exp(+-0.5)."""
+    if name in AUX_DEFAULTS and not (name == "shape" and family == "inverse_gaussian"):
+        return AUX_DEFAULTS[name]
+    if name == "shape":  # inverse_gaussian
+        return P.HalfStudentT(3.0, 10.0 * float(np.mean(design.y)))
+    if name == "ndt":
+        return P.HalfNormal(float(np.min(design.y)) / 2)
+    if name == "beta":
+        return P.Exponential(1.0 / float(np.std(design.y)))
+    return P.Exponential(1.0 / residual_scale(design, family))
+
+
+def residual_scale(design, family: str) -> float:
+    """The scale sigma lives on: sd(y), or sd(log y) for ``Family.log_response`` (the
+    same log values as ``response_scale``)."""
+    if FAMILIES[family].log_response:
+        return response_scale(design, family)[1]
+    sd = _response_moments(design)[1]
+    if sd == 0:
+        raise DataError("The response is constant; there is nothing to model.")
+    return sd
 
 
 def _linear_defaults(design, names, terms, blocks, m: float, s: float) -> dict:
@@ -143,12 +224,35 @@ def dpar_centre(name: str, design, family: str) -> tuple[float, float]:
     residual sd is rarely larger, seldom 7 times smaller), and a 1-sd change of a
     predictor scales sigma by e^1 at one prior sd. With the GLM scale s = 1 (2.5 per sd
     of x) the prior predictive check of a heteroscedastic model on simulated data put
-    1% of outcomes beyond +-2,400 for a response of sd 1."""
+    1% of outcomes beyond +-2,400 for a response of sd 1.
+
+    The parameters brms adds: exgaussian's beta like sigma (at log sd(y), s = 0.4);
+    skew_normal's alpha at 0 with s = 1.6 (its identity link: an intercept of Normal(0,
+    4), brms' prior of one alpha); shifted_lognormal's ndt at log(min(y) / 4) with s =
+    0.4, so that every chain's start lies below min(y); zoi at the logit of the share
+    of 0s and 1s, coi at that of the 1s among them; inverse_gaussian's shape (units of
+    y) at log(10 mean(y))."""
+    if name == "shape" and family == "inverse_gaussian":
+        return float(np.log(10.0 * np.mean(design.y))), 0.8
     if name == "sigma":
-        return float(np.log(response_scale(design, family)[1])), 0.4
-    if name in ("zi", "hu"):  # probabilities: at the share of zeros, on the logit scale
-        zeros = float(np.clip(np.mean(np.asarray(design.y) == 0), 0.05, 0.95))
-        return float(np.log(zeros / (1.0 - zeros))), 0.8
+        return float(np.log(residual_scale(design, family))), 0.4
+    if name == "beta":  # like sigma: the exponential part's mean, at most sd(y)
+        return float(np.log(np.std(design.y))), 0.4
+    if name == "alpha":  # identity link: 2.5 s = 4, brms' Normal(0, 4) for one alpha
+        return 0.0, 1.6
+    if name == "ndt":  # log link; a quarter of min(y), so starts stay below min(y)
+        return float(np.log(np.min(design.y) / 4)), 0.4
+    y = np.asarray(design.y)
+    if name in ("zi", "hu", "zoi", "coi"):  # probabilities, on the logit scale
+        if name in ("zi", "hu"):  # the share of zeros
+            share = np.mean(y == 0)
+        elif name == "zoi":  # the share of 0s and 1s
+            share = np.mean((y == 0) | (y == 1))
+        else:  # the share of 1s among them
+            ends = (y == 0) | (y == 1)
+            share = np.mean(y[ends] == 1) if ends.any() else 0.5
+        share = float(np.clip(share, 0.05, 0.95))
+        return float(np.log(share / (1.0 - share))), 0.8
     return float(np.log(9.0 if name == "nu" else 10.0)), 0.8
 
 

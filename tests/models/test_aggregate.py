@@ -155,9 +155,12 @@ def test_counts_beyond_float32_whole_numbers_are_not_pooled():
     assert aggregate.aggregate(model.design, "poisson", "log") is None  # 2e7 > 2**24
 
 
-def test_binomial_probit_stays_internal():
+def test_binomial_takes_probability_links_only():
+    """probit is a user link of binomial now (issue 13); a link that can leave (0, 1)
+    is still refused, naming the ones it takes."""
+    assert get_family("binomial", "probit")[1] == "probit"
     with pytest.raises(ml.errors.DataError, match="logit"):
-        get_family("binomial", "probit")
+        get_family("binomial", "identity")
 
 
 def test_aggregated_structure_differs_only_in_family():

@@ -102,7 +102,9 @@ def test_bad_responses_are_named(family, values, message):
         ml.Model(FORMULA, data, family=family)
 
 
-@pytest.mark.parametrize("family, link", [("gamma", "identity"), ("beta", "probit")])
+@pytest.mark.parametrize(
+    "family, link", [("gamma", "logit"), ("beta", "probit"), ("negative_binomial", "inverse")]
+)
 def test_links_are_checked(family, link):
     with pytest.raises(ml.DataError, match="takes the link"):
         ml.Model(FORMULA, _placeholder(family), family=family, link=link)

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import jax
 import numpy as np
-from scipy.special import expit, ndtr
 
 from multilevel.backends.numpyro_model import Structure, site_values
-from multilevel.families import FAMILIES
+from multilevel.errors import DataError
+from multilevel.families import FAMILIES, inverse_link, inverse_link_slope, link_function
 from multilevel.spec import ModelSpec
 
 # Chains' population coefficients: the pooled GLM's estimate plus uniform(-1, 1) times
@@ -92,6 +92,8 @@ def plan(
     # formulas of their own starts every chain from NumPyro's initial points instead
     simple = st.layout is None or not st.layout.dpars
     fitted = pooled_glm(st, data, loc, scale) if st.p and simple else None
+    if fitted is None:
+        _check_prior_centre(st, data, loc)
     points = {} if fitted is None else starting_values(spec, st, data, prior, chains, seed, fitted)
     narrow = fitted is not None and _narrow(fitted, scale, st.p, warmup)
     reason = float64_reason(st, data)
@@ -99,6 +101,22 @@ def plan(
     if reason is not None:
         args = (jax.tree.map(_as_float64, data), jax.tree.map(_as_float64, prior))
     return Start(args, points, reason is not None, reason, regularize_mass=not narrow)
+
+
+def _check_prior_centre(st: Structure, data: dict, loc: np.ndarray) -> None:
+    """Without a pooled GLM (family parameters with formulas, no coefficients, or a GLM
+    that failed) the chains start near the priors' centres: refuse a link whose mean
+    is outside the support there, since no chain could move from such a start."""
+    family = FAMILIES[st.family]
+    if family.valid_mean(st.link, np.ones(1)) is None or not st.p:
+        return
+    weight = data.get("weight")
+    rows = np.flatnonzero(np.ones(len(data["y"]), bool) if weight is None else weight > 0)
+    mu_columns = np.asarray(data["X"]).shape[1]
+    eta = _mean_eta(data, rows, loc[:mu_columns], [])
+    if not family.valid_mean(st.link, eta).all():
+        where = "the chains' start (the priors' centres)"
+        raise DataError(invalid_mean_message(st.family, st.link, eta, where))
 
 
 def _narrow(fitted: PooledFit, scale: np.ndarray, p: int, warmup: int) -> bool:
@@ -159,6 +177,7 @@ def starting_values(
     sd_loc, sd_scale = _block_centre(st.sd_groups, st.n_sd, prior["sd"])
     sd = np.empty((chains, st.n_sd))
     effects = []  # per term (chains, L, q)
+    estimates = []  # per term (L, q): the groups' estimates, before the chains' jitter
     residual = fitted.working - fitted.X @ fitted.beta
     for k, term in enumerate(st.terms):
         block = slice(term.sd_start, term.sd_start + term.q)
@@ -171,6 +190,8 @@ def starting_values(
         sd_k = np.clip(np.sqrt(np.mean(u**2, axis=0)), 0.1 * prior_sd, prior_sd)
         sd[:, block] = sd_k * np.exp(rng.uniform(-SD_SPREAD, SD_SPREAD, (chains, term.q)))
         effects.append(u + se * rng.uniform(-EFFECT_SPREAD, EFFECT_SPREAD, (chains, *u.shape)))
+        estimates.append(u)
+    _keep_means_valid(st, data, fitted, beta, effects, estimates)
     aux_loc, aux_scale = _block_centre(st.aux_groups, len(st.aux_names), prior["aux"])
     per_chain = []
     for c in range(chains):
@@ -193,6 +214,60 @@ def starting_values(
             q = values.shape[-1]
             points[name] = np.zeros((chains, q * (q - 1) // 2))
     return points
+
+
+def _mean_eta(data: dict, rows: np.ndarray, beta: np.ndarray, effects: list) -> np.ndarray:
+    """The mean's linear predictor on ``rows`` at one chain's start: ``beta`` (p,) and
+    each term's (L, q) effects."""
+    eta = np.asarray(data["X"], dtype=np.float64)[rows] @ beta
+    if data.get("offset") is not None:
+        eta = eta + np.asarray(data["offset"], dtype=np.float64)[rows]
+    for k, u in enumerate(effects):
+        Z = np.asarray(data["Z"][k], dtype=np.float64)[rows]
+        eta = eta + np.sum(Z * u[np.asarray(data["codes"][k])[rows]], axis=-1)
+    return eta
+
+
+def invalid_mean_message(family: str, link: str, eta: np.ndarray, where: str) -> str:
+    """What to do when ``where`` gives a mean outside the family's support."""
+    bad = np.flatnonzero(~FAMILIES[family].valid_mean(link, eta))
+    return (
+        f"With the {link} link, {where} gives the {family} family a mean of "
+        f"{float(inverse_link(link, eta[bad[0]])):.4g} (linear predictor {eta[bad[0]]:.4g}) "
+        f"in {bad.size} of {eta.size} rows, but a {family} mean must be positive: the "
+        "likelihood is 0 there, so no chain could start there. Use link='log' (the "
+        "default), or predictors under which the mean stays positive (e.g. a dummy's "
+        "reference level with the smallest mean)."
+    )
+
+
+def _keep_means_valid(st, data, fitted, beta, effects, estimates) -> None:
+    """A link whose mean can leave the support (identity, sqrt, inverse of counts and
+    positive responses) has no density where it does (log 0), and a chain started
+    there cannot move. Checked on every row the likelihood weighs: the pooled GLM's own
+    estimate must give a valid mean (else the data want a mean the link cannot give:
+    ``DataError``); a chain whose jittered start does not restarts at the estimate and
+    the groups' estimates, or with no group effects, which is valid. Changes ``beta``
+    and ``effects`` in place."""
+    family = FAMILIES[st.family]
+    if family.valid_mean(st.link, np.ones(1)) is None:
+        return
+    weight = data.get("weight")
+    rows = np.flatnonzero(np.ones(len(data["y"]), bool) if weight is None else weight > 0)
+    pooled = _mean_eta(data, rows, fitted.beta, [])
+    if not family.valid_mean(st.link, pooled).all():
+        where = "the pooled fit of the data (group effects left out)"
+        raise DataError(invalid_mean_message(st.family, st.link, pooled, where))
+    for c in range(beta.shape[0]):
+        chain = [e[c] for e in effects]
+        if family.valid_mean(st.link, _mean_eta(data, rows, beta[c], chain)).all():
+            continue
+        beta[c] = fitted.beta
+        for k, u in enumerate(estimates):
+            effects[k][c] = u
+        if not family.valid_mean(st.link, _mean_eta(data, rows, beta[c], estimates)).all():
+            for k in range(len(effects)):
+                effects[k][c] = 0.0
 
 
 def _group_estimates(Z, codes, levels: int, w, residual, prior_sd):
@@ -256,6 +331,8 @@ def pooled_glm(st: Structure, data: dict, loc: np.ndarray, scale: np.ndarray) ->
     if data.get("se") is not None:  # known sds of y: a weighted least-squares fit
         weight = weight / np.asarray(data["se"], dtype=np.float64) ** 2
     keep = weight > 0
+    if FAMILIES[st.family].outcome == "nonnegative":  # a hurdle's zeros: not the mean's
+        keep &= y > 0
     for arrays in data.get("impute") or ():  # rows with a sampled predictor: not yet known
         keep[np.asarray(arrays["missing"])] = False
     rows = np.flatnonzero(keep)
@@ -268,8 +345,11 @@ def pooled_glm(st: Structure, data: dict, loc: np.ndarray, scale: np.ndarray) ->
     X, y, offset, weight = X[rows], y[rows], offset[rows], weight[rows] * thinned
     trials = None if trials is None else trials[rows]
     family, link = st.family, st.link
-    if family == "lognormal":  # log(y) ~ Normal(eta, sigma)
-        y, family = np.log(y), "gaussian"
+    if FAMILIES[family].log_response:  # log(y - shift) ~ Normal(eta, sigma)
+        # shifted_lognormal: the shift's prior has its mean at 0.4 min(y); a hurdle's
+        # zeros have their own model, so the mean's fit uses the positive values
+        shift = np.min(y) / 2 if family == "shifted_lognormal" else 0.0
+        y, family = np.log(np.maximum(y - shift, 1e-300)), "gaussian"
     penalty = 1.0 / scale**2
 
     def irls_terms(eta):
@@ -304,34 +384,37 @@ def pooled_glm(st: Structure, data: dict, loc: np.ndarray, scale: np.ndarray) ->
 
 
 def _link_start(family: str, link: str, y: np.ndarray, trials) -> np.ndarray:
-    """A linear predictor near the data, where IRLS starts."""
-    if link == "identity":
+    """A linear predictor near the data, where IRLS starts: the link of each row's
+    value, nudged inside the mean's range (``families.link_function``)."""
+    fam = FAMILIES[family]
+    if fam.binary or fam.outcome == "proportion":
+        n = 1.0 if trials is None else trials
+        p = (y + 0.5) / (n + 1.0) if fam.binary else np.clip(y, 1e-6, 1 - 1e-6)
+        return link_function(link, p)
+    if link == "identity" and not fam.positive_mean:
         return y.copy()
-    if link == "log":
-        return np.log(np.maximum(y, 0.0) + 0.5)
-    n = 1.0 if trials is None else trials
-    p = (y + 0.5) / (n + 1.0) if family != "beta" else np.clip(y, 1e-6, 1 - 1e-6)
-    if link == "probit":
-        from scipy.special import ndtri
-
-        return ndtri(p)
-    return np.log(p / (1.0 - p))
+    if link == "log" or fam.counts:  # counts may be 0: half a count keeps log, 1/y finite
+        return link_function(link, np.maximum(y, 0.0) + 0.5)
+    return link_function(link, np.maximum(y, 1e-300))
 
 
 def _moments(family: str, link: str, eta: np.ndarray, trials):
-    """(mean, d mean / d eta, variance function) of each row, for IRLS. The negative
-    binomial uses the Poisson variance (the shape is unknown here)."""
-    if link == "identity":
-        one = np.ones_like(eta)
-        return eta, one, one
+    """(mean, d mean / d eta, variance function) of each row, for IRLS, from the
+    family's inverse link (``families.inverse_link`` and its slope). Variance
+    functions: n p (1 - p) for successes and proportions, mu for counts (the negative
+    binomial's too: its shape is unknown here), mu^2 for positive responses, 1 else."""
+    fam = FAMILIES[family]
     if link == "log":
-        mu = np.exp(np.clip(eta, -700.0, 700.0))
-        variance = mu**2 if family == "gamma" else mu
-        return mu, mu, np.maximum(variance, 1e-300)
-    n = 1.0 if trials is None else trials
-    if link == "probit":
-        p = np.clip(ndtr(eta), 1e-12, 1 - 1e-12)
-        density = np.exp(-0.5 * eta**2) / np.sqrt(2 * np.pi)
-        return n * p, np.maximum(n * density, 1e-300), n * p * (1 - p)
-    p = np.clip(expit(eta), 1e-12, 1 - 1e-12)
-    return n * p, n * p * (1 - p), n * p * (1 - p)
+        eta = np.clip(eta, -700.0, 700.0)
+    mean = inverse_link(link, eta)
+    slope = inverse_link_slope(link, eta)
+    slope = np.where(np.abs(slope) > 1e-300, slope, 1e-300)  # sqrt at eta = 0
+    if fam.binary or fam.outcome == "proportion":
+        n = 1.0 if trials is None else trials
+        p = np.clip(mean, 1e-12, 1 - 1e-12)
+        return n * p, np.maximum(n * slope, 1e-300), n * p * (1 - p)
+    if fam.positive_mean:
+        mu = np.maximum(mean, 1e-10)  # IRLS may step where eta <= 0 (identity, sqrt)
+        variance = mu if fam.counts else mu**2
+        return mu, slope, np.maximum(variance, 1e-300)
+    return mean, slope, np.ones_like(eta)

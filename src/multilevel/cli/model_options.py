@@ -48,9 +48,12 @@ def model_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--family",
         default="gaussian",
-        help="gaussian (default), student_t, bernoulli, binomial, poisson, negative_binomial, "
-        "gamma, lognormal, beta, zero_inflated_poisson, zero_inflated_negative_binomial, "
-        "hurdle_poisson, hurdle_negative_binomial",
+        help="gaussian (default), student_t, skew_normal, exgaussian, bernoulli, binomial, "
+        "beta_binomial, poisson, negative_binomial, gamma, lognormal, shifted_lognormal, "
+        "exponential, weibull, inverse_gaussian, beta, zero_one_inflated_beta, "
+        "zero_inflated_poisson, zero_inflated_negative_binomial, zero_inflated_binomial, "
+        "zero_inflated_beta_binomial, hurdle_poisson, hurdle_negative_binomial, "
+        "hurdle_gamma, hurdle_lognormal (docs/families.md: links and parameters)",
     )
     parser.add_argument("--link", default=None, help="link function (default: canonical)")
     parser.add_argument(
