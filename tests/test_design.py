@@ -121,7 +121,7 @@ def test_successes_exceeding_trials(frame):
 def test_binomial_needs_trials(frame):
     with pytest.raises(ml.DataError, match="trials"):
         ml.Model("count ~ x + (1 | g)", frame, family="binomial")
-    with pytest.raises(ml.FormulaError, match="only meaningful for family='binomial'"):
+    with pytest.raises(ml.FormulaError, match="only meaningful for a binomial family"):
         ml.Model("count | trials(n) ~ x", frame, family="poisson")
 
 

@@ -91,7 +91,8 @@ _GROUPS = [
     "(1 | `my g`)", "(1 | Q('my g'))", "(1 + I(x^2) | g)",
 ]  # fmt: skip
 _BAD_GROUPS = ["(1 | missing_col)", "(1 |)", "( | g)", "(1 ||| g)", "(1 | x + g)"]
-_RESPONSES = ["y"] * 6 + ["k", "k | trials(n)", "y | se(x)", "log(y)", "cbind(k, n)", "`y`", ""]
+_RESPONSES = ["y"] * 8 + ["k", "k | trials(n)", "y | se(x)", "log(y)", "cbind(k, n)", "`y`", ""]
+_RESPONSES += ["k | rate(n)", "y | weights(n) + trunc(lb = -Inf)", "y | cens(z)"]
 _FAMILIES = ["gaussian"] * 5 + ["poisson", "binomial", "bernoulli", "student_t", "gamma"]
 
 

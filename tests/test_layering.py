@@ -26,8 +26,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "multilevel"
 #: prefix ending in ``.`` (every module inside it) per entry.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "_arviz", "progress", "figures", "interrupt", "atomic_write", "options"),
-    ("formula.", "families", "priors", "diagnostics", "datasets"),
-    ("spec", "data_checks"),
+    ("response_bounds",),
+    ("formula.", "families", "distributions", "priors", "diagnostics", "datasets"),
+    ("spec", "data_checks", "addition_terms", "response_levels"),
     ("design", "missing", "prior_rules", "saved_fits"),
     ("linear_predictor", "fitted_rows", "chunked."),
     ("backends.",),

@@ -40,6 +40,7 @@ from formulaic.errors import FormulaicError
 
 from multilevel.errors import DataError
 from multilevel.formula import ParsedFormula
+from multilevel.response_levels import is_two_level_text
 
 # Share of a text column's distinct values that must read as numbers (dates) before the
 # rest are taken for mistakes rather than categories. 80%: a column of codes "1".."4"
@@ -73,7 +74,9 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
     """
     uses = predictor_uses(parsed)
     check_unique_names(data, [parsed.response, *parsed.columns, *uses])
-    needs_numbers = [(parsed.response, RESPONSE)]
+    # a bernoulli response may be a two-level factor or text (response_levels)
+    two_level = family == "bernoulli" and is_two_level_text(data[parsed.response])
+    needs_numbers = [] if two_level else [(parsed.response, RESPONSE)]
     if parsed.trials:
         needs_numbers.append((parsed.trials, "The trials column"))
     if parsed.se:

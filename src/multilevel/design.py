@@ -19,11 +19,22 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import DataMismatchWarning, FormulaicError
 
+from multilevel.addition_terms import (
+    censoring_of,
+    check_bounded_family,
+    check_offset,
+    failures_of,
+    rate_offset,
+    truncation_of,
+    weights_of,
+)
 from multilevel.data_checks import check_columns
 from multilevel.errors import DataError, FormulaError
 from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
 from multilevel.formula.expressions import evaluation_context, required_columns
+from multilevel.formula.parser import bound_value
+from multilevel.response_levels import encode_two_levels, is_two_level_text, two_levels
 
 
 class DesignWarning(UserWarning):
@@ -83,6 +94,20 @@ class Design:
     fixed_spec: object = field(default=None, compare=False, repr=False)
     se: np.ndarray | None = None  # (n,) known standard errors: `y | se(s) ~ ...`
     dpars: tuple[DparDesign, ...] = ()  # designs of family parameters' own formulas
+    # (failure, success) of a bernoulli response stored as two-level text (response_levels)
+    response_levels: tuple[str, str] | None = None
+    # addition terms (addition_terms.py): the sum of the offset() terms and log(rate),
+    # added to the mean's linear predictor; likelihood weights; censoring and truncation
+    # arrays (``cens``, ``y2``, ``lower``, ``upper``: response_bounds.Bounded's)
+    offset: np.ndarray | None = None  # (n,)
+    weights: np.ndarray | None = None  # (n,)
+    bounds: dict = field(default_factory=dict)
+
+    @property
+    def has_additions(self) -> bool:
+        """Offsets, weights, censoring or truncation: rows that cannot be pooled into
+        covariate patterns or per-group statistics."""
+        return self.offset is not None or self.weights is not None or bool(self.bounds)
 
     @property
     def n(self) -> int:
@@ -108,15 +133,24 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     check_columns(parsed, data, family.name)  # duplicates, dates, text in numbers
     check_missing(data, used)
     y = _column_values(data, parsed.response)
+    levels = None
+    if family.name == "bernoulli" and is_two_level_text(data[parsed.response]):
+        levels = two_levels(data[parsed.response])
+        y = encode_two_levels(data[parsed.response], parsed.response, levels)
     trials = None
     if family.needs_trials:
         if parsed.trials is not None:
             trials = _column_values(data, parsed.trials)
             check_trials(trials, parsed.trials)
             trials = trials.astype(float)
-    elif parsed.trials is not None:
+        elif parsed.failures is not None:  # cbind(k, f): k successes out of k + f
+            failures = failures_of(_column_values(data, parsed.failures), parsed.failures)
+            trials = failures + _column_values(data, parsed.response)
+            check_trials(trials, f"{parsed.response} + {parsed.failures}")
+    elif parsed.trials is not None or parsed.failures is not None:
+        written = f"| trials({parsed.trials})" if parsed.trials else "cbind(k, failures)"
         raise FormulaError(
-            f"`| trials({parsed.trials})` is only meaningful for family='binomial', "
+            f"`{written}` (a number of trials) is only meaningful for a binomial family, "
             f"not {family.name!r}."
         )
     se = None
@@ -134,7 +168,69 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     check_full_rank(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
-    return Design(y.astype(float), trials, X, columns, blocks, fixed_spec, se=se)
+    y = y.astype(float)
+    weights = None
+    if parsed.weights is not None:
+        weights = weights_of(_column_values(data, parsed.weights), parsed.weights)
+    return Design(
+        y, trials, X, columns, blocks, fixed_spec, se=se, offset=offset_of(parsed, data),
+        weights=weights, bounds=_bounds(parsed, data, y, family), response_levels=levels,
+    )  # fmt: skip
+
+
+def offset_of(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray | None:
+    """(n,) the sum of the formula's ``offset(...)`` terms and ``log(t)`` of ``rate(t)``,
+    or None without either. Evaluated like the population part (the same transforms), on
+    the fitted rows or on new data."""
+    needed = {parsed.rate} if parsed.rate is not None else set()
+    for expression in parsed.offsets:
+        needed |= _formulaic_variables(expression)
+    _require_columns(
+        needed, data, "named in an offset() or rate() (set it to 1 for a rate per unit)"
+    )
+    total = None
+    for expression in parsed.offsets:
+        values, _, _ = _model_matrix(f"0 + I({expression})", data, "the offset")
+        values = check_offset(values.sum(axis=1), expression)
+        total = values if total is None else total + values
+    if parsed.rate is not None:
+        log_rate = rate_offset(_column_values(data, parsed.rate), parsed.rate)
+        total = log_rate if total is None else total + log_rate
+    return total
+
+
+def truncation_bounds(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
+    """``lower``/``upper`` arrays of ``trunc()`` on rows to predict (numbers, or columns
+    that ``data`` must hold); {} without truncation."""
+    out = {}
+    for which, bound in zip(("lower", "upper"), parsed.trunc_bounds):
+        if bound is None:
+            continue
+        if bound_value(bound) is None:
+            why = f"named in trunc() (the {which} bound of each row's draws)"
+            _require_columns({bound}, data, why, "newdata")
+            check_missing(data, [bound], then="predict again")
+        out[which] = truncation_of(bound, data, None, which, False)
+    return out
+
+
+def _bounds(parsed: ParsedFormula, data: pd.DataFrame, y: np.ndarray, family: Family) -> dict:
+    """Censoring and truncation arrays of ``cens()`` and ``trunc()``."""
+    out = {}
+    if parsed.cens is not None:
+        check_bounded_family(family, f"`cens({parsed.cens})`")
+        upper = None if parsed.cens_upper is None else _column_values(data, parsed.cens_upper)
+        codes, y2 = censoring_of(
+            _column_values(data, parsed.cens), parsed.cens, y, upper, parsed.cens_upper
+        )
+        out["cens"] = codes
+        if y2 is not None:
+            out["y2"] = y2
+    for which, bound in zip(("lower", "upper"), parsed.trunc_bounds):
+        if bound is not None:
+            check_bounded_family(family, "`trunc()`")
+            out[which] = truncation_of(bound, data, y, which, family.discrete)
+    return out
 
 
 def build_dpar_design(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> DparDesign:
@@ -271,6 +367,8 @@ def _scalar(value):
 def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     needed = set(parsed.columns)
     needed |= _formulaic_variables(parsed.fixed)
+    for expression in parsed.offsets:
+        needed |= _formulaic_variables(expression)
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr)
     return _require_columns(needed, data)

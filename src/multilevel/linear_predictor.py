@@ -98,7 +98,7 @@ def linear_predictors(layout: Layout, rows: dict, beta, effects: Sequence) -> di
 
     ``rows`` holds ``X`` (the mean's columns), ``X_dpars`` (one matrix per predicted
     parameter, in ``layout.dpars`` order), ``Z`` and ``codes`` (one per term, every
-    parameter's terms); ``beta`` (..., p) every coefficient; ``effects`` one (..., L, q)
+    parameter's terms) and ``offset`` (n,) or None; ``beta`` (..., p) every coefficient; ``effects`` one (..., L, q)
     array per term, or None for a term left out (a typical group)."""
 
     def one(X, columns, terms):
@@ -111,6 +111,8 @@ def linear_predictors(layout: Layout, rows: dict, beta, effects: Sequence) -> di
         )
 
     out = {MU: one(rows["X"], layout.mu_columns, layout.mu_terms)}
+    if rows.get("offset") is not None:  # offset() terms and log(rate): the mean's only
+        out[MU] = out[MU] + rows["offset"]
     for j, (name, _, columns, terms) in enumerate(layout.dpars):
         out[name] = one(rows["X_dpars"][j], columns, terms)
     return out
@@ -123,10 +125,15 @@ def dpar_values(layout: Layout, etas: dict) -> dict:
 
 def row_arrays(design, rows=None) -> dict:
     """The design's arrays that the linear predictors and the density read, for ``rows``
-    (indices; default all): ``X``, ``X_dpars``, ``Z``, ``codes``, ``y``, ``trials``, ``se``."""
+    (indices; default all): ``X``, ``X_dpars``, ``Z``, ``codes``, ``y``, ``trials``, ``se``,
+    and the addition terms ``offset``, ``weights`` and ``bounds`` (None or {} without)."""
     rows = np.arange(design.n) if rows is None else np.asarray(rows)
     se = getattr(design, "se", None)  # known standard errors (y | se(s) ~ ...), if any
+    offset, weights = getattr(design, "offset", None), getattr(design, "weights", None)
     return {
+        "offset": None if offset is None else offset[rows],
+        "weights": None if weights is None else weights[rows],
+        "bounds": {k: v[rows] for k, v in getattr(design, "bounds", {}).items()},
         "X": design.X[rows],
         "X_dpars": tuple(d.X[rows] for d in getattr(design, "dpars", ())),
         "y": design.y[rows],

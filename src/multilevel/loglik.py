@@ -148,9 +148,12 @@ def family_log_density(family: str, link: str):
     """log p(y | eta, params) elementwise: the model's own likelihood (``Family.likelihood``)."""
     family_obj, link = get_family(family, link)
 
-    def density(y, eta, aux, trials, se):
+    def density(y, eta, aux, trials, se, bounds=None, weights=None):
         known = {} if se is None else {"se": se}  # known sds of a gaussian response
-        return family_obj.likelihood(eta, link, aux, trials, **known).log_prob(y)
+        law = family_obj.likelihood(eta, link, aux, trials, bounds=bounds, **known)
+        # censored rows: log P(censored as observed); weights() multiply, as brms' log_lik
+        values = law.log_prob(y)
+        return values if weights is None else values * weights
 
     return density
 
@@ -170,15 +173,20 @@ def _program(family: str, link: str, layout):
             if "shift" in draw:  # imputed predictor values, per draw (missing="model")
                 eta = eta + draw["shift"]
             aux = {**draw["aux"], **dpar_values(layout, etas)}  # (D, 1) or (D, n)
-            return density(data["y"], eta, aux, data["trials"], data["se"])
+            return density(
+                data["y"], eta, aux, data["trials"], data["se"], data["bounds"], data["weights"]
+            )
 
         _PROGRAMS[key] = jit(run)  # with the package's XLA options
     return _PROGRAMS[key]
 
 
-def log_density(family: str, link: str, y, eta, aux: dict, trials=None, se=None) -> np.ndarray:
+def log_density(
+    family: str, link: str, y, eta, aux: dict, trials=None, se=None, bounds=None
+) -> np.ndarray:
     """log p(y | eta) elementwise, broadcasting ``y`` (n,) against ``eta`` (..., n), in
-    float64. ``se`` (n,): known standard errors of a gaussian response."""
+    float64. ``se`` (n,): known standard errors of a gaussian response; ``bounds``:
+    censoring and truncation arrays (``Design.bounds``)."""
     with jax.enable_x64(True):
 
         def f64(v):
@@ -186,4 +194,5 @@ def log_density(family: str, link: str, y, eta, aux: dict, trials=None, se=None)
 
         law = family_log_density(family, link)
         aux = {k: f64(v) for k, v in aux.items()}
-        return np.asarray(law(f64(y), f64(eta), aux, f64(trials), f64(se)))
+        bounds = {k: jnp.asarray(v) if k == "cens" else f64(v) for k, v in (bounds or {}).items()}
+        return np.asarray(law(f64(y), f64(eta), aux, f64(trials), f64(se), bounds or None))

@@ -15,7 +15,7 @@ from multilevel._arviz import az
 from multilevel.backends import aggregate, centring, gaussian_collapsed, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
-from multilevel.families import DPAR_LINKS, get_family
+from multilevel.families import DPAR_LINKS, check_truncated_draws, get_family
 from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
@@ -88,6 +88,13 @@ class Model:
         distributional = with_default_formulas(formula, family_obj)
         formula = distributional.formula
         parsed = parse_formula(formula)
+        if parsed.rate is not None and link != "log":
+            raise MultilevelError(
+                f"`rate({parsed.rate})` multiplies the mean by the exposure, which this "
+                f"model writes as the offset log({parsed.rate}) on a log link; the "
+                f"{family_obj.name} family with link={link!r} has none. Use link='log', or "
+                f"an offset of your own on the {link} scale (`offset(...)`)."
+            )
         design, fitted, self.missing, imputed = prepare_rows(
             distributional, family_obj, data, missing
         )
@@ -130,10 +137,11 @@ class Model:
         from multilevel.chunked import chunked_statistics
 
         parsed = parse_formula(formula)
-        if parsed.se is not None:
+        if parsed.se is not None or _has_additions(parsed):
             raise MultilevelError(
-                f"Known standard errors (`| se({parsed.se})`) need the data's rows: build "
-                "the model with ml.Model(formula, data), not from chunked statistics."
+                "Addition terms (`| se()`, `weights()`, `rate()`, `cens()`, `trunc()`, "
+                "`offset()`) need the data's rows: build the model with "
+                "ml.Model(formula, data), not from chunked statistics."
             )
         summary, stats = chunked_statistics(formula, source, "gaussian", chunk_rows, progress)
         model = cls.__new__(cls)
@@ -151,7 +159,8 @@ class Model:
         family_obj, _ = get_family(family, link)
         # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma;
         # parameters with a formula or a fixed value are not sampled as one number
-        aux = () if parsed.se is not None else family_obj.aux
+        # unless `se(s, sigma = TRUE)` keeps a residual sd beside them
+        aux = () if parsed.se is not None and not parsed.se_sigma else family_obj.aux
         aux = tuple(a for a in aux if a not in self._dpar_specs)
         self.design = design
         terms = tuple(
@@ -162,7 +171,7 @@ class Model:
                 design.blocks, centered_terms, centring.nested_in(design, centered_terms)
             )
         )
-        defaults = default_priors(design, terms, family, aux)
+        defaults = default_priors(design, terms, family, aux, link=link)
         own_terms, own_defaults, classes, dpars = _dpar_parts(design, family, self._dpar_specs)
         terms += own_terms
         defaults.update(own_defaults)
@@ -183,6 +192,8 @@ class Model:
             centered=any(centered_terms),
             imputed=imputed,
             se=parsed.se,
+            se_sigma=parsed.se_sigma,
+            response_levels=getattr(design, "response_levels", None),
             dpars=tuple(dpars),
         )
         self.structure = backend.structure_of(self.spec)
@@ -282,6 +293,7 @@ class Model:
         named, _, _ = backend.named_posterior(self.spec, raw)
         out = {k: v[0] for k, v in named.items()}
         out["y"] = raw["y"][0]
+        check_truncated_draws(out["y"])  # trunc(): rows the rejection sampler could not place
         return out
 
     def sample_prior_predictive(self, n: int = 500, seed: int = 0, plausible=None):
@@ -440,9 +452,9 @@ class Model:
                 self.design, weight=self._weights, imputed=self.spec.imputed, st=self.structure
             )
             return self.structure, data, None
-        if self.spec.imputed or self.spec.predicted_dpars:
-            # rows differ by their sampled predictor values, or by a family parameter's
-            # predictors: not pooled
+        if self.spec.imputed or self.spec.predicted_dpars or self.design.has_additions:
+            # rows differ by their sampled predictor values, by a family parameter's
+            # predictors, or by their offsets, weights and bounds: not pooled
             return self.structure, self.model_args()[0], None
         pooled = aggregate.aggregated_model_inputs(
             self.structure, self.design, self.spec.family, self.spec.link, self._patterns
@@ -468,6 +480,13 @@ class Model:
             # simulated responses (with_response, K-fold weights) must keep one program.
             if self.spec.imputed:
                 self._plan = "predictors with missing values are sampled (missing='model')"
+            elif getattr(self.design, "has_additions", False):
+                self._plan = (
+                    "offsets, weights, censoring or truncation make each row's likelihood its "
+                    "own: the joint sampler samples every effect"
+                )
+            elif self.spec.se_sigma:
+                self._plan = "se(s, sigma = TRUE) adds sigma to each row's known sd"
             elif self.spec.dpars:
                 self._plan = (
                     f"{', '.join(d.name for d in self.spec.dpars)} has a formula or value of "
@@ -567,3 +586,9 @@ def _dpar_parts(design, family: str, dpar_specs: dict):
         if value is not None:
             dpars.append(DparSpec(name, DPAR_LINKS.get(name, "identity"), value=value))
     return terms, defaults, classes, dpars
+
+
+def _has_additions(parsed) -> bool:
+    """Whether a formula has offsets, weights, an exposure, censoring or truncation."""
+    named = (parsed.weights, parsed.rate, parsed.cens, *parsed.trunc_bounds)
+    return bool(parsed.offsets) or any(n is not None for n in named)

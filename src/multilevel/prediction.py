@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from multilevel.design import check_missing, encode_new
+from multilevel.design import check_missing, encode_new, offset_of, truncation_bounds
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import DPAR_LINKS, FAMILIES, check_se, check_trials
 from multilevel.formula import parse_dpar, parse_formula
@@ -177,18 +177,22 @@ def predict(
     spec = fit.spec
     dpar = _check_dpar(spec, dpar, kind)
     design, fitted = fit.rows(data, what="Prediction")
-    needs_trials = spec.trials is not None and kind != "link" and dpar == MU
+    needs_trials = FAMILIES[spec.family].needs_trials and kind != "link" and dpar == MU
     if newdata is None:
         frame = fitted
         rows = row_arrays(design)
         labels = [np.asarray(b.levels, dtype=object)[b.codes] for b in design.all_blocks]
         trials = design.trials
         se = getattr(design, "se", None)
+        bounds = {k: v for k, v in rows["bounds"].items() if k in ("lower", "upper")}
     else:
         frame = newdata
         rows, labels = _encode_rows(design, spec, newdata)
         trials = _new_trials(spec, newdata, kind) if needs_trials else None
         se = _new_se(spec, newdata) if kind == "response" else None
+        bounds = {}
+        if kind == "response":  # draws of a truncated response stay within its bounds
+            bounds = truncation_bounds(parse_formula(spec.formula), newdata)
     n = len(frame)
 
     posterior = _thin(fit.idata.posterior, draws)
@@ -234,7 +238,7 @@ def predict(
             values = aux[dpar]
         values = np.broadcast_to(values, etas[MU].shape).copy()
     else:
-        values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed)
+        values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed, bounds)
     name = spec.response if dpar == MU else dpar
     dataset = xr.Dataset(
         {name: (("chain", "draw", "obs"), values)},
@@ -291,6 +295,7 @@ def _encode_rows(design, spec, newdata: pd.DataFrame) -> tuple[dict, list]:
         blocks = [*blocks, *blocks_d]
     rows = {
         "X": X,
+        "offset": offset_of(parse_formula(spec.formula), newdata),  # offset(), rate()
         "X_dpars": tuple(X_dpars),
         "Z": tuple(Z for Z, _, _ in blocks),
         "codes": tuple(c for _, c, _ in blocks),
@@ -300,6 +305,21 @@ def _encode_rows(design, spec, newdata: pd.DataFrame) -> tuple[dict, list]:
 
 def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
     column = spec.trials
+    parsed = parse_formula(spec.formula)
+    if column is None and parsed.failures is not None:  # cbind(k, f): k + f trials
+        needed = [spec.response, parsed.failures]
+        absent = [c for c in needed if c not in newdata.columns]
+        if absent:
+            raise DataError(
+                f"A binomial model written `cbind({spec.response}, {parsed.failures})` counts "
+                f"successes out of {spec.response} + {parsed.failures} trials: kind={kind!r} "
+                f"needs both columns in newdata ({', '.join(map(repr, absent))} absent). Or "
+                "refit it as `k | trials(n) ~ ...` and give n."
+            )
+        check_missing(newdata, needed, then="predict again")
+        values = newdata[needed].to_numpy(dtype=float).sum(axis=1)
+        check_trials(values, f"{spec.response} + {parsed.failures}")
+        return values
     if column not in newdata.columns:
         raise DataError(
             f"A binomial model predicts counts out of a number of trials: kind={kind!r} "
@@ -354,15 +374,19 @@ def _new_effects(posterior, term, n_new: int, rng: np.random.Generator) -> np.nd
     return np.einsum("cdij,cduj->cdui", scale_tril, z)
 
 
-def _on_scale(eta: np.ndarray, kind: str, spec, trials, se, aux: dict, seed: int) -> np.ndarray:
+def _on_scale(
+    eta: np.ndarray, kind: str, spec, trials, se, aux: dict, seed: int, bounds=None
+) -> np.ndarray:
     """The mean's linear predictor ``eta`` (C, D, n) on the scale ``kind`` asks for, with
-    the family parameters ``aux`` ((C, D, 1) or, with a formula, (C, D, n))."""
+    the family parameters ``aux`` ((C, D, 1) or, with a formula, (C, D, n)); ``bounds``
+    (``lower``/``upper`` (n,)) truncate response draws. The mean of a truncated
+    response is that of the untruncated distribution (as brms' ``posterior_epred``)."""
     if kind == "link":
         return eta
     family = FAMILIES[spec.family]
     if kind == "mean":
         return family.mean(eta, spec.link, aux, trials)
-    return family.draw(eta, spec.link, aux, trials, se, seed)
+    return family.draw(eta, spec.link, aux, trials, se, seed, bounds)
 
 
 # --------------------------------------------------------------- missing responses

@@ -80,7 +80,9 @@ def simulate(
     y, truth = draw_response(model, clean, seed)
     spec = model.spec
     frame = model.data[design_columns(model)].copy()
-    frame[spec.response] = _response_values(y, model.data[spec.response], spec.family)
+    frame[spec.response] = _response_values(
+        y, model.data[spec.response], spec.family, spec.response_levels
+    )
     frame.attrs = {"truth": truth}
     return frame
 
@@ -201,7 +203,7 @@ def design_columns(model) -> list[str]:
     """
     parsed = parse_formula(model.spec.formula)
     needed = set(parsed.columns)
-    for expr in (parsed.fixed, *(t.expr for t in parsed.groups)):
+    for expr in (parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.groups)):
         needed |= required_columns(expr)
     return [c for c in model.data.columns if c in needed]
 
@@ -344,9 +346,16 @@ def _effect_values(name: str, value, levels: tuple[str, ...]) -> np.ndarray:
     return array
 
 
-def _response_values(y: np.ndarray, original: pd.Series, family: str) -> pd.Series:
+def _response_values(y: np.ndarray, original: pd.Series, family: str, levels=None) -> pd.Series:
     """The simulated response as a column like the data's: counts and 0/1 outcomes as
-    whole numbers in the column's own dtype (bool stays bool), gaussian ones as floats."""
+    whole numbers in the column's own dtype (bool stays bool), gaussian ones as floats,
+    a two-level text response as its two levels (``levels``: failure, success)."""
+    if levels is not None:
+        labels = np.where(np.rint(y) == 1, levels[1], levels[0])
+        values = pd.Series(labels, index=original.index)
+        if isinstance(original.dtype, pd.CategoricalDtype):
+            return values.astype(original.dtype)
+        return values
     if not FAMILIES[family].discrete:
         return pd.Series(y.astype(float), index=original.index)
     whole = pd.Series(np.rint(y), index=original.index)

@@ -152,6 +152,9 @@ class ModelSpec:
     # the model has no sigma
     se: str | None = None
     dpars: tuple[DparSpec, ...] = ()  # family parameters with a formula or a fixed value
+    se_sigma: bool = False  # `se(s, sigma = TRUE)`: a residual sigma beside the known sds
+    # (failure, success) levels of a bernoulli response stored as two-level text
+    response_levels: tuple[str, str] | None = None
 
     @property
     def predicted_dpars(self) -> tuple[DparSpec, ...]:
@@ -211,7 +214,18 @@ class ModelSpec:
                 for d in self.dpars
             ),
             f"Family:  {self.family} (link: {self.link})"
-            + (f", known standard errors `{self.se}` (no sigma)" if self.se else ""),
+            + (
+                f", success = {self.response!r} is {self.response_levels[1]!r} "
+                f"(against {self.response_levels[0]!r})"
+                if self.response_levels
+                else ""
+            )
+            + (
+                f", known standard errors `{self.se}`"
+                + (" plus a residual sigma" if self.se_sigma else " (no sigma)")
+                if self.se
+                else ""
+            ),
             "Parameterisation of group effects: " + _parameterisation(self.terms),
             "",
             f"{'parameter':<36} {'prior':<34} source",
@@ -264,6 +278,7 @@ class ModelSpec:
                 raise FitFileError(f"its formula is refused: {_one_line(exc)}") from None
             if "se" not in data:  # written when `se` was read from the formula
                 data["se"] = parsed.se
+            data.setdefault("se_sigma", parsed.se_sigma)
         spec = _decode(data, cls, "spec")
         _check_consistent(spec)
         return spec
@@ -383,7 +398,9 @@ def _check_consistent(spec: ModelSpec) -> None:
     if not set(spec.aux) <= set(family.aux):
         raise refuse(f"parameters {spec.aux} are not the {spec.family} family's {family.aux}")
     parsed = parse_formula(spec.formula)
-    if (spec.response, spec.trials, spec.se) != (parsed.response, parsed.trials, parsed.se):
+    if (spec.response, spec.trials, spec.se, spec.se_sigma) != (
+        parsed.response, parsed.trials, parsed.se, parsed.se_sigma
+    ):  # fmt: skip
         raise refuse(f"response {spec.response!r} is not the formula's {parsed.response!r}")
     formulas = {MU: parsed}
     for d in spec.dpars:

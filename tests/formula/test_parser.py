@@ -59,7 +59,7 @@ def test_binomial_trials_on_the_left():
         ("y ~ x + ( | g)", "no covariates", 10),
         ("y ~ x + (1 ||| g)", "expected `|` or `||`", None),
         ("log(y) ~ x", "must be a column name", 0),
-        ("y | weights(w) ~ x", "trials(n)", None),
+        ("y | foo(w) ~ x", "unknown term; after `|` on the left write `trials()`", 4),
         ("y ~ x + (1 | g + h)", "not a column name", None),
         ("y ~ x ~ z", "exactly one `~`", 6),
     ],

@@ -34,8 +34,8 @@ def test_se_is_parsed_like_trials():
 @pytest.mark.parametrize(
     "formula, message",
     [
-        ("y | se(s, sigma = TRUE) ~ 1", "not supported"),
-        ("y | sd(s) ~ 1", "`se\\(s\\)`"),
+        ("y | se(s, sigma = maybe) ~ 1", "TRUE or FALSE"),
+        ("y | sd(s) ~ 1", "`se\\(\\)`"),
     ],
 )
 def test_se_syntax_errors(formula, message):

@@ -191,9 +191,12 @@ def data_arrays(
     """The design as device arrays; ``y`` is None when simulating from the model.
     ``imputed`` (``ModelSpec.imputed``) adds each imputed predictor's observed values
     and row indices as ``data["impute"]``.
-    ``offset`` (n,), added to the linear predictor, is None unless given. ``weight`` (n,),
-    per-row likelihood weights (0 leaves a row out: K-fold refits keep every shape), is
-    added as ``data["weight"]`` only when given, so unweighted fits keep their compile keys.
+    ``offset`` (n,), added to the linear predictor (with the design's own ``offset()``
+    and ``rate()``), is None unless either is given. ``weight`` (n,), per-row likelihood
+    weights (0 leaves a row out: K-fold refits keep every shape), times the design's
+    ``weights()``, is added as ``data["weight"]`` only when either is given, so
+    unweighted fits keep their compile keys; so is ``data["bounds"]`` (``cens()``,
+    ``trunc()``).
     ``st`` (the Structure) adds, for terms centred on a parent, each level's parent level
     as ``data["parents"]`` (None for other terms)."""
     out = {
@@ -203,8 +206,13 @@ def data_arrays(
         "trials": None if design.trials is None else _device(design.trials, np.int32),
         "Z": tuple(_device(b.Z, np.float32) for b in design.all_blocks),
         "codes": tuple(_device(b.codes, np.int32) for b in design.all_blocks),
-        "offset": None if offset is None else _device(offset, np.float32),
+        "offset": _combined_offset(design, offset),
     }
+    weight = _combined_weight(design, weight)
+    if design.bounds:  # cens() and trunc(): data, so refits of the same shape reuse the program
+        out["bounds"] = {
+            k: _device(v, np.int32 if k == "cens" else np.float32) for k, v in design.bounds.items()
+        }
     if getattr(design, "dpars", ()):  # family parameters' own formulas
         out["X_dpars"] = tuple(_device(d.X, np.float32) for d in design.dpars)
     if st is not None and any(t.parent >= 0 for t in st.terms):
@@ -219,6 +227,21 @@ def data_arrays(
     if imputed:
         out["impute"] = tuple(_imputation_arrays(design, imp) for imp in imputed)
     return out
+
+
+def _combined_offset(design: Design, offset) -> jax.Array | None:
+    """The design's offset (``offset()`` terms, ``log(rate)``) plus ``offset`` (the log
+    counts of pooled rows), or None."""
+    parts = [o for o in (getattr(design, "offset", None), offset) if o is not None]
+    return None if not parts else _device(sum(parts), np.float32)
+
+
+def _combined_weight(design: Design, weight) -> np.ndarray | None:
+    """The ``weights()`` of the design times ``weight`` (K-fold's 0/1), or None."""
+    parts = [w for w in (getattr(design, "weights", None), weight) if w is not None]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else parts[0] * parts[1]
 
 
 def _device(values, dtype) -> jax.Array:
@@ -379,15 +402,16 @@ def make_model(st: Structure):
             prior,
             data.get("parents") or {},
         )
-        rows = {"X": X, "X_dpars": data.get("X_dpars"), "Z": Z, "codes": data["codes"]}
+        rows = {"X": X, "X_dpars": data.get("X_dpars"), "Z": Z, "codes": data["codes"],
+                "offset": data.get("offset")}  # fmt: skip
         etas = linear_predictors(st.layout, rows, beta, [effects[k] for k in range(len(st.terms))])
         eta = etas["mu"]
-        if data.get("offset") is not None:  # e.g. log exposure of aggregated Poisson rows
-            eta = eta + data["offset"]
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         aux_values.update({name: prior["fixed"][name] for name in st.fixed_names})
         aux_values.update(dpar_values(st.layout, etas))  # (n,) per row
-        likelihood = family.likelihood(eta, st.link, aux_values, data["trials"], se=data.get("se"))
+        likelihood = family.likelihood(
+            eta, st.link, aux_values, data["trials"], se=data.get("se"), bounds=data.get("bounds")
+        )
         weight = data.get("weight")
         if weight is None:
             numpyro.sample("y", likelihood, obs=data["y"])

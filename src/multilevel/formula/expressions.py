@@ -89,10 +89,9 @@ UNSUPPORTED = MappingProxyType(
         "ma": "autocorrelation terms `ma()` are not supported",
         "cosy": "autocorrelation terms `cosy()` are not supported",
         "car": "spatial terms `car()` are not supported",
-        "offset": "offsets `offset()` are planned (the brms model language issue); until "
-        "then an exposure can enter as a predictor, e.g. `np.log(exposure)`",
-        "cbind": "`cbind(k, n - k)` is written `k | trials(n) ~ ...` with "
-        "family='binomial' (n the number of trials: make a column k + failures)",
+        "offset": "`offset()` is a term of its own on the right of `~` (`y ~ x + "
+        "offset(np.log(t))`), not part of another expression",
+        "cbind": "`cbind(successes, failures)` is the response, on the left of `~`",
         "lag": "`lag()` is not supported; make a lagged column in the data",
         "hashed": "`hashed()` is not supported; use `C(x)`",
     }

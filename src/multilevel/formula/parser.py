@@ -1,8 +1,10 @@
 """Split an lme4/brms formula into its response, population part and group terms.
 
 Only the lme4 extensions are parsed here: the bars `(expr | g)` / `(expr || g)`, the
-grouping factors `a`, `a:b`, `a/b`, and the brms response additions `y | trials(n)`
-(binomial totals) and `y | se(s)` (known standard errors, meta-analysis).
+grouping factors `a`, `a:b`, `a/b`, offsets `offset(expr)` on the right, and brms'
+addition terms on the left (`y | trials(n)`, `se(s)`, `weights(w)`, `rate(t)`,
+`cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`, several joined by `+`), and lme4's
+`cbind(successes, failures)`.
 Everything else (the population-level part and the covariate expression inside a bar)
 is handed to formulaic, so interactions, `C(x)`, `0 +` and `- 1` mean exactly what they
 mean there, after ``expressions.check_expression`` has refused any Python code that is
@@ -20,22 +22,35 @@ import functools
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from multilevel.errors import FormulaError
 from multilevel.formula.expressions import UNSUPPORTED, check_expression
 
 SUPPORTED = (
     "Supported: `y ~ x + (1 | g)`, `(1 + x | g)` (correlated), `(1 + x || g)` "
     "(uncorrelated), `(0 + x | g)`, nested `(1 | a/b)`, interactions `(1 | a:b)`, crossed "
-    "`(1 | a) + (1 | b)`, `successes | trials(n) ~ ...` for binomial responses and "
-    "`y | se(s) ~ ...` for responses with known standard errors."
+    "`(1 | a) + (1 | b)`, `offset(np.log(t))`, and on the left `successes | trials(n)` or "
+    "`cbind(successes, failures)` for binomial responses, `y | se(s)` (known standard "
+    "errors), `weights(w)`, `rate(t)`, `cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`."
 )
 
 _NAME = re.compile(r"^(?:[^\W\d]|\.)[\w.]*$")
 _BACKTICKED = re.compile(r"^`([^`]+)`$")
 _QUOTED = re.compile(r"""^Q\(\s*(['"])(.+)\1\s*\)$""")
 _ADDITION = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
-# brms addition terms on the left of `~` that are not ours yet
-_PLANNED_ADDITIONS = ("weights", "cens", "trunc", "rate", "subset", "thres", "cat", "dec")
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+# the addition terms we read, with their arguments (positional, then by name)
+ADDITIONS = {
+    "trials": ("n",),
+    "se": ("s", "sigma"),
+    "weights": ("w",),
+    "rate": ("t",),
+    "cens": ("c", "y2"),
+    "trunc": ("lb", "ub"),
+}
+# brms addition terms on the left of `~` that are not ours
+_OTHER_ADDITIONS = ("subset", "thres", "cat", "dec", "vint", "vreal", "index")
 
 
 def column_name(text: str) -> str | None:
@@ -74,7 +89,16 @@ class GroupTerm:
 
 @dataclass(frozen=True)
 class ParsedFormula:
-    """A formula taken apart: what formulaic builds and what we build ourselves."""
+    """A formula taken apart: what formulaic builds and what we build ourselves.
+
+    The addition terms name columns of the data: ``trials`` (binomial totals, from
+    ``trials(n)`` or ``cbind(k, n - k)``; ``failures`` for ``cbind(k, f)``, where the
+    totals are ``k + f``), ``se`` (known standard errors; ``se_sigma`` keeps a residual
+    sd beside them, ``se(s, sigma = TRUE)``), ``weights``, ``rate`` (exposure: the mean
+    is ``rate`` times the rate per unit), ``cens`` and ``cens_upper`` (censoring
+    indicator and the upper end of interval-censored rows), ``trunc_lower`` and
+    ``trunc_upper`` (a column or a number, as written). ``offsets`` are the expressions
+    of ``offset(...)`` terms on the right, checked like every expression."""
 
     formula: str
     response: str
@@ -82,18 +106,40 @@ class ParsedFormula:
     fixed: str
     groups: tuple[GroupTerm, ...]
     se: str | None = None  # column of known standard errors: `y | se(s) ~ ...`
+    se_sigma: bool = False
+    failures: str | None = None
+    weights: str | None = None
+    rate: str | None = None
+    cens: str | None = None
+    cens_upper: str | None = None
+    trunc_lower: str | None = None
+    trunc_upper: str | None = None
+    offsets: tuple[str, ...] = ()
 
     @property
     def columns(self) -> set[str]:
-        """Columns named outside the formulaic parts (response, trials, se, group factors)."""
+        """Columns named outside the formulaic parts (response, addition terms, group
+        factors; a truncation bound that is a number is not a column)."""
         cols = {self.response}
-        if self.trials:
-            cols.add(self.trials)
-        if self.se:
-            cols.add(self.se)
+        named = (self.trials, self.se, self.failures, self.weights, self.rate, self.cens,
+                 self.cens_upper)  # fmt: skip
+        cols.update(c for c in named if c)
+        cols.update(b for b in self.trunc_bounds if b is not None and bound_value(b) is None)
         for term in self.groups:
             cols.update(term.factors)
         return cols
+
+    @property
+    def trunc_bounds(self) -> tuple[str | None, str | None]:
+        return self.trunc_lower, self.trunc_upper
+
+
+def bound_value(text: str) -> float | None:
+    """The number a truncation bound writes (``0``, ``-Inf``), or None for a column."""
+    text = text.strip()
+    if text.lstrip("+-").lower() in ("inf", "infinity"):
+        return -np.inf if text.startswith("-") else np.inf
+    return float(text) if _NUMBER.match(text) else None
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -125,8 +171,8 @@ def _parse(formula: str) -> ParsedFormula:
     if len(tilde) != 1:
         raise _syntax_error(formula, tilde[1] if tilde else 0, "expected exactly one `~`")
     lhs = formula[: tilde[0]]
-    response, trials, se = _parse_response(formula, lhs, masked[: tilde[0]])
-    fixed_parts, groups = [], []
+    response, additions = _parse_response(formula, lhs, masked[: tilde[0]])
+    fixed_parts, groups, offsets = [], [], []
     offset = tilde[0] + 1
     masked_rhs = masked[offset:]
     for start, stop in _split_top_level(masked_rhs, "+"):
@@ -142,6 +188,11 @@ def _parse(formula: str) -> ParsedFormula:
                 position + bars[0],
                 "a group term must be in parentheses, e.g. `(1 + x | g)`",
             )
+        elif (match := _ADDITION.match(stripped)) and match.group(1) == "offset":
+            inner = match.group(2).strip()
+            if not inner:
+                raise _syntax_error(formula, position, "`offset()` needs an expression")
+            offsets.append(check_expression(inner, formula))
         else:
             fixed_parts.append(stripped)
     if any(not p for p in fixed_parts):
@@ -149,20 +200,24 @@ def _parse(formula: str) -> ParsedFormula:
             formula, offset + len(masked_rhs) - len(masked_rhs.lstrip()), "empty term"
         )
     fixed = check_expression(" + ".join(fixed_parts) if fixed_parts else "1", formula)
-    return ParsedFormula(formula, response, trials, fixed, tuple(groups), se)
+    trials = additions.pop("trials", None)
+    return ParsedFormula(
+        formula, response, trials, fixed, tuple(groups), offsets=tuple(offsets), **additions
+    )
 
 
-def _parse_response(formula: str, lhs: str, masked: str) -> tuple[str, str | None, str | None]:
-    """(response, trials column, se column) of the left-hand side."""
+def _parse_response(formula: str, lhs: str, masked: str) -> tuple[str, dict]:
+    """(response, addition terms as ``ParsedFormula`` fields) of the left-hand side."""
     bars = _top_level_positions(masked, "|")
     left = lhs[: bars[0]] if bars else lhs
     if not left.strip():
         raise _syntax_error(formula, 0, "the response is missing before `~`")
+    at = len(left) - len(left.lstrip())
+    additions: dict = {}
     response = column_name(left)
-    if response is None:
-        at = len(left) - len(left.lstrip())
-        if left.strip().startswith("cbind("):
-            raise _syntax_error(formula, at, UNSUPPORTED["cbind"])
+    if response is None and left.strip().startswith("cbind("):
+        response, additions = _parse_cbind(formula, left.strip(), at)
+    elif response is None:
         raise _syntax_error(
             formula,
             at,
@@ -170,43 +225,121 @@ def _parse_response(formula: str, lhs: str, masked: str) -> tuple[str, str | Non
             "Python name); make a new column for a transformed response",
         )
     if not bars:
-        return response, None, None
-    text = lhs[bars[0] + 1 :]
-    addition = text.strip()
-    at = bars[0] + 1 + (len(text) - len(text.lstrip()))
-    if len(bars) > 1 or _top_level_positions(_mask_quoted(addition), "+"):
+        return response, additions
+    if len(bars) > 1:
         raise _syntax_error(
-            formula, at, "one addition term after `|` is supported: `trials(n)` or `se(s)`"
+            formula, bars[1], "join several addition terms with `+`: `y | cens(c) + weights(w)`"
         )
-    match = _ADDITION.match(addition)
+    text = lhs[bars[0] + 1 :]
+    masked_text = masked[bars[0] + 1 :]
+    if not text.strip():
+        raise _syntax_error(formula, bars[0] + 1, "an addition term is missing after `|`")
+    for start, stop in _split_top_level(masked_text, "+"):
+        piece = text[start:stop]
+        where = bars[0] + 1 + start + (len(piece) - len(piece.lstrip()))
+        name, values = _parse_addition(formula, piece.strip(), where)
+        if name in additions or (name == "trials" and "failures" in additions):
+            raise _syntax_error(formula, where, f"`{name}()` is given twice")
+        additions.update(values)
+    return response, additions
+
+
+def _parse_addition(formula: str, text: str, at: int) -> tuple[str, dict]:
+    """One addition term ``name(args)`` as (name, ``ParsedFormula`` fields)."""
+    match = _ADDITION.match(text)
     name, inside = (match.group(1), match.group(2)) if match else ("", "")
-    if name in ("trials", "se"):
-        column = column_name(inside)
-        if column is None:
-            if name == "se" and "," in _mask_quoted(inside):
-                raise _syntax_error(
-                    formula,
-                    at,
-                    "`se(s)` takes one column of standard errors; options such as "
-                    "`se(s, sigma = TRUE)` (an extra residual sd) are not supported",
-                )
-            raise _syntax_error(formula, at, f"`{name}()` takes one column name")
-        return (response, column, None) if name == "trials" else (response, None, column)
-    if name in _PLANNED_ADDITIONS:
+    if name == "mi":
+        raise _syntax_error(formula, at, UNSUPPORTED["mi"])
+    if name not in ADDITIONS:
+        what = f"`{name}()` is not supported" if name in _OTHER_ADDITIONS else "unknown term"
         raise _syntax_error(
             formula,
             at,
-            f"the addition term `{name}()` is planned (the brms model language issue) but "
-            "not supported yet; after `|` on the left only `trials(n)` (binomial responses) "
-            "or `se(s)` (known standard errors) is supported",
+            f"{what}; after `|` on the left write {', '.join(f'`{a}()`' for a in ADDITIONS)}, "
+            "joined by `+`",
         )
-    if name == "mi":
-        raise _syntax_error(formula, at, UNSUPPORTED["mi"])
+    args = _arguments(formula, name, inside, at)
+    if name == "se":
+        flag = args.get("sigma", "FALSE").strip().upper()
+        if flag not in ("TRUE", "FALSE", "T", "F"):
+            raise _syntax_error(formula, at, "`se(s, sigma = TRUE)` takes TRUE or FALSE")
+        return name, {"se": _column_arg(formula, name, args, "s", at),
+                      "se_sigma": flag in ("TRUE", "T")}  # fmt: skip
+    if name == "trunc":
+        if not args:
+            raise _syntax_error(formula, at, "`trunc()` needs `lb =` or `ub =`, e.g. trunc(lb = 0)")
+        bounds = {}
+        for key in ("lb", "ub"):
+            if key in args and bound_value(args[key]) is None and column_name(args[key]) is None:
+                raise _syntax_error(
+                    formula, at, f"`trunc({key} = ...)` takes a number or a column name"
+                )
+            bounds["trunc_lower" if key == "lb" else "trunc_upper"] = args.get(key)
+        return name, bounds
+    if name == "cens":
+        upper = args.get("y2")
+        if upper is not None and column_name(upper) is None:
+            raise _syntax_error(formula, at, "`cens(c, y2)`: y2 must be a column name")
+        return name, {"cens": _column_arg(formula, name, args, "c", at),
+                      "cens_upper": None if upper is None else column_name(upper)}  # fmt: skip
+    first = ADDITIONS[name][0]
+    return name, {name: _column_arg(formula, name, args, first, at)}
+
+
+def _arguments(formula: str, name: str, inside: str, at: int) -> dict[str, str]:
+    """``inside`` of ``name(...)`` by argument name: positional ones in ``ADDITIONS``
+    order, ``key = value`` by key."""
+    known = ADDITIONS[name]
+    out: dict[str, str] = {}
+    masked = _mask_quoted(inside)
+    pieces = [inside[a:b] for a, b in _split_top_level(masked, ",")] if inside.strip() else []
+    for position, piece in enumerate(pieces):
+        key, value = None, piece.strip()
+        equals = _top_level_positions(_mask_quoted(piece), "=")
+        if equals:
+            key, value = piece[: equals[0]].strip(), piece[equals[0] + 1 :].strip()
+        elif position < len(known):
+            key = known[position]
+        if key not in known or key in out or not value:
+            raise _syntax_error(
+                formula,
+                at,
+                f"`{name}()` takes {', '.join(known)}; cannot read `{piece.strip()}`",
+            )
+        out[key] = value
+    return out
+
+
+def _column_arg(formula: str, name: str, args: dict, key: str, at: int) -> str:
+    column = column_name(args.get(key, ""))
+    if column is None:
+        raise _syntax_error(formula, at, f"`{name}()` takes a column name")
+    return column
+
+
+def _parse_cbind(formula: str, text: str, at: int) -> tuple[str, dict]:
+    """lme4's ``cbind(successes, failures)``: the response and, as ``trials``, the
+    column of totals when written ``cbind(k, n - k)``, or ``failures`` otherwise."""
+    inside = _ADDITION.match(text).group(2)
+    pieces = [inside[a:b].strip() for a, b in _split_top_level(_mask_quoted(inside), ",")]
+    successes = column_name(pieces[0]) if len(pieces) == 2 else None
+    if successes is None:
+        raise _syntax_error(
+            formula, at, "`cbind(successes, failures)` takes two columns (or `n - successes`)"
+        )
+    second = pieces[1]
+    if (column := column_name(second)) is not None:
+        return successes, {"failures": column}
+    minus = _top_level_positions(_mask_quoted(second), "-")
+    if len(minus) == 1 and column_name(second[minus[0] + 1 :]) == successes:
+        total = column_name(second[: minus[0]])
+        if total is not None:
+            return successes, {"trials": total}
     raise _syntax_error(
         formula,
         at,
-        "after `|` on the left only `trials(n)` (binomial responses) or `se(s)` "
-        "(known standard errors) is supported",
+        f"the failures in `cbind({pieces[0]}, {second})` must be a column or "
+        f"`n - {successes}` with `n` a column of totals",
     )
 
 

@@ -1,0 +1,52 @@
+"""A bernoulli response stored as people store it: a two-level factor or text column
+(``"Y"``/``"N"``, ``"yes"``/``"no"``), coded as glmer codes it.
+
+glmer reads a factor response with the first level as failure and the other as success;
+for text, R's levels are sorted, so ``"N"`` < ``"Y"`` makes ``"Y"`` the success. A pandas
+categorical keeps its own order of categories (its second is the success). The level that
+counts as success is kept in the spec and printed with the model, so the reading is never
+a guess. True/False columns are 1/0 as before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from multilevel.errors import DataError
+
+
+def is_two_level_text(values: pd.Series) -> bool:
+    """Text or categorical cells (not numbers stored as text) with two distinct values."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return len(values.cat.categories) == 2
+    if values.dtype != object and not pd.api.types.is_string_dtype(values.dtype):
+        return False
+    distinct = pd.unique(values.dropna())
+    if len(distinct) != 2 or not all(isinstance(v, str) for v in distinct):
+        return False
+    return pd.to_numeric(pd.Series(distinct), errors="coerce").isna().all()
+
+
+def two_levels(values: pd.Series) -> tuple[str, str]:
+    """(failure, success): a categorical's own order, else sorted as R sorts levels."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        failure, success = (str(c) for c in values.cat.categories)
+        return failure, success
+    failure, success = sorted(str(v) for v in pd.unique(values.dropna()))
+    return failure, success
+
+
+def encode_two_levels(values: pd.Series, column: str, levels=None) -> np.ndarray:
+    """0/1 for the failure/success levels (``two_levels`` unless ``levels`` is given: a
+    refit or new rows read with the fitted model's levels)."""
+    failure, success = levels if levels is not None else two_levels(values)
+    text = values.astype(str)
+    other = ~text.isin([failure, success]).to_numpy() & values.notna().to_numpy()
+    if other.any():
+        row = int(np.flatnonzero(other)[0])
+        raise DataError(
+            f"The response `{column}` is read as {success!r} (success) against {failure!r} "
+            f"(failure), but row {row} holds {values.iloc[row]!r}. Recode it to one of the two."
+        )
+    return (text == success).to_numpy(dtype=float)
