@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "multilevel"
 #: prefix ending in ``.`` (every module inside it) per entry.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("errors", "_arviz", "progress", "figures", "interrupt", "atomic_write", "options"),
-    ("response_bounds",),
+    ("response_bounds", "ordinal"),
     ("formula.", "families", "distributions", "priors", "diagnostics", "datasets"),
     ("spec", "data_checks", "addition_terms", "response_levels"),
     ("design", "missing", "prior_rules", "saved_fits"),

@@ -40,6 +40,7 @@ from formulaic.errors import FormulaicError
 
 from multilevel.errors import DataError
 from multilevel.formula import ParsedFormula
+from multilevel.ordinal import ORDINAL_FAMILIES
 from multilevel.response_levels import is_two_level_text
 
 # Share of a text column's distinct values that must read as numbers (dates) before the
@@ -76,7 +77,9 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
     check_unique_names(data, [parsed.response, *parsed.columns, *uses])
     # a bernoulli response may be a two-level factor or text (response_levels)
     two_level = family == "bernoulli" and is_two_level_text(data[parsed.response])
-    needs_numbers = [] if two_level else [(parsed.response, RESPONSE)]
+    # an ordinal response may be an ordered categorical (response_levels.ordinal_codes)
+    ordinal = family in ORDINAL_FAMILIES
+    needs_numbers = [] if two_level or ordinal else [(parsed.response, RESPONSE)]
     if parsed.trials:
         needs_numbers.append((parsed.trials, "The trials column"))
     if parsed.se:

@@ -34,7 +34,12 @@ from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
 from multilevel.formula.expressions import evaluation_context, required_columns
 from multilevel.formula.parser import bound_value
-from multilevel.response_levels import encode_two_levels, is_two_level_text, two_levels
+from multilevel.response_levels import (
+    encode_two_levels,
+    is_two_level_text,
+    ordinal_codes,
+    two_levels,
+)
 
 
 class DesignWarning(UserWarning):
@@ -137,6 +142,14 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     if family.name == "bernoulli" and is_two_level_text(data[parsed.response]):
         levels = two_levels(data[parsed.response])
         y = encode_two_levels(data[parsed.response], parsed.response, levels)
+    elif family.ordinal:  # categories coded 0..K-1, their labels kept
+        if re.search(r"(?<![\w.])cs\(", " ".join([parsed.fixed, *(t.expr for t in parsed.groups)])):
+            raise FormulaError(
+                "brms' category-specific effects `cs()` are not supported yet (and here "
+                "`cs()` would be formulaic's cubic spline basis, which is not what an ordinal "
+                "model means by it). Fit the effect as one slope for now."
+            )
+        y, levels = ordinal_codes(data[parsed.response], parsed.response)
     trials = None
     if family.needs_trials:
         if parsed.trials is not None:
@@ -166,6 +179,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     check_finite(X, columns, "population-level predictor")
     check_constant(X, columns)
     check_full_rank(X, columns)
+    if family.ordinal and "Intercept" in columns:  # the thresholds take its place (brms)
+        keep = [j for j, c in enumerate(columns) if c != "Intercept"]
+        X, columns = X[:, keep], tuple(columns[j] for j in keep)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
     y = y.astype(float)
@@ -283,6 +299,9 @@ def encode_new(
     used = _require_columns(needed, newdata, "named in the formula", "newdata")
     check_missing(newdata, used, then="predict again")
     X, columns = _encode(design.fixed_spec, newdata, "the population-level part")
+    if "Intercept" in columns and "Intercept" not in design.columns:  # ordinal: thresholds
+        keep = [j for j, c in enumerate(columns) if c != "Intercept"]
+        X, columns = X[:, keep], tuple(columns[j] for j in keep)
     if columns != design.columns:  # formulaic reuses the encoding, so this is a bug
         raise DataError(f"newdata encodes to columns {columns}, the fit has {design.columns}.")
     check_finite(X, columns, "population-level predictor")

@@ -15,6 +15,7 @@ from scipy import special as np_special
 
 from multilevel import distributions as extra
 from multilevel.errors import DataError
+from multilevel.ordinal import ORDINAL_FAMILIES, ORDINAL_LINKS, Ordinal, category_log_probs
 from multilevel.response_bounds import MAX_REDRAWS, Bounded
 
 #: The natural link of each family parameter when it gets its own formula (brms' defaults):
@@ -152,7 +153,13 @@ class Family:
     @property
     def discrete(self) -> bool:
         """The response takes whole-number values (0/1 for bernoulli)."""
-        return self.counts or self.name == "bernoulli"
+        return self.counts or self.name == "bernoulli" or self.ordinal
+
+    @property
+    def ordinal(self) -> bool:
+        """Ordered categories (cumulative, sratio, cratio, acat): thresholds in place of
+        an intercept (``multilevel.ordinal``)."""
+        return self.outcome == "ordinal"
 
     @property
     def binary(self) -> bool:
@@ -201,6 +208,8 @@ class Family:
             return 0.0, float(10 * y.max())
         if self.outcome == "proportion":
             return 0.0, 1.0
+        if self.ordinal:  # every category is possible
+            return 0.0, float(y.max())
         if self.binary:
             rate = success_rate(y, trials)
             return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
@@ -258,6 +267,9 @@ class Family:
         zero_one_inflated_beta mixes in its ones, and a mean of successes out of
         ``trials`` counts them. A mean outside the support is refused (``check_mean``)."""
         eta = np.asarray(eta, dtype=float)
+        if self.ordinal:  # the expected category, 0-based (category_probabilities: each)
+            probabilities = self.category_probabilities(eta, link, params)
+            return (probabilities * np.arange(probabilities.shape[-1])).sum(-1)
         self.check_mean(link, eta)
         params = {name: np.asarray(value, dtype=float) for name, value in params.items()}
         if self.name in ("lognormal", "hurdle_lognormal", "shifted_lognormal"):
@@ -279,6 +291,18 @@ class Family:
                 mean = mean / -np.expm1(np.log(p_zero))
             mean = (1.0 - params["hu"]) * mean
         return mean * trials if self.needs_trials else mean
+
+    def category_probabilities(self, eta, link: str, params: dict) -> np.ndarray:
+        """(..., K) P(y = k) of an ordinal family, for ``eta`` (...) and
+        ``params["thresholds"]`` (..., 1, K - 1) or (K - 1,); in float64."""
+        with jax.enable_x64(True):
+            log_p = category_log_probs(
+                self.name,
+                link,
+                jnp.asarray(eta, dtype=jnp.float64),
+                jnp.asarray(params["thresholds"], dtype=jnp.float64),
+            )
+            return np.exp(np.asarray(log_p))
 
     def likelihood(
         self,
@@ -311,6 +335,8 @@ class Family:
     def has_cdf(self) -> bool:
         """Whether this family's distribution has a cdf, which censoring and truncation
         (``cens()``, ``trunc()``) need; asked of the distribution itself, at one point."""
+        if self.ordinal:  # categories: no cdf of a count (censoring is meaningless here)
+            return False
         aux = {name: jnp.ones(1) for name in self.aux}
         trials = jnp.ones(1, dtype=jnp.int32) if self.needs_trials else None
         law = self.likelihood(jnp.zeros(1), self.links[0], aux, trials)
@@ -567,6 +593,17 @@ def check_se(se: np.ndarray, column: str) -> np.ndarray:
 
 _PROBABILITY_LINKS = ("logit", "probit", "cloglog", "cauchit")
 _COUNT_LINKS = ("log", "identity", "sqrt")
+
+
+def _check_ordinal(y, trials, column):
+    values = _as_numeric(y, column, "ordinal")
+    bad = np.flatnonzero((values < 0) | (values != np.round(values)))
+    if bad.size:
+        raise DataError(
+            f"An ordinal response is coded 0..K-1 from its categories, but `{column}` holds "
+            f"{values[bad[0]]:g} in row {bad[0]}."
+        )
+
 
 FAMILIES: dict[str, Family] = {
     "gaussian": Family(
@@ -908,3 +945,16 @@ def get_family(name: str, link: str | None = None) -> tuple[Family, str]:
             f"The {name} family takes the link(s) {', '.join(family.links)}, not {link!r}."
         )
     return family, link
+
+
+for _name in ORDINAL_FAMILIES:
+    FAMILIES[_name] = Family(
+        _name, ORDINAL_LINKS if _name != "acat" else ("logit", "probit"), (), _check_ordinal,
+        outcome="ordinal",
+    )  # fmt: skip
+    for _link in FAMILIES[_name].links:
+        _LIKELIHOODS[(_name, _link)] = functools.partial(
+            lambda eta, aux, n, family, link: Ordinal(family, link, eta, aux["thresholds"]),
+            family=_name,
+            link=_link,
+        )

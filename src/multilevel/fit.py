@@ -244,7 +244,8 @@ def format_fit(fit: Fit) -> str:
         *([verdict, ""] if verdict else []),
         f"Formula: {spec.formula}",
         *(f"         {d.text}" for d in spec.dpars),
-        f"Family:  {spec.family} (link: {spec.link})",
+        f"Family:  {spec.family} (link: {spec.link})"
+        + (f", categories {' < '.join(spec.response_levels)}" if spec.threshold_names else ""),
         f"Data:    {info['n_rows']} rows"
         + "".join(f"; {t.group}: {len(t.levels)} groups" for t in _unique_groups(spec)),
         f"Draws:   {settings['chains']} chains x {settings['draws']} "
@@ -252,7 +253,7 @@ def format_fit(fit: Fit) -> str:
         f"{timing['total_s']:.1f} s (compile {timing['compile_s']:.1f} s)",
         "",
         "Population-level effects:",
-        _table(table.loc[list(spec.columns)]),
+        _table(table.loc[[*spec.threshold_names, *spec.columns]]),  # thresholds first, as brms
     ]
     if spec.terms:
         lines += ["", "Group-level effects:"]

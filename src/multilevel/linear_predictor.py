@@ -160,7 +160,18 @@ def named_draws(spec, posterior) -> tuple[np.ndarray, list[np.ndarray], dict]:
     effects = [np.stack([values(n) for n in t.effect_names], -1) for t in spec.terms]
     aux = {name: values(name) for name in spec.aux}
     aux.update({n: np.full((chains, draws), v) for n, v in spec.fixed_dpars.items()})
+    if spec.threshold_names:  # (C, D, K - 1): an ordinal model's thresholds
+        aux["thresholds"] = np.stack([values(n) for n in spec.threshold_names], axis=-1)
     return beta, effects, aux
+
+
+def per_row(aux: dict, axis: int = -1) -> dict:
+    """Family parameters of ``named_draws`` ready to broadcast against (..., n) rows:
+    a row axis inserted at ``axis`` (before the category axis of thresholds)."""
+    return {
+        name: np.expand_dims(v, axis - 1 if name == "thresholds" else axis)
+        for name, v in aux.items()
+    }
 
 
 def fitted_eta_shift(spec, design, posterior, rows=None):

@@ -25,6 +25,7 @@ from multilevel.linear_predictor import (
     layout_of,
     linear_predictors,
     named_draws,
+    per_row,
     row_arrays,
 )
 
@@ -130,7 +131,7 @@ def log_likelihood_values(spec, design, posterior, rows=None) -> np.ndarray:
                 draw = {
                     "beta": beta[c, d],
                     "effects": tuple(e[c, d] for e in effects),
-                    "aux": {k: v[c, d][:, None] for k, v in aux.items()},  # (D, 1)
+                    "aux": per_row({k: v[c, d] for k, v in aux.items()}),  # (D, 1)
                 }
                 if shift is not None:  # dense per batch: (D, n), bounded like the rest
                     columns, values = shift

@@ -25,11 +25,13 @@ from multilevel.options import check_sampler_options, check_seed
 from multilevel.prediction import add_predicted_responses
 from multilevel.prior_check import prior_predictive_check
 from multilevel.prior_rules import (
+    DEFAULT,
     default_priors,
     dpar_centre,
     dpar_classes,
     dpar_defaults,
     resolve_priors,
+    threshold_defaults,
 )
 from multilevel.simulation import simulate
 from multilevel.spec import DparSpec, ModelSpec, TermSpec
@@ -175,8 +177,16 @@ class Model:
         own_terms, own_defaults, classes, dpars = _dpar_parts(design, family, self._dpar_specs)
         terms += own_terms
         defaults.update(own_defaults)
+        levels = getattr(design, "response_levels", None)
+        if family_obj.ordinal:  # thresholds Intercept[k], of class Intercept, come first
+            names = tuple(f"Intercept[{k}]" for k in range(1, len(levels)))
+            defaults = {**threshold_defaults(names), **defaults}
+            classes = {**classes, **{name: "Intercept" for name in names}}
         self.default_priors = dict(defaults)  # before the user's: prior checks' "moderate" values
         resolved, sources = resolve_priors(defaults, priors, terms, classes)
+        for name in defaults:
+            if name.startswith("Intercept[") and sources[name] == DEFAULT:
+                sources[name] = "default (brms' for thresholds; not scaled)"
         columns = design.columns + tuple(c for d in getattr(design, "dpars", ()) for c in d.names)
         self.spec = ModelSpec(
             formula=formula,
@@ -193,7 +203,7 @@ class Model:
             imputed=imputed,
             se=parsed.se,
             se_sigma=parsed.se_sigma,
-            response_levels=getattr(design, "response_levels", None),
+            response_levels=levels,
             dpars=tuple(dpars),
         )
         self.structure = backend.structure_of(self.spec)
@@ -246,7 +256,9 @@ class Model:
         """The same model (same priors, same design) with another response vector.
 
         Used to refit simulated data: the priors stay those of this model rather than
-        being re-scaled to the new response, and the compiled sampler is reused."""
+        being re-scaled to the new response, and the compiled sampler is reused. ``y`` is
+        coded as the model codes it (``Model.draw``'s ``"y"``): 0/1 for a bernoulli
+        response stored as text, categories 0..K-1 for an ordinal one."""
         self._require_rows("with_response")
         self._require_complete("Refitting a simulated response")
         y = np.asarray(y)

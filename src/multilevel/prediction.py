@@ -25,6 +25,10 @@ lognormal, whose ``eta`` is the mean of ``log(y)``); ``"response"`` a draw from 
 likelihood (``Family.likelihood``), i.e. the posterior predictive distribution of a new
 observation. Binomial ``"mean"`` and ``"response"`` need the trials column in newdata;
 ``"response"`` of a model with known standard errors (``y | se(s) ~ ...``) needs ``s``.
+An ordinal model's ``"mean"`` is the probability of each category, dims (chain, draw,
+obs, category) with the categories as labels (brms' ``posterior_epred``); its
+``"response"`` draws categories numbered 1..K in their order (``posterior_predict``).
+Offsets (``offset()``, ``rate()``) of new rows are read from newdata.
 The same ``seed`` gives identical draws.
 
 A fit read with ``ml.load`` keeps the draws and the spec but not the covariates, which
@@ -62,6 +66,7 @@ from multilevel.linear_predictor import (
     layout_of,
     linear_predictors,
     named_draws,
+    per_row,
     row_arrays,
 )
 from multilevel.missing import row_label
@@ -113,7 +118,7 @@ class Prediction:
     def values(self) -> np.ndarray:
         """All draws, chains stacked: shape (chains * draws, rows)."""
         values = self.draws[self.response].values
-        return values.reshape(-1, values.shape[-1])
+        return values.reshape(-1, *values.shape[2:])
 
     def summary(self) -> pd.DataFrame:
         """The predicted rows' own columns, then mean, sd, q5, q50 and q95 of the draws,
@@ -121,6 +126,10 @@ class Prediction:
         (comma-separated; empty when every level was seen)."""
         values = self.values
         table = self.data.copy()
+        if values.ndim == 3:  # category probabilities: their mean per category
+            for j, level in enumerate(self.draws["category"].values):
+                table[f"P({level})"] = values[..., j].mean(axis=0)
+            return table
         table["mean"] = values.mean(axis=0)
         table["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.nan
         for name, q in QUANTILES.items():
@@ -131,7 +140,7 @@ class Prediction:
         return table
 
     def __repr__(self) -> str:
-        chains, draws, rows = self.draws[self.response].shape
+        chains, draws, rows = self.draws[self.response].shape[:3]
         lines = [
             f"Prediction: kind={self.kind!r}, groups={self.groups!r}, seed={self.seed}, "
             f"{rows} rows x {chains} chains x {draws} draws"
@@ -229,7 +238,7 @@ def predict(
     if newdata is None:  # the fitted rows' imputed predictor values, per draw
         shift = fitted_eta_shift(spec, design, posterior)
         etas[MU] = etas[MU] if shift is None else add_shift(etas[MU], *shift)
-    aux = {name: v[..., None] for name, v in aux.items()}  # (C, D, 1)
+    aux = per_row(aux)  # (C, D, 1); thresholds (C, D, 1, K - 1)
     aux.update(dpar_values(layout, etas))  # (C, D, n)
     if dpar != MU:
         if kind == "link":
@@ -240,12 +249,16 @@ def predict(
     else:
         values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed, bounds)
     name = spec.response if dpar == MU else dpar
+    dims, coords = ("chain", "draw", "obs"), {}
+    if values.ndim == 4:  # an ordinal model's category probabilities
+        dims, coords = (*dims, "category"), {"category": list(spec.response_levels)}
     dataset = xr.Dataset(
-        {name: (("chain", "draw", "obs"), values)},
+        {name: (dims, values)},
         coords={
             "chain": posterior["chain"].values,
             "draw": posterior["draw"].values,
             "obs": np.arange(n),
+            **coords,
         },
         attrs={"kind": kind, "groups": groups, "seed": int(seed), "dpar": dpar},
     )
@@ -384,8 +397,12 @@ def _on_scale(
     if kind == "link":
         return eta
     family = FAMILIES[spec.family]
+    if kind == "mean" and family.ordinal:  # (C, D, n, K): brms' posterior_epred
+        return family.category_probabilities(eta, spec.link, aux)
     if kind == "mean":
         return family.mean(eta, spec.link, aux, trials)
+    if family.ordinal:  # drawn categories, numbered 1..K as brms' posterior_predict
+        return family.draw(eta, spec.link, aux, trials, se, seed, bounds) + 1.0
     return family.draw(eta, spec.link, aux, trials, se, seed, bounds)
 
 
@@ -413,7 +430,7 @@ def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:
         eta[..., absent] += x * slope[..., absent]
     trials = _new_trials(spec, frame, "response") if spec.trials else None
     _, _, aux = named_draws(spec, posterior)
-    aux = {name: v[..., None] for name, v in aux.items()}  # (C, D, 1)
+    aux = per_row(aux)  # (C, D, 1); thresholds (C, D, 1, K - 1)
     values = _on_scale(eta, "response", spec, trials, _new_se(spec, frame), aux, seed)
     name = f"mi({spec.response})"
     fit.idata.posterior[name] = (("chain", "draw", f"{name}_row"), values)

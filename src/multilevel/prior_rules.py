@@ -103,7 +103,7 @@ def response_scale(design, family: str, link: str | None = None) -> tuple[float,
         if sd == 0:
             raise DataError("The response is constant; there is nothing to model.")
         return mean, sd
-    if fam.binary:
+    if fam.binary or fam.ordinal:  # the latent logistic (normal) scale: unit
         return 0.0, 1.0
     if fam.outcome == "proportion":  # 0 <= y <= 1 is checked before
         y = np.asarray(design.y, dtype=float)
@@ -286,6 +286,8 @@ def _support(cls: str):
 def _class_of(name: str) -> str:
     if name == "Intercept" or name in AUX_CLASSES:
         return name
+    if name.startswith("Intercept["):  # an ordinal model's thresholds
+        return "Intercept"
     if name.startswith("sd("):
         return "sd"
     if name.startswith("cor("):
@@ -365,3 +367,13 @@ def _check_support(name: str, cls: str, prior: P.Prior) -> None:
             f"{prior} cannot be the prior of {name!r}: it needs a prior on "
             f"{needed} values ({_SUPPORT_ADVICE[needed]})."
         )
+
+
+#: brms' default prior of an ordinal model's thresholds (class Intercept): on the latent
+#: logistic (or normal) scale, 2.5 is wide: P(y <= k) from 0.2% to 99.8% within two of them.
+THRESHOLD_DEFAULT = P.StudentT(3.0, 0.0, 2.5)
+
+
+def threshold_defaults(names: tuple[str, ...]) -> dict:
+    """Defaults of an ordinal model's thresholds (``THRESHOLD_DEFAULT`` each)."""
+    return {name: THRESHOLD_DEFAULT for name in names}

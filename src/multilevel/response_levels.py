@@ -50,3 +50,53 @@ def encode_two_levels(values: pd.Series, column: str, levels=None) -> np.ndarray
             f"(failure), but row {row} holds {values.iloc[row]!r}. Recode it to one of the two."
         )
     return (text == success).to_numpy(dtype=float)
+
+
+def ordinal_codes(values: pd.Series, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(codes 0..K-1, category labels in order) of an ordinal response: an ordered
+    categorical (its categories' order) or whole numbers (sorted). Every category must
+    occur: a threshold between categories nobody chose is not identified by the data."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        if not values.cat.ordered:
+            raise DataError(
+                f"The ordinal response `{column}` is an unordered categorical: say the order, "
+                f"e.g. data[{column!r}] = data[{column!r}].cat.as_ordered() (if the categories "
+                "are listed in order) or pd.Categorical(..., categories=[...], ordered=True)."
+            )
+        levels = tuple(str(c) for c in values.cat.categories)
+        counts = values.value_counts(sort=False).reindex(values.cat.categories).to_numpy()
+        _check_every_category(levels, counts, column)
+        return values.cat.codes.to_numpy().astype(float), levels
+    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+        raise DataError(
+            f"The ordinal response `{column}` holds text ({', '.join(map(repr, pd.unique(values)[:4]))}"
+            "...), whose order is unknown: make it an ordered categorical, "
+            f"pd.Categorical(data[{column!r}], categories=[lowest, ..., highest], ordered=True), "
+            "or code it as whole numbers."
+        )
+    numbers = values.to_numpy(dtype=float)
+    if (numbers != np.round(numbers)).any():
+        row = int(np.flatnonzero(numbers != np.round(numbers))[0])
+        raise DataError(
+            f"An ordinal response needs ordered categories or whole numbers, but `{column}` "
+            f"holds {numbers[row]:g} in row {row}."
+        )
+    present = np.unique(numbers)
+    full = np.arange(present.min(), present.max() + 1)
+    counts = np.array([(numbers == v).sum() for v in full])
+    levels = tuple(str(int(v)) for v in full)
+    _check_every_category(levels, counts, column)
+    return np.searchsorted(present, numbers).astype(float), levels
+
+
+def _check_every_category(levels: tuple[str, ...], counts: np.ndarray, column: str) -> None:
+    empty = [level for level, count in zip(levels, counts) if count == 0]
+    if empty:
+        raise DataError(
+            f"The ordinal response `{column}` has no row in categor{'y' if len(empty) == 1 else 'ies'} "
+            f"{', '.join(map(repr, empty))} (of {', '.join(map(repr, levels))}): the thresholds "
+            "around an empty category are not identified. Merge it with a neighbour or drop it "
+            "from the categories (data[col].cat.remove_unused_categories())."
+        )
+    if len(levels) < 2:
+        raise DataError(f"The ordinal response `{column}` has one category; nothing to model.")

@@ -350,11 +350,13 @@ def _response_values(y: np.ndarray, original: pd.Series, family: str, levels=Non
     """The simulated response as a column like the data's: counts and 0/1 outcomes as
     whole numbers in the column's own dtype (bool stays bool), gaussian ones as floats,
     a two-level text response as its two levels (``levels``: failure, success)."""
-    if levels is not None:
-        labels = np.where(np.rint(y) == 1, levels[1], levels[0])
+    if levels is not None:  # two-level text (bernoulli) or ordinal categories: labels
+        labels = np.asarray(levels, dtype=object)[np.rint(y).astype(int)]
         values = pd.Series(labels, index=original.index)
         if isinstance(original.dtype, pd.CategoricalDtype):
             return values.astype(original.dtype)
+        if pd.api.types.is_numeric_dtype(original.dtype):  # whole-number categories
+            return pd.to_numeric(values).astype(original.dtype)
         return values
     if not FAMILIES[family].discrete:
         return pd.Series(y.astype(float), index=original.index)

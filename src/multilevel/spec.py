@@ -153,8 +153,9 @@ class ModelSpec:
     se: str | None = None
     dpars: tuple[DparSpec, ...] = ()  # family parameters with a formula or a fixed value
     se_sigma: bool = False  # `se(s, sigma = TRUE)`: a residual sigma beside the known sds
-    # (failure, success) levels of a bernoulli response stored as two-level text
-    response_levels: tuple[str, str] | None = None
+    # (failure, success) levels of a bernoulli response stored as two-level text; an
+    # ordinal response's categories, in order
+    response_levels: tuple[str, ...] | None = None
 
     @property
     def predicted_dpars(self) -> tuple[DparSpec, ...]:
@@ -196,9 +197,18 @@ class ModelSpec:
         return tuple(n for t in self.terms for n in t.cor_names)
 
     @property
+    def threshold_names(self) -> tuple[str, ...]:
+        """An ordinal model's thresholds, as brms names them: ``Intercept[1]`` ..
+        ``Intercept[K-1]`` between its K categories (``response_levels``); else ()."""
+        if self.response_levels is None or not FAMILIES[self.family].ordinal:
+            return ()
+        return tuple(f"Intercept[{k}]" for k in range(1, len(self.response_levels)))
+
+    @property
     def hyper_names(self) -> tuple[str, ...]:
-        """Population effects, group sd and cor, then auxiliary parameters, in lme4 order."""
-        return (*self.columns, *self.sd_names, *self.cor_names, *self.aux)
+        """Thresholds (ordinal), population effects, group sd and cor, then auxiliary
+        parameters, in lme4 order."""
+        return (*self.threshold_names, *self.columns, *self.sd_names, *self.cor_names, *self.aux)
 
     @property
     def imputation_names(self) -> tuple[str, ...]:
@@ -217,7 +227,12 @@ class ModelSpec:
             + (
                 f", success = {self.response!r} is {self.response_levels[1]!r} "
                 f"(against {self.response_levels[0]!r})"
-                if self.response_levels
+                if self.response_levels and not self.threshold_names
+                else ""
+            )
+            + (
+                f", categories {' < '.join(map(repr, self.response_levels))}"
+                if self.threshold_names
                 else ""
             )
             + (

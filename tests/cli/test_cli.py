@@ -311,8 +311,8 @@ def test_prior_given_twice(capsys):
 
 
 def test_unknown_family(capsys):
-    err = expect_error(capsys, ["describe", "sleepstudy", FORMULA, "--family", "weibull"])
-    assert "gaussian" in err
+    err = expect_error(capsys, ["describe", "sleepstudy", FORMULA, "--family", "weibul"])
+    assert "gaussian" in err and "weibull" in err  # the list of families, with the near miss
 
 
 def test_bad_sampler_option_is_an_error_not_a_traceback(capsys):

@@ -124,3 +124,8 @@ def test_quoted_names_with_unicode_fit_a_model_end_to_end():
         ("my g", ("Intercept", "Q('temps δ')")),
         ("grp_é", ("Intercept",)),
     ]
+
+
+def test_brms_id_syntax_is_refused_by_name():
+    with pytest.raises(FormulaError, match="ID syntax"):
+        parse_formula("y ~ x + (1 + x |p| g)")

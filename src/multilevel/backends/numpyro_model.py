@@ -33,9 +33,11 @@ from numpyro.infer import Predictive
 
 from multilevel.backends.centring import parent_levels
 from multilevel.design import Design
+from multilevel.errors import PriorError
 from multilevel.families import FAMILIES
 from multilevel.linear_predictor import Layout, dpar_values, layout_of, linear_predictors
 from multilevel.missing import predictor_column
+from multilevel.ordinal import ThresholdPrior
 from multilevel.priors import standard_distribution
 from multilevel.spec import ModelSpec
 
@@ -85,6 +87,10 @@ class Structure:
     # which coefficients and terms make the mean's and each family parameter's predictor
     layout: Layout | None = None
     fixed_names: tuple[str, ...] = ()  # family parameters fixed to a value (prior["fixed"])
+    # an ordinal model's thresholds: one site "thresholds" (ordered for cumulative)
+    n_thresholds: int = 0
+    threshold_family: str = ""  # the prior family every threshold shares
+    ordered_thresholds: bool = False
 
     @property
     def dense_sites(self) -> tuple[str, ...]:
@@ -114,7 +120,18 @@ def structure_of(spec: ModelSpec) -> Structure:
             )
         )
         start += q
+    thresholds = spec.threshold_names
+    threshold_families = {priors[n].family for n in thresholds}
+    if len(threshold_families) > 1:
+        raise PriorError(
+            f"The thresholds {', '.join(thresholds)} share one site, so they need priors of "
+            f"one kind; got {', '.join(sorted(threshold_families))}. Set them with the class "
+            "'Intercept' or give each the same kind (their locations and scales may differ)."
+        )
     return Structure(
+        n_thresholds=len(thresholds),
+        threshold_family=threshold_families.pop() if thresholds else "",
+        ordered_thresholds=spec.family == "cumulative",
         family=spec.family,
         link=spec.link,
         p=len(spec.columns),
@@ -168,11 +185,38 @@ def prior_arrays(spec: ModelSpec) -> dict:
         "b": _block_arrays(spec.columns, st.coef_groups, priors),
         "sd": _block_arrays(spec.sd_names, st.sd_groups, priors),
         "aux": _block_arrays(spec.aux, st.aux_groups, priors),
+        "thresholds": _threshold_arrays(spec.threshold_names, priors),
         "eta": eta,
         "impute": tuple(_imputation_priors(imp) for imp in spec.imputed),
         # values of fixed family parameters (ml.bf(..., nu=4)): arguments, not constants
         "fixed": {n: np.float32(v) for n, v in spec.fixed_dpars.items()},
     }
+
+
+def _threshold_arrays(names: tuple[str, ...], priors: dict) -> dict:
+    """loc, scale and shape parameters of the thresholds' priors, (K - 1,) each."""
+    if not names:
+        return {}
+    chosen = [priors[n] for n in names]
+    arrays = {
+        "loc": [p.loc_scale()[0] for p in chosen],
+        "scale": [p.loc_scale()[1] for p in chosen],
+    }
+    for key in chosen[0].shape_params():
+        arrays[key] = [p.shape_params()[key] for p in chosen]
+    return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
+
+
+def sample_thresholds(st: Structure, prior: dict) -> jnp.ndarray:
+    """(K - 1,) thresholds of an ordinal model: each with its prior, increasing for the
+    cumulative family (``ordinal.ThresholdPrior``)."""
+    params = prior["thresholds"]
+    base = dist.TransformedDistribution(
+        standard_distribution(st.threshold_family, params).expand([st.n_thresholds]),
+        dist.transforms.AffineTransform(params["loc"], params["scale"]),
+    )
+    law = ThresholdPrior(base, st.n_thresholds, st.ordered_thresholds)
+    return numpyro.sample("thresholds", law)
 
 
 def _imputation_priors(imp) -> dict:
@@ -409,6 +453,8 @@ def make_model(st: Structure):
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         aux_values.update({name: prior["fixed"][name] for name in st.fixed_names})
         aux_values.update(dpar_values(st.layout, etas))  # (n,) per row
+        if st.n_thresholds:  # (K - 1,) shared by every row
+            aux_values["thresholds"] = sample_thresholds(st, prior)
         likelihood = family.likelihood(
             eta, st.link, aux_values, data["trials"], se=data.get("se"), bounds=data.get("bounds")
         )
@@ -492,6 +538,8 @@ def simulator(st: Structure, n: int):
 def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
     """Backend draws (chains, draws, ...) -> user-facing variables, their dims and coords."""
     posterior, dims, coords = {}, {}, {}
+    for j, name in enumerate(spec.threshold_names):
+        posterior[name] = samples["thresholds"][..., j]
     for j, name in enumerate(spec.columns):
         posterior[name] = samples["beta"][..., j]
     for j, name in enumerate(spec.sd_names):
@@ -546,6 +594,8 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
             out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
                 params["scale"]
             )
+    if spec.threshold_names:
+        out["thresholds"] = np.array([named[n] for n in spec.threshold_names], dtype=float)
     centring = nesting_centring(st)
     beta = np.array([named[c] for c in spec.columns], dtype=float)
     coefficients = {}  # parent term -> (L, q) its groups' coefficients, where given

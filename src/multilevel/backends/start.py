@@ -90,7 +90,7 @@ def plan(
     loc, scale = _block_centre(st.coef_groups, st.p, prior["b"])
     # the pooled GLM fits the mean's coefficients; a model whose family parameters have
     # formulas of their own starts every chain from NumPyro's initial points instead
-    simple = st.layout is None or not st.layout.dpars
+    simple = (st.layout is None or not st.layout.dpars) and not st.n_thresholds
     fitted = pooled_glm(st, data, loc, scale) if st.p and simple else None
     if fitted is None:
         _check_prior_centre(st, data, loc)

@@ -349,6 +349,14 @@ def _parse_bar(formula: str, inner: str, masked: str, position: int) -> list[Gro
     correlated = True
     if len(bars) == 2 and bars[1] == bars[0] + 1:
         correlated = False
+    elif len(bars) == 2 and column_name(inner[bars[0] + 1 : bars[1]]) is not None:
+        raise _syntax_error(
+            formula,
+            position + bars[0],
+            "brms' ID syntax `(1 + x |p| g)` (effects of one grouping factor correlated "
+            "across parameters or categories) is not supported yet; write `(1 + x | g)` in "
+            "each formula: their effects are then independent of each other",
+        )
     elif len(bars) != 1:
         raise _syntax_error(formula, position + bars[-1], "expected `|` or `||`")
     expr = inner[: bars[0]].strip()
