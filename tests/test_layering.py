@@ -25,7 +25,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "multilevel"
 #: Floors from the bottom up. A module (dotted, without ``multilevel.``) or a package
 #: prefix ending in ``.`` (every module inside it) per entry.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "_arviz", "progress", "figures", "interrupt", "atomic_write", "options"),
+    (
+        "errors",
+        "_arviz",
+        "progress",
+        "figures",
+        "interrupt",
+        "atomic_write",
+        "options",
+        "program_cache",
+    ),
     ("response_bounds", "ordinal"),
     ("formula.", "families", "distributions", "priors", "diagnostics", "datasets"),
     ("spec", "data_checks", "addition_terms", "response_levels"),

@@ -28,6 +28,7 @@ from multilevel.linear_predictor import (
     per_row,
     row_arrays,
 )
+from multilevel.program_cache import ProgramCache
 
 #: A fit stores its pointwise log-likelihood when chains x draws x rows is at most this.
 MAX_STORED_VALUES = 2e8
@@ -159,7 +160,9 @@ def family_log_density(family: str, link: str):
     return density
 
 
-_PROGRAMS: dict = {}  # (family, link, layout) -> jitted log-likelihood of a batch of draws
+_PROGRAMS: ProgramCache = (
+    ProgramCache()
+)  # (family, link, layout) -> jitted log-likelihood of a batch of draws
 
 
 def _program(family: str, link: str, layout):

@@ -39,6 +39,7 @@ from multilevel.linear_predictor import Layout, dpar_values, layout_of, linear_p
 from multilevel.missing import predictor_column
 from multilevel.ordinal import ThresholdPrior
 from multilevel.priors import standard_distribution
+from multilevel.program_cache import ProgramCache
 from multilevel.spec import ModelSpec
 
 # A block groups parameters of one kind by prior family: ((family, (indices...)), ...)
@@ -517,7 +518,7 @@ def _predictor_intercepts(j: int, shape: ImputedShape, intercept, sd, law: dict)
     return numpyro.deterministic(f"mi_effects_{j}", u)
 
 
-_SIMULATORS: dict = {}  # (structure, n) -> compiled Predictive
+_SIMULATORS: ProgramCache = ProgramCache()  # (structure, n) -> compiled Predictive
 
 
 def simulator(st: Structure, n: int):

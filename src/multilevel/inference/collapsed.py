@@ -16,8 +16,11 @@ from multilevel.backends.numpyro_model import Structure
 from multilevel.inference import nuts
 from multilevel.inference.compile import compile_async, jit, prng_key
 from multilevel.inference.compile import signature as program_signature
+from multilevel.program_cache import ProgramCache
 
-_EFFECT_PROGRAMS: dict = {}  # (structure, plan, shapes) -> compiled draw of group effects
+_EFFECT_PROGRAMS: ProgramCache = (
+    ProgramCache()
+)  # (structure, plan, shapes) -> compiled draw of group effects
 
 
 def method_name(chosen: gc.Plan) -> str:

@@ -43,6 +43,7 @@ from multilevel import interrupt
 from multilevel.inference import precondition
 from multilevel.inference.compile import compile_async, jit, prng_key, signature
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
+from multilevel.program_cache import ProgramCache
 from multilevel.progress import progress_bar
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
@@ -127,7 +128,7 @@ class _Executables:
     chunk: Future
 
 
-_PROGRAMS: dict[Any, _Program] = {}
+_PROGRAMS: ProgramCache = ProgramCache()  # bounded: program_cache
 
 
 def _chunk_length(settings: NutsSettings) -> int:

@@ -1,0 +1,40 @@
+"""Bounded caches of compiled programs (multilevel.program_cache)."""
+
+import os
+
+import pytest
+
+import multilevel as ml
+from multilevel.program_cache import ProgramCache, clear_compiled
+
+
+def test_keeps_the_most_recently_used():
+    cache = ProgramCache(maxsize=2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache["a"] == 1  # "a" used: "b" is now the oldest
+    cache["c"] = 3
+    assert list(cache) == ["a", "c"]
+    assert cache.get("b") is None and cache.get("c") == 3
+
+
+def _maps() -> int:
+    with open(f"/proc/{os.getpid()}/maps") as handle:
+        return sum(1 for _ in handle)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux memory maps only")
+def test_clearing_frees_the_memory_maps_of_compiled_programs():
+    """A fit's programs hold hundreds of memory maps; clear_compiled gives most back
+    (measured: 759 -> 3,228 -> 1,508 after three radon fits). Asserted loosely: at least
+    half of what the fits added is returned."""
+    clear_compiled()
+    before = _maps()
+    data = ml.datasets.load("sleepstudy")
+    ml.Model("Reaction ~ Days + (Days | Subject)", data).fit(
+        chains=1, warmup=50, draws=50, seed=1, progress=False, warn=False, method="nuts"
+    )
+    during = _maps()
+    clear_compiled()
+    after = _maps()
+    assert during > before
+    assert during - after >= (during - before) / 2, (before, during, after)
