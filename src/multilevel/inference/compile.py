@@ -54,15 +54,12 @@ def compile_async(lowered) -> Future:
     XLA releases the GIL while it compiles, so the caller can trace the next program (pure
     Python) or run a compiled one meanwhile: on two cores a cold fit overlaps compiling
     the chain initialisation with tracing and compiling the sampler loop, and compiling
-    the collapsed sampler's effect draws with sampling. One worker: with two, XLA
-    compiled two programs at once, and a full test suite crashed three times in four
-    runs inside XLA (segfaults and aborts in compilation and in the persistent cache's
-    writes, never in one compile at a time); one worker costs 0.1-0.3 s of a radon cold
-    start (8.6 s -> 8.9 s, two cores). ``jax.enable_x64`` is thread-local, so the
+    the collapsed sampler's effect draws with sampling. Two workers: more would only
+    compete for the cores with the sampler. ``jax.enable_x64`` is thread-local, so the
     caller's setting is carried over."""
     global _COMPILER_POOL
     if _COMPILER_POOL is None:
-        _COMPILER_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multilevel-xla")
+        _COMPILER_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="multilevel-xla")
     x64 = bool(jax.config.jax_enable_x64)
 
     def compile_():
