@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import resource
@@ -62,6 +63,7 @@ class Case:
     default: bool = False  # run without --all / --only
     correlated: bool = False  # bambi cannot fit it as written: it fits `||`
     truth: dict = field(default_factory=dict)
+    items: int = 0  # synthetic ordinal only: a second grouping factor, crossed with `groups`
 
 
 SYNTH_TRUTH = {
@@ -73,6 +75,26 @@ SYNTH_TRUTH = {
     "sigma": 1.0,
 }
 BERN_TRUTH = {"Intercept": -0.5, "x": 0.5, "sd(Intercept|g)": 0.7}
+# Ordinal (cumulative logit, 5 categories): P(rating <= k) = logistic(Intercept[k] - eta).
+# bambi calls the thresholds threshold[0..3] and the sds `1|rater_sigma`, `1|item_sigma`.
+ORDINAL_TRUTH = {
+    "Intercept[1]": -2.0,
+    "Intercept[2]": -0.7,
+    "Intercept[3]": 0.6,
+    "Intercept[4]": 2.0,
+    "x": 0.5,
+    "sd(Intercept|rater)": 0.8,
+    "sd(Intercept|item)": 0.5,
+}
+# Zero-inflated Poisson: zero with probability zi, else Poisson(exp(eta)). Ours samples
+# zi_Intercept = logit(zi); bambi's `psi` is the probability of the count process, 1 - zi.
+ZIP_ZI = 0.3
+ZIP_TRUTH = {
+    "Intercept": 0.5,
+    "x": 0.3,
+    "sd(Intercept|g)": 0.5,
+    "zi_Intercept": math.log(ZIP_ZI / (1 - ZIP_ZI)),
+}
 
 
 def _core(name: str) -> core.Case:
@@ -136,6 +158,24 @@ CASES = [
         "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
         dataset="InstEval",
     ),
+    Case(  # issue 13: ordinal responses, raters crossed with items
+        "ordinal10k",
+        "rating ~ x + (1 | rater) + (1 | item)",
+        "rating ~ x + (1 | rater) + (1 | item)",
+        family="cumulative",
+        rows=10_000,
+        groups=500,
+        items=50,
+        truth=ORDINAL_TRUTH,
+    ),
+    Case(  # issue 13: zero-inflated counts
+        "zip100k",
+        "y ~ x + (1 | g)",
+        "y ~ x + (1 | g)",
+        family="zero_inflated_poisson",
+        rows=100_000,
+        truth=ZIP_TRUTH,
+    ),
 ]
 BY_NAME = {c.name: c for c in CASES}
 
@@ -158,6 +198,24 @@ def make_data(case: Case, rows: int | None = None):
         return data if rows is None else data.head(rows).reset_index(drop=True)
     n, k, t = rows or case.rows, case.groups, case.truth
     rng = np.random.default_rng(DATA_SEED)
+    if case.family == "cumulative":  # `rating` 1..5, an ordered categorical
+        rater, item = rng.integers(0, k, n), rng.integers(0, case.items, n)
+        u_rater = t["sd(Intercept|rater)"] * rng.standard_normal(k)
+        u_item = t["sd(Intercept|item)"] * rng.standard_normal(case.items)
+        x = rng.standard_normal(n)
+        eta = t["x"] * x + u_rater[rater] + u_item[item]
+        thresholds = np.array([t[f"Intercept[{j}]"] for j in range(1, 5)])
+        # latent eta + standard logistic noise, cut at the thresholds
+        rating = 1 + ((eta + rng.logistic(size=n))[:, None] > thresholds).sum(axis=1)
+        levels = list(range(1, len(thresholds) + 2))
+        return pd.DataFrame(
+            {
+                "rating": pd.Categorical(rating, categories=levels, ordered=True),
+                "x": x,
+                "rater": pd.Categorical.from_codes(rater, [f"r{i:03d}" for i in range(k)]),
+                "item": pd.Categorical.from_codes(item, [f"i{i:02d}" for i in range(case.items)]),
+            }
+        )
     g = rng.integers(0, k, n)
     labels = pd.Categorical.from_codes(g, categories=[f"g{i:04d}" for i in range(k)])
     if case.family == "gaussian":
@@ -168,6 +226,11 @@ def make_data(case: Case, rows: int | None = None):
         x = rng.standard_normal(n)
         mu = t["Intercept"] + u[g, 0] + (t["x"] + u[g, 1]) * x
         y = mu + t["sigma"] * rng.standard_normal(n)
+    elif case.family == "zero_inflated_poisson":
+        u = t["sd(Intercept|g)"] * rng.standard_normal(k)
+        x = rng.standard_normal(n)
+        counts = rng.poisson(np.exp(t["Intercept"] + u[g] + t["x"] * x))
+        y = np.where(rng.random(n) < ZIP_ZI, 0, counts)
     else:  # bernoulli, logit link, x a 0/1 covariate
         u = t["sd(Intercept|g)"] * rng.standard_normal(k)
         x = rng.integers(0, 2, n).astype(float)
@@ -283,6 +346,8 @@ def child(args) -> None:
 
     case = BY_NAME[args.child_case]
     data = pd.read_parquet(args.data)
+    if case.family == "cumulative":  # Parquet gives back the categories 1..5 as integers
+        data["rating"] = pd.Categorical(data["rating"], ordered=True)
     tool = args.child_tool
     if tool in (OURS, OURS_WARM):
         result = fit_ours(case, data, args)

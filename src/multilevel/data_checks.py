@@ -78,7 +78,7 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
     # a bernoulli response may be a two-level factor or text (response_levels)
     two_level = family == "bernoulli" and is_two_level_text(data[parsed.response])
     # an ordinal response may be an ordered categorical (response_levels.ordinal_codes)
-    ordinal = family in ORDINAL_FAMILIES
+    ordinal = family in (*ORDINAL_FAMILIES, "categorical")
     needs_numbers = [] if two_level or ordinal else [(parsed.response, RESPONSE)]
     if parsed.trials:
         needs_numbers.append((parsed.trials, "The trials column"))

@@ -35,6 +35,7 @@ from multilevel.formula import GroupTerm, ParsedFormula
 from multilevel.formula.expressions import evaluation_context, required_columns
 from multilevel.formula.parser import bound_value
 from multilevel.response_levels import (
+    categorical_codes,
     encode_two_levels,
     is_two_level_text,
     ordinal_codes,
@@ -150,6 +151,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
                 "model means by it). Fit the effect as one slope for now."
             )
         y, levels = ordinal_codes(data[parsed.response], parsed.response)
+    elif family.categorical:  # categories coded 0..K-1, the first the reference
+        y, levels = categorical_codes(data[parsed.response], parsed.response)
     trials = None
     if family.needs_trials:
         if parsed.trials is not None:

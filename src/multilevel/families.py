@@ -37,6 +37,18 @@ DPAR_LINKS = {
 }
 
 
+def category_predictor(name: str) -> bool:
+    """Whether ``name`` is the linear predictor of one category of a categorical model
+    (``mu<label>``, brms' names: ``muB``, ``mu2``)."""
+    return name.startswith("mu") and len(name) > 2 and name[2:].replace("_", "").isalnum()
+
+
+def dpar_link(name: str) -> str:
+    """The link of a family parameter with a formula: ``DPAR_LINKS``; a category's linear
+    predictor is its log-odds against the reference category (identity)."""
+    return DPAR_LINKS.get(name, "identity")
+
+
 def _cloglog_numpy(eta):
     return -np.expm1(-np.exp(eta))
 
@@ -153,7 +165,18 @@ class Family:
     @property
     def discrete(self) -> bool:
         """The response takes whole-number values (0/1 for bernoulli)."""
-        return self.counts or self.name == "bernoulli" or self.ordinal
+        return self.counts or self.name == "bernoulli" or self.ordinal or self.categorical
+
+    @property
+    def categorical(self) -> bool:
+        """Unordered categories: one linear predictor per category but the first
+        (``mu<label>``), each with the whole formula (brms' categorical family)."""
+        return self.outcome == "categorical"
+
+    def takes_dpar(self, name: str) -> bool:
+        """Whether ``name`` is a parameter of this family that a formula can predict or a
+        value fix (``ml.bf(..., name=...)``)."""
+        return name in self.aux or (self.categorical and category_predictor(name))
 
     @property
     def ordinal(self) -> bool:
@@ -208,7 +231,7 @@ class Family:
             return 0.0, float(10 * y.max())
         if self.outcome == "proportion":
             return 0.0, 1.0
-        if self.ordinal:  # every category is possible
+        if self.ordinal or self.categorical:  # every category is possible
             return 0.0, float(y.max())
         if self.binary:
             rate = success_rate(y, trials)
@@ -267,7 +290,7 @@ class Family:
         zero_one_inflated_beta mixes in its ones, and a mean of successes out of
         ``trials`` counts them. A mean outside the support is refused (``check_mean``)."""
         eta = np.asarray(eta, dtype=float)
-        if self.ordinal:  # the expected category, 0-based (category_probabilities: each)
+        if self.ordinal or self.categorical:  # the expected category, 0-based
             probabilities = self.category_probabilities(eta, link, params)
             return (probabilities * np.arange(probabilities.shape[-1])).sum(-1)
         self.check_mean(link, eta)
@@ -294,7 +317,16 @@ class Family:
 
     def category_probabilities(self, eta, link: str, params: dict) -> np.ndarray:
         """(..., K) P(y = k) of an ordinal family, for ``eta`` (...) and
-        ``params["thresholds"]`` (..., 1, K - 1) or (K - 1,); in float64."""
+        ``params["thresholds"]`` (..., 1, K - 1) or (K - 1,); of a categorical one, the
+        softmax of the reference's ``eta`` and each category's predictor in ``params``
+        (``mu<label>``, in category order); in float64."""
+        if self.categorical:
+            logits = np.stack(np.broadcast_arrays(
+                np.asarray(eta, dtype=float),
+                *(np.asarray(v, dtype=float) for k, v in params.items() if category_predictor(k)),
+            ), axis=-1)  # fmt: skip
+            logits = logits - logits.max(axis=-1, keepdims=True)
+            return np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
         with jax.enable_x64(True):
             log_p = category_log_probs(
                 self.name,
@@ -335,7 +367,7 @@ class Family:
     def has_cdf(self) -> bool:
         """Whether this family's distribution has a cdf, which censoring and truncation
         (``cens()``, ``trunc()``) need; asked of the distribution itself, at one point."""
-        if self.ordinal:  # categories: no cdf of a count (censoring is meaningless here)
+        if self.ordinal or self.categorical:  # categories: censoring is meaningless
             return False
         aux = {name: jnp.ones(1) for name in self.aux}
         trials = jnp.ones(1, dtype=jnp.int32) if self.needs_trials else None
@@ -958,3 +990,24 @@ for _name in ORDINAL_FAMILIES:
             family=_name,
             link=_link,
         )
+
+
+class _CategoryCodes(dist.CategoricalLogits):
+    """NumPyro's categorical, reading category codes stored as floats (the response
+    array of every family is float)."""
+
+    def log_prob(self, value):
+        return super().log_prob(jnp.asarray(value).astype(jnp.int32))
+
+
+def _categorical_logits(eta, aux, n):
+    """Categorical logits: the reference category's (its ``eta``, 0 but for offsets),
+    then each category's predictor in the order of the model's parameters."""
+    others = [value for name, value in aux.items() if category_predictor(name)]
+    return _CategoryCodes(jnp.stack(jnp.broadcast_arrays(eta, *others), axis=-1))
+
+
+FAMILIES["categorical"] = Family(
+    "categorical", ("logit",), (), _check_ordinal, outcome="categorical"
+)
+_LIKELIHOODS[("categorical", "logit")] = _categorical_logits

@@ -18,9 +18,10 @@ import pandas as pd
 
 from multilevel.design import build_dpar_design, used_columns
 from multilevel.errors import DataError, MultilevelError
-from multilevel.families import get_family
+from multilevel.families import category_predictor, get_family
 from multilevel.formula import DistributionalFormula, as_distributional, parse_dpar, parse_formula
 from multilevel.missing import MissingDataWarning, missing_mode, prepare
+from multilevel.response_levels import categorical_codes
 
 LOADED_FIT = (
     "This fit was read from a file: it keeps the posterior draws and the model's spec, but "
@@ -36,11 +37,14 @@ CHUNKED = (
 )
 
 
-def with_default_formulas(formula, family) -> DistributionalFormula:
+def with_default_formulas(formula, family, data=None) -> DistributionalFormula:
     """``formula`` as a ``DistributionalFormula`` with the family's always-predicted
     parameters (``Family.default_formulas``: ``zi ~ 1`` of a zero-inflated family) added
-    where the user gave them none."""
+    where the user gave them none; for the categorical family, one formula per category
+    but the first (``categorical_formula``)."""
     distributional = as_distributional(formula)
+    if family.categorical:
+        return categorical_formula(distributional, data)
     given = {name for name, _ in distributional.dpars}
     extra = tuple((n, rhs) for n, rhs in family.default_formulas if n not in given)
     if not extra:
@@ -48,11 +52,32 @@ def with_default_formulas(formula, family) -> DistributionalFormula:
     return DistributionalFormula(distributional.formula, distributional.dpars + extra)
 
 
+def categorical_formula(distributional: DistributionalFormula, data) -> DistributionalFormula:
+    """brms' categorical model as a distributional one: the reference category (the
+    first) has log-odds 0, so the formula of the mean is ``y ~ 0``, and every other
+    category ``k`` gets the user's right-hand side as the formula of its own predictor
+    ``mu<label>`` (``muB``, brms' names; ``mu<k>`` where a label is not a name), with
+    coefficients ``muB_Intercept``, ``muB_x``, ``sd(muB_Intercept|g)``. A formula that
+    already has them (a fit read back, an SBC worker) is kept."""
+    if any(category_predictor(name) for name, _ in distributional.dpars):
+        return distributional
+    parsed = parse_formula(distributional.formula)
+    if not isinstance(data, pd.DataFrame) or parsed.response not in data.columns:
+        return distributional  # the design reports what is missing
+    _, levels = categorical_codes(data[parsed.response], parsed.response)
+    lhs, rhs = distributional.formula.split("~", 1)
+    names = [f"mu{''.join(ch for ch in label if ch.isalnum())}" for label in levels[1:]]
+    if len(set(names)) != len(names) or not all(category_predictor(n) for n in names):
+        names = [f"mu{k}" for k in range(2, len(levels) + 1)]
+    dpars = tuple((name, f"~{rhs}") for name in names)
+    return DistributionalFormula(f"{lhs.strip()} ~ 0", dpars + distributional.dpars)
+
+
 def prepare_rows(formula, family, data, missing: str):
     """(design, fitted rows, ``MissingData``, imputed predictors) of a model.
 
     ``formula`` is a string or a ``DistributionalFormula``; ``family`` a ``Family``."""
-    distributional = with_default_formulas(formula, family)
+    distributional = with_default_formulas(formula, family, data)
     parsed = parse_formula(distributional.formula)
     dpar_formulas = dpar_formulas_of(distributional, family, parsed)
     if dpar_formulas:
@@ -69,7 +94,7 @@ def dpar_formulas_of(distributional: DistributionalFormula, family, parsed) -> d
     after checking that the family has such parameters (fixed values too)."""
     out = {}
     for name, value in distributional.dpars:
-        if name not in family.aux:
+        if not family.takes_dpar(name):
             has = ", ".join(family.aux) or "none"
             raise DataError(
                 f"The {family.name} family has no parameter {name!r} to give a formula or "
@@ -80,7 +105,7 @@ def dpar_formulas_of(distributional: DistributionalFormula, family, parsed) -> d
                 f"`| se({parsed.se})` gives every row a known sd: sigma has no formula then."
             )
         if isinstance(value, str):
-            if name not in family.predictable:
+            if name not in family.predictable and not family.categorical:
                 raise DataError(
                     f"The {family.name} family's {name!r} takes a fixed value, not a formula."
                 )

@@ -15,7 +15,7 @@ from multilevel._arviz import az
 from multilevel.backends import aggregate, centring, gaussian_collapsed, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.errors import MultilevelError
-from multilevel.families import DPAR_LINKS, check_truncated_draws, get_family
+from multilevel.families import check_truncated_draws, dpar_link, get_family
 from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
@@ -87,7 +87,7 @@ class Model:
         missing: str = "error",
     ):
         family_obj, link = get_family(family, link)
-        distributional = with_default_formulas(formula, family_obj)
+        distributional = with_default_formulas(formula, family_obj, data)
         formula = distributional.formula
         parsed = parse_formula(formula)
         if parsed.rate is not None and link != "log":
@@ -593,10 +593,10 @@ def _dpar_parts(design, family: str, dpar_specs: dict):
         terms += own
         defaults.update(dpar_defaults(dpar_design, own, dpar_centre(name, design, family)))
         classes.update(dpar_classes(name, dpar_design.names, own))
-        dpars.append(DparSpec(name, DPAR_LINKS[name], dpar_specs[name][0], dpar_design.names))
+        dpars.append(DparSpec(name, dpar_link(name), dpar_specs[name][0], dpar_design.names))
     for name, (_, value) in dpar_specs.items():
         if value is not None:
-            dpars.append(DparSpec(name, DPAR_LINKS.get(name, "identity"), value=value))
+            dpars.append(DparSpec(name, dpar_link(name), value=value))
     return terms, defaults, classes, dpars
 
 

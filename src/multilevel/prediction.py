@@ -25,7 +25,7 @@ lognormal, whose ``eta`` is the mean of ``log(y)``); ``"response"`` a draw from 
 likelihood (``Family.likelihood``), i.e. the posterior predictive distribution of a new
 observation. Binomial ``"mean"`` and ``"response"`` need the trials column in newdata;
 ``"response"`` of a model with known standard errors (``y | se(s) ~ ...``) needs ``s``.
-An ordinal model's ``"mean"`` is the probability of each category, dims (chain, draw,
+An ordinal or categorical model's ``"mean"`` is the probability of each category, dims (chain, draw,
 obs, category) with the categories as labels (brms' ``posterior_epred``); its
 ``"response"`` draws categories numbered 1..K in their order (``posterior_predict``).
 Offsets (``offset()``, ``rate()``) of new rows are read from newdata.
@@ -397,11 +397,12 @@ def _on_scale(
     if kind == "link":
         return eta
     family = FAMILIES[spec.family]
-    if kind == "mean" and family.ordinal:  # (C, D, n, K): brms' posterior_epred
+    categories = family.ordinal or family.categorical
+    if kind == "mean" and categories:  # (C, D, n, K): brms' posterior_epred
         return family.category_probabilities(eta, spec.link, aux)
     if kind == "mean":
         return family.mean(eta, spec.link, aux, trials)
-    if family.ordinal:  # drawn categories, numbered 1..K as brms' posterior_predict
+    if categories:  # drawn categories, numbered 1..K as brms' posterior_predict
         return family.draw(eta, spec.link, aux, trials, se, seed, bounds) + 1.0
     return family.draw(eta, spec.link, aux, trials, se, seed, bounds)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from multilevel import priors as P
 from multilevel.errors import DataError, PriorError
-from multilevel.families import FAMILIES, inverse_link_slope, link_function
+from multilevel.families import FAMILIES, category_predictor, inverse_link_slope, link_function
 from multilevel.spec import TermSpec
 
 CLASSES = {
@@ -236,6 +236,8 @@ def dpar_centre(name: str, design, family: str) -> tuple[float, float]:
         return float(np.log(10.0 * np.mean(design.y))), 0.8
     if name == "sigma":
         return float(np.log(residual_scale(design, family))), 0.4
+    if category_predictor(name):  # a category's log-odds against the reference
+        return 0.0, 1.0
     if name == "beta":  # like sigma: the exponential part's mean, at most sd(y)
         return float(np.log(np.std(design.y))), 0.4
     if name == "alpha":  # identity link: 2.5 s = 4, brms' Normal(0, 4) for one alpha

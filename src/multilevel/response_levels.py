@@ -100,3 +100,22 @@ def _check_every_category(levels: tuple[str, ...], counts: np.ndarray, column: s
         )
     if len(levels) < 2:
         raise DataError(f"The ordinal response `{column}` has one category; nothing to model.")
+
+
+def categorical_codes(values: pd.Series, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(codes 0..K-1, category labels) of a categorical response: a pandas categorical
+    (its categories' order; the first is the reference, as in brms), or text and numbers
+    (sorted). Every category must occur, and there must be at least two."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        levels = tuple(str(c) for c in values.cat.categories)
+        counts = values.value_counts(sort=False).reindex(values.cat.categories).to_numpy()
+        _check_every_category(levels, counts, column)
+        return values.cat.codes.to_numpy().astype(float), levels
+    present = sorted(pd.unique(values), key=lambda v: (str(type(v)), v))
+    levels = tuple(str(v) for v in present)
+    if len(set(levels)) != len(levels):
+        raise DataError(f"The categories of `{column}` are not distinct as text: {levels}.")
+    if len(levels) < 2:
+        raise DataError(f"The categorical response `{column}` has one category; nothing to model.")
+    index = {v: k for k, v in enumerate(present)}
+    return np.array([index[v] for v in values], dtype=float), levels

@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 
 from multilevel import priors as P
 from multilevel.errors import FitFileError, FormulaError, PriorError
-from multilevel.families import DPAR_LINKS, FAMILIES
+from multilevel.families import FAMILIES, dpar_link
 from multilevel.formula import parse_dpar, parse_formula
 from multilevel.formula.distributional import MU
 
@@ -227,12 +227,18 @@ class ModelSpec:
             + (
                 f", success = {self.response!r} is {self.response_levels[1]!r} "
                 f"(against {self.response_levels[0]!r})"
-                if self.response_levels and not self.threshold_names
+                if self.response_levels and self.family == "bernoulli"
                 else ""
             )
             + (
                 f", categories {' < '.join(map(repr, self.response_levels))}"
                 if self.threshold_names
+                else ""
+            )
+            + (
+                f", categories {', '.join(map(repr, self.response_levels))} (the first is "
+                "the reference)"
+                if FAMILIES[self.family].categorical and self.response_levels
                 else ""
             )
             + (
@@ -419,10 +425,10 @@ def _check_consistent(spec: ModelSpec) -> None:
         raise refuse(f"response {spec.response!r} is not the formula's {parsed.response!r}")
     formulas = {MU: parsed}
     for d in spec.dpars:
-        if d.name not in family.aux or d.name in spec.aux or d.name in formulas:
+        if not family.takes_dpar(d.name) or d.name in spec.aux or d.name in formulas:
             raise refuse(f"{d.name!r} is not a free parameter of the {spec.family} family")
         if d.predicted:
-            if d.link != DPAR_LINKS.get(d.name) or any(
+            if d.link != dpar_link(d.name) or any(
                 not c.startswith(f"{d.name}_") or c not in spec.columns for c in d.columns
             ):
                 raise refuse(f"the formula of {d.name} has other columns or link")
