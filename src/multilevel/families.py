@@ -632,7 +632,8 @@ def _check_ordinal(y, trials, column):
     bad = np.flatnonzero((values < 0) | (values != np.round(values)))
     if bad.size:
         raise DataError(
-            f"An ordinal response is coded 0..K-1 from its categories, but `{column}` holds "
+            f"An ordinal or categorical response is coded 0..K-1 from its categories, but "
+            f"`{column}` holds "
             f"{values[bad[0]]:g} in row {bad[0]}."
         )
 
