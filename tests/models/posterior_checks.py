@@ -1,8 +1,10 @@
 """Posterior comparisons shared by the model tests (imported, not collected)."""
 
 import numpy as np
+import numpyro.distributions as dist
 from scipy import stats
 
+import multilevel as ml
 from multilevel._arviz import az
 
 
@@ -27,3 +29,13 @@ def relative_se_of_sd(x):
     heavy right tails (a group sd of six levels) make the sd itself noisy."""
     kurtosis = stats.kurtosis(x.ravel(), fisher=False)
     return np.sqrt((kurtosis - 1) / (4 * az.ess(x)))
+
+
+def numpyro_priors(spec):
+    """The spec's priors as NumPyro distributions; Exponential ones as NumPyro's own, whose
+    support is positive (a scaled Exponential's support is the real line, and NUTS would
+    wander into negative sds)."""
+    return {
+        name: dist.Exponential(p.rate) if isinstance(p, ml.priors.Exponential) else p.to_numpyro()
+        for name, p in spec.priors
+    }

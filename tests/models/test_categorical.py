@@ -15,8 +15,7 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 import pytest
-from posterior_checks import same_posterior
-from test_addition_references import numpyro_priors
+from posterior_checks import numpyro_priors, same_posterior
 from test_distributional import reference_fit
 
 import multilevel as ml

