@@ -16,6 +16,7 @@ from scipy import stats
 
 import multilevel as ml
 from multilevel.errors import DataError, FormulaError, MultilevelError
+from multilevel.families import FAMILIES
 from multilevel.formula import parse_formula
 from multilevel.response_bounds import Bounded
 
@@ -154,7 +155,7 @@ def test_se_with_sigma_adds_a_residual_sd(rows):
     assert "sigma" in model.spec.aux
     assert "plus a residual sigma" in model.spec.describe()
     assert ml.Model("y | se(s) ~ x", rows).spec.aux == ()
-    law = ml.families.FAMILIES["gaussian"].likelihood(
+    law = FAMILIES["gaussian"].likelihood(
         jnp.zeros(2), "identity", {"sigma": jnp.asarray(0.4)}, None, se=jnp.array([0.3, 0.0])
     )
     np.testing.assert_allclose(law.scale, [0.5, 0.4], rtol=1e-6)
@@ -238,3 +239,18 @@ def test_prediction_needs_the_exposure(rows):
     once = fit.predict(rows.head(2).assign(t=1.0)).values
     twice = fit.predict(rows.head(2).assign(t=2.0)).values
     np.testing.assert_allclose(twice, 2 * once, rtol=1e-6)
+
+
+def test_only_truncated_draws_are_checked_for_rejection_failures():
+    """A draw that is NaN for another reason (a prior draw whose mean overflows) is not
+    a truncation failure: the prior predictive check counts it as absurd instead. A
+    Poisson(1) kept above 50 (mass 1e-65) cannot be drawn by rejection: refused."""
+    gaussian, poisson = FAMILIES["gaussian"], FAMILIES["poisson"]
+    drawn = gaussian.draw(np.array([np.nan, 0.0]), "identity", {"sigma": np.ones(2)})
+    assert np.isnan(drawn[0]) and np.isfinite(drawn[1])
+    with pytest.raises(DataError, match="outside their `trunc\\(\\)` bounds"):
+        poisson.draw(np.array([0.0]), "log", {}, bounds={"lower": np.array([50.0])})
+    with pytest.raises(DataError, match="outside their `trunc\\(\\)` bounds"):  # inverse cdf
+        gaussian.draw(
+            np.zeros(1), "identity", {"sigma": np.ones(1)}, bounds={"lower": np.full(1, 50.0)}
+        )

@@ -388,14 +388,22 @@ class Family:
         (``lower``/``upper`` arrays) truncates the draws. A mean outside the support
         is refused (``check_mean``)."""
         self.check_mean(link, eta)
-        params = {name: jnp.asarray(value) for name, value in aux.items()}
-        trials = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
-        se = None if se is None else jnp.asarray(se)
-        bounds = {k: jnp.asarray(v) for k, v in (bounds or {}).items() if k in ("lower", "upper")}
-        key = jax.random.PRNGKey(seed)
-        values = _draw(self.name, link, jnp.asarray(eta), params, trials, se, bounds, key)
-        values = np.asarray(values, dtype=float)
-        check_truncated_draws(values)
+        bounds = {k: v for k, v in (bounds or {}).items() if k in ("lower", "upper")}
+        # truncated draws in double precision: the inverse cdf needs the mass beyond a
+        # bound, which rounds to 0 in float32 6 sds out (posterior draws of a truncated
+        # gaussian reach that where the data leave its mean free)
+        with jax.enable_x64(bool(bounds)):
+            real = jnp.float64 if bounds else jnp.float32
+            params = {name: jnp.asarray(value, dtype=real) for name, value in aux.items()}
+            trials = None if trials is None else jnp.asarray(trials, dtype=jnp.int32)
+            se = None if se is None else jnp.asarray(se, dtype=real)
+            bounds = {k: jnp.asarray(v, dtype=real) for k, v in bounds.items()}
+            key = jax.random.PRNGKey(seed)
+            eta = jnp.asarray(eta, dtype=real)
+            values = np.asarray(_draw(self.name, link, eta, params, trials, se, bounds, key))
+        values = values.astype(float)
+        if bounds:  # trunc(): rows rejection could not place are NaN
+            check_truncated_draws(values)
         return values
 
 

@@ -305,7 +305,8 @@ class Model:
         named, _, _ = backend.named_posterior(self.spec, raw)
         out = {k: v[0] for k, v in named.items()}
         out["y"] = raw["y"][0]
-        check_truncated_draws(out["y"])  # trunc(): rows the rejection sampler could not place
+        if {"lower", "upper"} & set(getattr(self.design, "bounds", {})):
+            check_truncated_draws(out["y"])  # trunc(): rows rejection could not place
         return out
 
     def sample_prior_predictive(self, n: int = 500, seed: int = 0, plausible=None):

@@ -90,8 +90,14 @@ class Bounded(dist.Distribution):
             try:  # by the inverse cdf where the family has one (gaussian, lognormal)
                 below, above = self._cdf(lower, 0.0), self._cdf(upper, 1.0)
                 uniform = jax.random.uniform(key, shape)
-                values = self.law.icdf(below + uniform * (above - below))
-                return jnp.clip(values, lower, upper)
+                level = below + uniform * (above - below)
+                # a level that rounds to 0 or 1 would be drawn at -inf or inf
+                finfo = jnp.finfo(level.dtype)
+                level = jnp.clip(level, finfo.tiny, 1.0 - finfo.epsneg)
+                values = self.law.icdf(level)
+                # bounds whose mass rounds to 0 give no draw (NaN, refused by callers)
+                placed = (above > below) & jnp.isfinite(values)
+                return jnp.where(placed, jnp.clip(values, lower, upper), jnp.nan)
             except (NotImplementedError, ImportError):
                 pass  # otherwise by rejection
 
