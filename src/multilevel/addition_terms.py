@@ -132,9 +132,7 @@ def censoring_of(
     return codes, np.where(interval, upper, y)
 
 
-def truncation_of(
-    bound: str, data: pd.DataFrame, y: np.ndarray | None, which: str, discrete: bool
-) -> np.ndarray:
+def truncation_of(bound: str, data: pd.DataFrame, y: np.ndarray | None, which: str) -> np.ndarray:
     """One ``trunc()`` bound as an array (a number, or a column), checked to hold the
     response ``y`` (None: rows to predict): the lower bound <= y, the upper bound >= y."""
     number = bound_value(bound)

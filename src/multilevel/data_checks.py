@@ -39,8 +39,8 @@ import pandas as pd
 from formulaic.errors import FormulaicError
 
 from multilevel.errors import DataError
+from multilevel.families import FAMILIES
 from multilevel.formula import ParsedFormula
-from multilevel.ordinal import ORDINAL_FAMILIES
 from multilevel.response_levels import is_two_level_text
 
 # Share of a text column's distinct values that must read as numbers (dates) before the
@@ -75,11 +75,12 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
     """
     uses = predictor_uses(parsed)
     check_unique_names(data, [parsed.response, *parsed.columns, *uses])
-    # a bernoulli response may be a two-level factor or text (response_levels)
+    # a bernoulli response may be a two-level factor or text, an ordinal or categorical
+    # one categories of any kind: response_levels codes them
+    facts = FAMILIES[family]
     two_level = family == "bernoulli" and is_two_level_text(data[parsed.response])
-    # an ordinal response may be an ordered categorical (response_levels.ordinal_codes)
-    ordinal = family in (*ORDINAL_FAMILIES, "categorical")
-    needs_numbers = [] if two_level or ordinal else [(parsed.response, RESPONSE)]
+    categories = facts.ordinal or facts.categorical
+    needs_numbers = [] if two_level or categories else [(parsed.response, RESPONSE)]
     if parsed.trials:
         needs_numbers.append((parsed.trials, "The trials column"))
     if parsed.se:

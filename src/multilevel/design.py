@@ -182,9 +182,8 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     check_finite(X, columns, "population-level predictor")
     check_constant(X, columns)
     check_full_rank(X, columns)
-    if family.ordinal and "Intercept" in columns:  # the thresholds take its place (brms)
-        keep = [j for j, c in enumerate(columns) if c != "Intercept"]
-        X, columns = X[:, keep], tuple(columns[j] for j in keep)
+    if family.ordinal:  # the thresholds take the intercept's place (brms)
+        X, columns = _without_intercept(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
     y = y.astype(float)
@@ -195,6 +194,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         y, trials, X, columns, blocks, fixed_spec, se=se, offset=offset_of(parsed, data),
         weights=weights, bounds=_bounds(parsed, data, y, family), response_levels=levels,
     )  # fmt: skip
+
+
+def _without_intercept(X: np.ndarray, columns: tuple[str, ...]):
+    """``X`` and its column names less an ``Intercept`` column, if it has one."""
+    keep = [j for j, c in enumerate(columns) if c != "Intercept"]
+    return X[:, keep], tuple(columns[j] for j in keep)
 
 
 def offset_of(parsed: ParsedFormula, data: pd.DataFrame) -> np.ndarray | None:
@@ -229,7 +234,7 @@ def truncation_bounds(parsed: ParsedFormula, data: pd.DataFrame) -> dict:
             why = f"named in trunc() (the {which} bound of each row's draws)"
             _require_columns({bound}, data, why, "newdata")
             check_missing(data, [bound], then="predict again")
-        out[which] = truncation_of(bound, data, None, which, False)
+        out[which] = truncation_of(bound, data, None, which)
     return out
 
 
@@ -248,7 +253,7 @@ def _bounds(parsed: ParsedFormula, data: pd.DataFrame, y: np.ndarray, family: Fa
     for which, bound in zip(("lower", "upper"), parsed.trunc_bounds):
         if bound is not None:
             check_bounded_family(family, "`trunc()`")
-            out[which] = truncation_of(bound, data, y, which, family.discrete)
+            out[which] = truncation_of(bound, data, y, which)
     return out
 
 
@@ -302,9 +307,8 @@ def encode_new(
     used = _require_columns(needed, newdata, "named in the formula", "newdata")
     check_missing(newdata, used, then="predict again")
     X, columns = _encode(design.fixed_spec, newdata, "the population-level part")
-    if "Intercept" in columns and "Intercept" not in design.columns:  # ordinal: thresholds
-        keep = [j for j, c in enumerate(columns) if c != "Intercept"]
-        X, columns = X[:, keep], tuple(columns[j] for j in keep)
+    if "Intercept" not in design.columns:  # ordinal: thresholds in its place
+        X, columns = _without_intercept(X, columns)
     if columns != design.columns:  # formulaic reuses the encoding, so this is a bug
         raise DataError(f"newdata encodes to columns {columns}, the fit has {design.columns}.")
     check_finite(X, columns, "population-level predictor")

@@ -384,7 +384,7 @@ class Family:
         """One draw of the response per element of ``eta`` (NumPy in and out), from one
         compiled program per family, link and shape: sampled op by op instead, the
         zero-truncated and mixture distributions compile dozens of small programs per
-        call, and a suite that did so crashed inside XLA (see ``_draw``). ``bounds``
+        call, each holding memory maps of its own (``program_cache``). ``bounds``
         (``lower``/``upper`` arrays) truncates the draws. A mean outside the support
         is refused (``check_mean``)."""
         self.check_mean(link, eta)
@@ -969,9 +969,8 @@ for _link in ("cloglog", "cauchit"):
 
 @functools.partial(jax.jit, static_argnames=("name", "link"))
 def _draw(name, link, eta, params, trials, se, bounds, key):
-    # Compiled whole: eager sampling of 50,000 zero-inflated and hurdle draws, op by op,
-    # preceded SIGABRT/SIGSEGV in XLA's compilation-cache writes later in the suite
-    # (issue 13); as one program per family and shape it compiles once.
+    # Compiled whole, once per family, link and shape: op by op, sampling zero-inflated
+    # and hurdle draws compiled dozens of small programs per call.
     return FAMILIES[name].likelihood(eta, link, params, trials, se, bounds).sample(key)
 
 

@@ -244,13 +244,7 @@ def format_fit(fit: Fit) -> str:
         *([verdict, ""] if verdict else []),
         f"Formula: {spec.formula}",
         *(f"         {d.text}" for d in spec.dpars),
-        f"Family:  {spec.family} (link: {spec.link})"
-        + (f", categories {' < '.join(spec.response_levels)}" if spec.threshold_names else "")
-        + (
-            f", categories {', '.join(spec.response_levels)} (reference {spec.response_levels[0]})"
-            if spec.family == "categorical" and spec.response_levels
-            else ""
-        ),
+        f"Family:  {spec.family} (link: {spec.link}){spec.levels_text}",
         f"Data:    {info['n_rows']} rows"
         + "".join(f"; {t.group}: {len(t.levels)} groups" for t in _unique_groups(spec)),
         f"Draws:   {settings['chains']} chains x {settings['draws']} "

@@ -98,8 +98,9 @@ def linear_predictors(layout: Layout, rows: dict, beta, effects: Sequence) -> di
 
     ``rows`` holds ``X`` (the mean's columns), ``X_dpars`` (one matrix per predicted
     parameter, in ``layout.dpars`` order), ``Z`` and ``codes`` (one per term, every
-    parameter's terms) and ``offset`` (n,) or None; ``beta`` (..., p) every coefficient; ``effects`` one (..., L, q)
-    array per term, or None for a term left out (a typical group)."""
+    parameter's terms) and ``offset`` (n,) or None, added to the mean's; ``beta`` (..., p)
+    every coefficient; ``effects`` one (..., L, q) array per term, or None for a term
+    left out (a typical group)."""
 
     def one(X, columns, terms):
         return linear_predictor(

@@ -160,9 +160,8 @@ def family_log_density(family: str, link: str):
     return density
 
 
-_PROGRAMS: ProgramCache = (
-    ProgramCache()
-)  # (family, link, layout) -> jitted log-likelihood of a batch of draws
+# (family, link, layout) -> jitted log-likelihood of a batch of draws
+_PROGRAMS: ProgramCache = ProgramCache()
 
 
 def _program(family: str, link: str, layout):

@@ -34,7 +34,7 @@ from multilevel.prior_rules import (
     threshold_defaults,
 )
 from multilevel.simulation import simulate
-from multilevel.spec import DparSpec, ModelSpec, TermSpec
+from multilevel.spec import DparSpec, ModelSpec, TermSpec, threshold_names
 
 
 class Model:
@@ -139,7 +139,7 @@ class Model:
         from multilevel.chunked import chunked_statistics
 
         parsed = parse_formula(formula)
-        if parsed.se is not None or _has_additions(parsed):
+        if parsed.se is not None or parsed.has_additions:
             raise MultilevelError(
                 "Addition terms (`| se()`, `weights()`, `rate()`, `cens()`, `trunc()`, "
                 "`offset()`) need the data's rows: build the model with "
@@ -179,7 +179,7 @@ class Model:
         defaults.update(own_defaults)
         levels = getattr(design, "response_levels", None)
         if family_obj.ordinal:  # thresholds Intercept[k], of class Intercept, come first
-            names = tuple(f"Intercept[{k}]" for k in range(1, len(levels)))
+            names = threshold_names(levels)
             defaults = {**threshold_defaults(names), **defaults}
             classes = {**classes, **{name: "Intercept" for name in names}}
         self.default_priors = dict(defaults)  # before the user's: prior checks' "moderate" values
@@ -599,9 +599,3 @@ def _dpar_parts(design, family: str, dpar_specs: dict):
         if value is not None:
             dpars.append(DparSpec(name, dpar_link(name), value=value))
     return terms, defaults, classes, dpars
-
-
-def _has_additions(parsed) -> bool:
-    """Whether a formula has offsets, weights, an exposure, censoring or truncation."""
-    named = (parsed.weights, parsed.rate, parsed.cens, *parsed.trunc_bounds)
-    return bool(parsed.offsets) or any(n is not None for n in named)

@@ -25,8 +25,8 @@ lognormal, whose ``eta`` is the mean of ``log(y)``); ``"response"`` a draw from 
 likelihood (``Family.likelihood``), i.e. the posterior predictive distribution of a new
 observation. Binomial ``"mean"`` and ``"response"`` need the trials column in newdata;
 ``"response"`` of a model with known standard errors (``y | se(s) ~ ...``) needs ``s``.
-An ordinal or categorical model's ``"mean"`` is the probability of each category, dims (chain, draw,
-obs, category) with the categories as labels (brms' ``posterior_epred``); its
+An ordinal or categorical model's ``"mean"`` is the probability of each category, dims
+(chain, draw, obs, category) with the categories as labels (brms' ``posterior_epred``); its
 ``"response"`` draws categories numbered 1..K in their order (``posterior_predict``).
 Offsets (``offset()``, ``rate()``) of new rows are read from newdata.
 The same ``seed`` gives identical draws.
@@ -250,7 +250,7 @@ def predict(
         values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed, bounds)
     name = spec.response if dpar == MU else dpar
     dims, coords = ("chain", "draw", "obs"), {}
-    if values.ndim == 4:  # an ordinal model's category probabilities
+    if values.ndim == 4:  # an ordinal or categorical model's category probabilities
         dims, coords = (*dims, "category"), {"category": list(spec.response_levels)}
     dataset = xr.Dataset(
         {name: (dims, values)},

@@ -132,6 +132,11 @@ class DparSpec:
         return f"{self.name} {self.formula}" if self.predicted else f"{self.name} = {self.value:g}"
 
 
+def threshold_names(levels: tuple[str, ...]) -> tuple[str, ...]:
+    """brms' names of the K - 1 thresholds between K ordered categories."""
+    return tuple(f"Intercept[{k}]" for k in range(1, len(levels)))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Family, link, terms and resolved priors of a model."""
@@ -154,7 +159,8 @@ class ModelSpec:
     dpars: tuple[DparSpec, ...] = ()  # family parameters with a formula or a fixed value
     se_sigma: bool = False  # `se(s, sigma = TRUE)`: a residual sigma beside the known sds
     # (failure, success) levels of a bernoulli response stored as two-level text; an
-    # ordinal response's categories, in order
+    # ordinal or categorical response's categories, in order (categorical: the first is
+    # the reference)
     response_levels: tuple[str, ...] | None = None
 
     @property
@@ -197,12 +203,26 @@ class ModelSpec:
         return tuple(n for t in self.terms for n in t.cor_names)
 
     @property
+    def levels_text(self) -> str:
+        """How the response's levels are read, for the model's and the fit's printouts:
+        the success level of a bernoulli response stored as text, the ordered or
+        unordered categories; "" otherwise."""
+        levels = self.response_levels
+        if not levels:
+            return ""
+        if self.family == "bernoulli":
+            return f", success = {self.response!r} is {levels[1]!r} (against {levels[0]!r})"
+        if FAMILIES[self.family].categorical:
+            return f", categories {', '.join(map(repr, levels))} (the first is the reference)"
+        return f", categories {' < '.join(map(repr, levels))}"
+
+    @property
     def threshold_names(self) -> tuple[str, ...]:
         """An ordinal model's thresholds, as brms names them: ``Intercept[1]`` ..
         ``Intercept[K-1]`` between its K categories (``response_levels``); else ()."""
         if self.response_levels is None or not FAMILIES[self.family].ordinal:
             return ()
-        return tuple(f"Intercept[{k}]" for k in range(1, len(self.response_levels)))
+        return threshold_names(self.response_levels)
 
     @property
     def hyper_names(self) -> tuple[str, ...]:
@@ -223,24 +243,7 @@ class ModelSpec:
                 f"         {d.text} " + (f"(link: {d.link})" if d.predicted else "(fixed)")
                 for d in self.dpars
             ),
-            f"Family:  {self.family} (link: {self.link})"
-            + (
-                f", success = {self.response!r} is {self.response_levels[1]!r} "
-                f"(against {self.response_levels[0]!r})"
-                if self.response_levels and self.family == "bernoulli"
-                else ""
-            )
-            + (
-                f", categories {' < '.join(map(repr, self.response_levels))}"
-                if self.threshold_names
-                else ""
-            )
-            + (
-                f", categories {', '.join(map(repr, self.response_levels))} (the first is "
-                "the reference)"
-                if FAMILIES[self.family].categorical and self.response_levels
-                else ""
-            )
+            f"Family:  {self.family} (link: {self.link}){self.levels_text}"
             + (
                 f", known standard errors `{self.se}`"
                 + (" plus a residual sigma" if self.se_sigma else " (no sigma)")

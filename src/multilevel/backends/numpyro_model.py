@@ -186,7 +186,10 @@ def prior_arrays(spec: ModelSpec) -> dict:
         "b": _block_arrays(spec.columns, st.coef_groups, priors),
         "sd": _block_arrays(spec.sd_names, st.sd_groups, priors),
         "aux": _block_arrays(spec.aux, st.aux_groups, priors),
-        "thresholds": _threshold_arrays(spec.threshold_names, priors),
+        # one prior family for every threshold (structure_of checks it)
+        "thresholds": _block_arrays(
+            spec.threshold_names, _group_by_family(spec.threshold_names, priors), priors
+        ),
         "eta": eta,
         "impute": tuple(_imputation_priors(imp) for imp in spec.imputed),
         # values of fixed family parameters (ml.bf(..., nu=4)): arguments, not constants
@@ -194,24 +197,10 @@ def prior_arrays(spec: ModelSpec) -> dict:
     }
 
 
-def _threshold_arrays(names: tuple[str, ...], priors: dict) -> dict:
-    """loc, scale and shape parameters of the thresholds' priors, (K - 1,) each."""
-    if not names:
-        return {}
-    chosen = [priors[n] for n in names]
-    arrays = {
-        "loc": [p.loc_scale()[0] for p in chosen],
-        "scale": [p.loc_scale()[1] for p in chosen],
-    }
-    for key in chosen[0].shape_params():
-        arrays[key] = [p.shape_params()[key] for p in chosen]
-    return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
-
-
 def sample_thresholds(st: Structure, prior: dict) -> jnp.ndarray:
     """(K - 1,) thresholds of an ordinal model: each with its prior, increasing for the
     cumulative family (``ordinal.ThresholdPrior``)."""
-    params = prior["thresholds"]
+    params = prior["thresholds"][st.threshold_family]
     base = dist.TransformedDistribution(
         standard_distribution(st.threshold_family, params).expand([st.n_thresholds]),
         dist.transforms.AffineTransform(params["loc"], params["scale"]),

@@ -133,6 +133,13 @@ class ParsedFormula:
     def trunc_bounds(self) -> tuple[str | None, str | None]:
         return self.trunc_lower, self.trunc_upper
 
+    @property
+    def has_additions(self) -> bool:
+        """Offsets, weights, an exposure, censoring or truncation (``Design.has_additions``
+        for the arrays they become)."""
+        named = (self.weights, self.rate, self.cens, *self.trunc_bounds)
+        return bool(self.offsets) or any(n is not None for n in named)
+
 
 def bound_value(text: str) -> float | None:
     """The number a truncation bound writes (``0``, ``-Inf``), or None for a column."""
