@@ -182,3 +182,29 @@ def test_collinear_but_identified_columns_pass(frame):
     data = frame.assign(year=1990.0 + np.arange(len(frame)) % 31)
     model = ml.Model("y ~ cr(x, df=4, constraints='center') + year + I(year**2) + (1 | g)", data)
     assert model.design.X.shape[1] == 7
+
+
+@pytest.mark.parametrize(
+    "family, plain",
+    [("zero_inflated_poisson", "poisson"), ("hurdle_negative_binomial", "negative_binomial")],
+)
+def test_an_inflated_family_without_zeros_warns(frame, family, plain):
+    frame = frame.assign(count=frame["count"] + 1)
+    with pytest.warns(DesignWarning, match=f"no zeros.*family='{plain}'"):
+        ml.Model("count ~ x + (1 | g)", frame, family=family)
+
+
+def test_zero_one_inflated_beta_without_0_or_1_warns(frame):
+    frame = frame.assign(share=np.linspace(0.1, 0.9, len(frame)))
+    with pytest.warns(DesignWarning, match="no 0s or 1s.*family='beta'"):
+        ml.Model("share ~ x", frame, family="zero_one_inflated_beta")
+
+
+def test_an_ordinal_category_held_by_one_group_warns(frame):
+    rating = np.tile([1, 2, 3], len(frame))[: len(frame)]
+    rating[0] = 4  # the only 4, in group "a"
+    with pytest.warns(
+        DesignWarning,
+        match="Category '4' of `rating` occurs only in the group 'a' of `g` \\(1 row\\)",
+    ):
+        ml.Model("rating ~ x + (1 | g)", frame.assign(rating=rating), family="cumulative")

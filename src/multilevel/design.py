@@ -186,6 +186,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         X, columns = _without_intercept(X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
+    _warn_thin_response(y, family, blocks, levels, parsed.response)
     y = y.astype(float)
     weights = None
     if parsed.weights is not None:
@@ -553,6 +554,55 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
     scales = Z.std(axis=0)
     scales = np.where(scales > 0, scales, 1.0)
     return GroupBlock(term, coefs, Z, codes, levels, scales, spec)
+
+
+# the family without its extra zeros (or zeros and ones), for a response that has none
+_WITHOUT_INFLATION = {
+    "zero_inflated_poisson": "poisson", "zero_inflated_negative_binomial": "negative_binomial",
+    "zero_inflated_binomial": "binomial", "zero_inflated_beta_binomial": "beta_binomial",
+    "hurdle_poisson": "poisson", "hurdle_negative_binomial": "negative_binomial",
+    "hurdle_gamma": "gamma", "hurdle_lognormal": "lognormal", "zero_one_inflated_beta": "beta",
+}  # fmt: skip
+
+
+def _warn_thin_response(y, family: Family, blocks, levels, column: str) -> None:
+    """Warn where the response leaves part of the model to its prior: an inflated or
+    hurdle family without a zero (or, for zero_one_inflated_beta, without a 0 or 1),
+    and an ordinal category that a single group of a grouping factor holds."""
+    y = np.asarray(y, dtype=float)
+    if family.name in _WITHOUT_INFLATION:
+        ends = (0.0, 1.0) if family.name == "zero_one_inflated_beta" else (0.0,)
+        if not np.isin(y, ends).any():
+            what = "0s or 1s" if len(ends) == 2 else "zeros"
+            warnings.warn(
+                f"The response `{column}` has no {what}, so the {family.name} family's "
+                f"probability of an extra {'0 or 1' if len(ends) == 2 else 'zero'} can only "
+                f"be estimated near 0, by how close its prior lets it. Without {what}, "
+                f"family={_WITHOUT_INFLATION[family.name]!r} is the same model without it.",
+                DesignWarning,
+                stacklevel=4,
+            )
+    if not family.ordinal:
+        return
+    for block in blocks:
+        if len(block.levels) < 2:
+            continue
+        for k, label in enumerate(levels):
+            holders = np.unique(block.codes[y == k])
+            if len(holders) == 1:
+                warnings.warn(
+                    f"Category {label!r} of `{column}` occurs only in the group "
+                    f"{block.levels[holders[0]]!r} of `{block.group}` ({_rows(np.sum(y == k))}"
+                    "): the thresholds beside it are learned from that group alone and "
+                    "trade off with its effect. Merge it with a neighbouring category if "
+                    "that is not what the data mean.",
+                    DesignWarning,
+                    stacklevel=4,
+                )
+
+
+def _rows(n) -> str:
+    return f"{int(n)} row" + ("" if n == 1 else "s")
 
 
 def group_codes(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
