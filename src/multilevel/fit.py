@@ -259,6 +259,7 @@ def format_fit(fit: Fit) -> str:
         for group in dict.fromkeys(t.group for t in spec.terms):
             terms = [t for t in spec.terms if t.group == group]
             names = [n for t in terms for n in (*t.sd_names, *t.cor_names)]
+            names += [n for s in spec.linked_terms if s.group == group for n in s.cor_names]
             lines += [f"~{group} ({len(terms[0].levels)} levels)", _table(table.loc[names])]
     if spec.aux:
         lines += ["", "Family-specific parameters:", _table(table.loc[list(spec.aux)])]

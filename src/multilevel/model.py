@@ -30,11 +30,20 @@ from multilevel.prior_rules import (
     dpar_centre,
     dpar_classes,
     dpar_defaults,
+    linked_defaults,
     resolve_priors,
     threshold_defaults,
 )
 from multilevel.simulation import simulate
-from multilevel.spec import DparSpec, ModelSpec, TermSpec, threshold_names
+from multilevel.spec import (
+    DparSpec,
+    ModelSpec,
+    TermSpec,
+    link_terms,
+    linked_sets,
+    shared_ids,
+    threshold_names,
+)
 
 
 class Model:
@@ -105,6 +114,7 @@ class Model:
             **{name: ("", value) for name, value in distributional.fixed.items()},
         }
         flags = centring.term_flags(design, family_obj.name, centered)
+        flags = _uncentred_if_linked(design, flags, centered)
         if isinstance(centered, tuple):  # one flag per term: a choice for all only if they agree
             centered = flags[0] if len(set(flags)) == 1 else None
         # the user's choice, kept for the collapsed sampler's per-term rule (None: the data's)
@@ -165,18 +175,30 @@ class Model:
         aux = () if parsed.se is not None and not parsed.se_sigma else family_obj.aux
         aux = tuple(a for a in aux if a not in self._dpar_specs)
         self.design = design
+        linked = linked_ids(design)
         terms = tuple(
             TermSpec(
-                b.group, b.term.factors, b.term.expr, b.coefs, b.term.correlated, b.levels, c, on
-            )
+                b.group,
+                b.term.factors,
+                b.term.expr,
+                b.coefs,
+                b.term.correlated,
+                b.levels,
+                c,
+                on,
+                id=b.term.id if (b.group, b.term.id) in linked else "",
+            )  # fmt: skip
             for b, c, on in zip(
                 design.blocks, centered_terms, centring.nested_in(design, centered_terms)
             )
         )
         defaults = default_priors(design, terms, family, aux, link=link)
-        own_terms, own_defaults, classes, dpars = _dpar_parts(design, family, self._dpar_specs)
-        terms += own_terms
+        own_terms, own_defaults, classes, dpars = _dpar_parts(
+            design, family, self._dpar_specs, linked
+        )
+        terms = link_terms(terms + own_terms)  # refuses IDs that cannot link
         defaults.update(own_defaults)
+        defaults.update(linked_defaults(linked_sets(terms)))
         levels = getattr(design, "response_levels", None)
         if family_obj.ordinal:  # thresholds Intercept[k], of class Intercept, come first
             names = threshold_names(levels)
@@ -572,10 +594,36 @@ class Model:
         }
 
 
-def _dpar_parts(design, family: str, dpar_specs: dict):
+def _uncentred_if_linked(design, flags: tuple[bool, ...], choice) -> tuple[bool, ...]:
+    """Linked terms (``|p|``) are sampled non-centred: their effects are drawn jointly
+    with other parameters' as scaled standard normals. Refuses an explicit request to
+    centre one."""
+    linked = linked_ids(design)
+    out = list(flags)
+    for k, block in enumerate(design.blocks):
+        if out[k] and (block.group, block.term.id) in linked:
+            if choice is not None:
+                raise MultilevelError(
+                    f"The effects of ({block.term.expr} |{block.term.id}| {block.group}) are "
+                    "correlated with other parameters' (brms' ID syntax) and are sampled "
+                    "non-centred; pass centered=False or None."
+                )
+            out[k] = False
+    return tuple(out)
+
+
+def linked_ids(design) -> set[tuple[str, str]]:
+    """(group, ID) of the terms that brms IDs (``|p|``) link across the formulas of the
+    mean and of family parameters (or categories)."""
+    blocks = [*design.blocks, *(b for d in getattr(design, "dpars", ()) for b in d.blocks)]
+    return shared_ids((b.group, b.term.id) for b in blocks)
+
+
+def _dpar_parts(design, family: str, dpar_specs: dict, linked: set):
     """The spec's parts for family parameters with a formula (their group terms, default
     priors, prior classes, ``DparSpec``) or a fixed value (a ``DparSpec``).
-    ``dpar_specs``: name -> (right-hand side, None) or ("", value)."""
+    ``dpar_specs``: name -> (right-hand side, None) or ("", value); ``linked``: the
+    (group, ID) pairs of linked terms (``linked_ids``)."""
     terms, defaults, classes, dpars = (), {}, {}, []
     for dpar_design in getattr(design, "dpars", ()):
         name = dpar_design.name
@@ -588,6 +636,7 @@ def _dpar_parts(design, family: str, dpar_specs: dict):
                 b.term.correlated,
                 b.levels,
                 dpar=name,
+                id=b.term.id if (b.group, b.term.id) in linked else "",
             )  # fmt: skip
             for b in dpar_design.blocks
         )

@@ -215,6 +215,8 @@ def predict(
     rng = np.random.default_rng(seed)
     new_levels, unseen = {}, {}
     codes = list(rows["codes"])
+    linked = {k: each for each in spec.linked_terms for k in each.terms}
+    linked_draws: dict = {}  # a linked set's group -> its new levels' effects, every term's
     for k, term in enumerate(spec.terms):
         missing = codes[k] < 0
         new = tuple(dict.fromkeys(labels[k][missing]))
@@ -225,7 +227,18 @@ def predict(
             effects[k] = None
             continue
         if new:  # effects of new levels, drawn per draw, appended after the fitted ones
-            drawn = _new_effects(posterior, term, len(new), rng)  # (chain, draw, U, q)
+            if k in linked:  # drawn jointly with the other terms of its ID (|p|)
+                each = linked[k]
+                if each.cor_key not in linked_draws:
+                    sd_names = [n for j in each.terms for n in spec.terms[j].sd_names]
+                    joint = _new_effects(posterior, sd_names, each, len(new), rng)
+                    starts = np.cumsum([0] + [len(spec.terms[j].coefs) for j in each.terms])
+                    linked_draws[each.cor_key] = {
+                        j: joint[..., starts[i] : starts[i + 1]] for i, j in enumerate(each.terms)
+                    }
+                drawn = linked_draws[each.cor_key][k]
+            else:
+                drawn = _new_effects(posterior, term.sd_names, term, len(new), rng)
             where = {label: u for u, label in enumerate(new)}
             codes[k] = codes[k].copy()
             codes[k][missing] = len(term.levels) + np.array(
@@ -372,14 +385,16 @@ def _thin(posterior, draws: int | None):
     return posterior.isel(draw=keep)
 
 
-def _new_effects(posterior, term, n_new: int, rng: np.random.Generator) -> np.ndarray:
-    """(chain, draw, n_new, q) effects of new levels: per draw N(0, diag(sd) R diag(sd))."""
-    sd = np.stack([posterior[n].values.astype(float) for n in term.sd_names], axis=-1)
+def _new_effects(posterior, sd_names, correlations, n_new: int, rng) -> np.ndarray:
+    """(chain, draw, n_new, q) effects of new levels: per draw N(0, diag(sd) R diag(sd)),
+    ``sd_names`` naming the sds, R from ``correlations`` (a term or a set of linked
+    terms: ``cor_pairs`` and ``cor_names``; the identity where it has none)."""
+    sd = np.stack([posterior[n].values.astype(float) for n in sd_names], axis=-1)
     q = sd.shape[-1]
     chol = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q))
-    if term.has_correlation:
+    if correlations.cor_names:
         corr = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q)).copy()
-        for (i, j), name in zip(term.cor_pairs, term.cor_names):
+        for (i, j), name in zip(correlations.cor_pairs, correlations.cor_names):
             corr[..., i, j] = corr[..., j, i] = posterior[name].values
         chol = np.linalg.cholesky(corr + 1e-12 * np.eye(q))
     scale_tril = sd[..., :, None] * chol  # diag(sd) L: (chain, draw, q, q)

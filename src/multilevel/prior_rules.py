@@ -30,7 +30,7 @@ import numpy as np
 from multilevel import priors as P
 from multilevel.errors import DataError, PriorError
 from multilevel.families import FAMILIES, category_predictor, inverse_link_slope, link_function
-from multilevel.spec import TermSpec
+from multilevel.spec import TermSpec, linked_sets
 
 CLASSES = {
     "Intercept": P.REAL,
@@ -211,6 +211,12 @@ def _linear_defaults(design, names, terms, blocks, m: float, s: float) -> dict:
     return out
 
 
+def linked_defaults(linked) -> dict:
+    """LKJ(2) on the correlations of each set of terms linked by a brms ID (``|p|``), as
+    on a correlated term's: class ``cor``."""
+    return {each.cor_key: P.LKJ(2.0) for each in linked}
+
+
 def dpar_centre(name: str, design, family: str) -> tuple[float, float]:
     """Location and scale of a family parameter's formula defaults, on its link scale.
 
@@ -340,11 +346,12 @@ def _check_keys(user: dict, defaults: dict, terms: tuple[TermSpec, ...], dpar_cl
     for key in user:
         if key in known:
             continue
-        if key.startswith("cor(") and any(key in t.cor_names for t in terms):
+        owners = [*terms, *linked_sets(terms)]  # whatever has an LKJ matrix
+        if key.startswith("cor(") and any(key in t.cor_names for t in owners):
             raise PriorError(
                 f"{key!r} is one of several correlations of a term with more than two "
                 "varying coefficients; an LKJ prior covers the whole matrix, so set it "
-                f"with 'cor' or {next(t.cor_key for t in terms if key in t.cor_names)!r}."
+                f"with 'cor' or {next(t.cor_key for t in owners if key in t.cor_names)!r}."
             )
         close = difflib.get_close_matches(key, known, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""

@@ -269,8 +269,9 @@ def check_params(model, params: Mapping) -> dict:
     for name in (*spec.sd_names, *spec.aux):
         if out[name] <= 0:
             raise MultilevelError(f"{name!r} is a scale and must be positive, got {out[name]}.")
+    for owner in (*spec.terms, *spec.linked_terms):  # whatever has an LKJ matrix
+        _check_correlations(owner, out)
     for term in spec.terms:
-        _check_correlations(term, out)
         given = [n for n in term.effect_names if n in params]
         if given and len(given) < len(term.effect_names):
             absent = [n for n in term.effect_names if n not in params]
@@ -280,6 +281,14 @@ def check_params(model, params: Mapping) -> dict:
             )
         for name in given:
             out[name] = _effect_values(name, params[name], term.levels)
+    for each in spec.linked_terms:  # drawn jointly: all of a linked set's effects or none
+        names = [n for k in each.terms for n in spec.terms[k].effect_names]
+        absent = [n for n in names if n not in params]
+        if 0 < len(absent) < len(names):
+            raise MultilevelError(
+                f"The effects of the terms of {each.group!r} with the ID |{each.id}| are drawn "
+                f"together: give all of them or none ({', '.join(absent)} is missing)."
+            )
     return out
 
 
@@ -307,7 +316,8 @@ def draw_response(model, params: dict | None, seed: int) -> tuple[np.ndarray, di
 
 
 def _check_correlations(term, values: dict) -> None:
-    if not term.has_correlation:
+    """The correlations of a term or of a set of linked terms form a valid matrix."""
+    if not term.cor_names:
         return
     corr = np.eye(len(term.coefs))
     for (i, j), name in zip(term.cor_pairs, term.cor_names):

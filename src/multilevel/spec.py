@@ -10,7 +10,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 
 from multilevel import priors as P
 from multilevel.errors import FitFileError, FormulaError, PriorError
@@ -35,6 +35,10 @@ class TermSpec:
     nested_in: str | None = None
     # the distributional parameter whose linear predictor it enters (``mu``: the mean)
     dpar: str = MU
+    # brms' ID (``|p|``), set only when terms of the same grouping factor in other
+    # parameters' formulas share it: their effects are then correlated with these, and
+    # the correlations are the ``LinkedTerms``' (see ``link_terms``)
+    id: str = ""
 
     @property
     def sd_names(self) -> tuple[str, ...]:
@@ -46,25 +50,109 @@ class TermSpec:
 
     @property
     def has_correlation(self) -> bool:
-        return self.correlated and len(self.coefs) > 1
+        """Whether the term has an LKJ correlation matrix of its own (a linked term's
+        correlations are its ``LinkedTerms``')."""
+        return self.correlated and len(self.coefs) > 1 and not self.id
 
     @property
     def cor_pairs(self) -> tuple[tuple[int, int], ...]:
-        q = len(self.coefs)
-        return tuple((i, j) for i in range(q) for j in range(i + 1, q))
+        return correlation_pairs(len(self.coefs))
 
     @property
     def cor_names(self) -> tuple[str, ...]:
         if not self.has_correlation:
             return ()
-        return tuple(
-            f"cor({self.coefs[i]},{self.coefs[j]}|{self.group})" for i, j in self.cor_pairs
-        )
+        return correlation_names(self.coefs, self.group)
 
     @property
     def cor_key(self) -> str:
         """Prior key of this term's LKJ: its one correlation name, or ``cor(|group)``."""
         return self.cor_names[0] if len(self.cor_names) == 1 else f"cor(|{self.group})"
+
+
+def correlation_pairs(q: int) -> tuple[tuple[int, int], ...]:
+    """(i, j), i < j: the entries of a q x q correlation matrix, row by row."""
+    return tuple((i, j) for i in range(q) for j in range(i + 1, q))
+
+
+def correlation_names(coefs: tuple[str, ...], group: str) -> tuple[str, ...]:
+    """``cor(a,b|g)`` for each pair of ``correlation_pairs``."""
+    return tuple(f"cor({coefs[i]},{coefs[j]}|{group})" for i, j in correlation_pairs(len(coefs)))
+
+
+@dataclass(frozen=True)
+class LinkedTerms:
+    """Group terms of one grouping factor that share a brms ID (``(1 |p| g)`` in the
+    formulas of several parameters or categories): their effects are drawn from one
+    multivariate normal, with one LKJ correlation matrix over all their covariates."""
+
+    group: str
+    id: str
+    terms: tuple[int, ...]  # indices into ``ModelSpec.terms``, in order
+    coefs: tuple[str, ...]  # every term's covariates, as their effects are named
+
+    @property
+    def cor_pairs(self) -> tuple[tuple[int, int], ...]:
+        return correlation_pairs(len(self.coefs))
+
+    @property
+    def cor_names(self) -> tuple[str, ...]:
+        return correlation_names(self.coefs, self.group)
+
+    @property
+    def cor_key(self) -> str:
+        """Prior key of the LKJ: its one correlation name, or ``cor(|p|group)``."""
+        return self.cor_names[0] if len(self.cor_names) == 1 else f"cor(|{self.id}|{self.group})"
+
+
+def linked_sets(terms: tuple[TermSpec, ...]) -> tuple[LinkedTerms, ...]:
+    """The sets of ``terms`` (after ``link_terms``) that share a brms ID."""
+    sets: dict[tuple[str, str], list[int]] = {}
+    for k, t in enumerate(terms):
+        if t.id:
+            sets.setdefault((t.group, t.id), []).append(k)
+    return tuple(
+        LinkedTerms(group, term_id, tuple(ks), tuple(c for k in ks for c in terms[k].coefs))
+        for (group, term_id), ks in sets.items()
+    )
+
+
+def shared_ids(written) -> set[tuple[str, str]]:
+    """The (group, ID) pairs that link terms: brms IDs (``|p|``) written for one grouping
+    factor in more than one term. ``written``: (group, ID) of each term, "" for none."""
+    counts: dict[tuple[str, str], int] = {}
+    for group, term_id in written:
+        if term_id:
+            counts[(group, term_id)] = counts.get((group, term_id), 0) + 1
+    return {key for key, count in counts.items() if count > 1}
+
+
+def link_terms(terms: tuple[TermSpec, ...]) -> tuple[TermSpec, ...]:
+    """The terms with each brms ID kept where it links terms (``shared_ids``) and cleared
+    elsewhere (``(1 |p| g)`` in one formula alone is ``(1 | g)``). Refuses an ID shared
+    within one formula, by terms of one factor with different levels, or with ``||``."""
+    shared = shared_ids((t.group, t.id) for t in terms)
+    for group, term_id in shared:
+        members = [t for t in terms if (t.group, t.id) == (group, term_id)]
+        dpars = [t.dpar for t in members]
+        if len(set(dpars)) < len(dpars):
+            twice = next(d for d in dpars if dpars.count(d) > 1)
+            raise FormulaError(
+                f"The ID `|{term_id}|` appears twice for {group!r} in the formula of "
+                f"{twice}: within one formula, write the covariates in one term, "
+                f"`(1 + x |{term_id}| {group})`."
+            )
+        if len({t.levels for t in members}) > 1:
+            raise FormulaError(
+                f"The terms of {group!r} with the ID `|{term_id}|` see different levels of "
+                f"{group!r}; linked effects need the same groups in every formula."
+            )
+        if not all(t.correlated for t in members):
+            raise FormulaError(
+                f"The terms of {group!r} with the ID `|{term_id}|` mix `|` and `||`; "
+                "linked effects are correlated: write each with `|`."
+            )
+    return tuple(t if (t.group, t.id) in shared else replace(t, id="") for t in terms)
 
 
 @dataclass(frozen=True)
@@ -199,8 +287,15 @@ class ModelSpec:
         return tuple(n for t in self.terms for n in t.sd_names)
 
     @property
+    def linked_terms(self) -> tuple[LinkedTerms, ...]:
+        """Terms linked by a brms ID (``|p|``), with their shared correlations."""
+        return linked_sets(self.terms)
+
+    @property
     def cor_names(self) -> tuple[str, ...]:
-        return tuple(n for t in self.terms for n in t.cor_names)
+        """Every correlation: each term's own, then each linked set's."""
+        own = (n for t in self.terms for n in t.cor_names)
+        return (*own, *(n for linked in self.linked_terms for n in linked.cor_names))
 
     @property
     def levels_text(self) -> str:
@@ -259,8 +354,10 @@ class ModelSpec:
             lines.append(f"{name:<36} {str(prior):<34} {sources[name]}")
         for term in self.terms:
             lines.append(
-                f"{', '.join(term.effect_names):<36} {'multivariate normal' if term.has_correlation else 'normal':<34} "
+                f"{', '.join(term.effect_names):<36} "
+                f"{'multivariate normal' if term.has_correlation or term.id else 'normal':<34} "
                 f"{len(term.levels)} levels of {term.group}"
+                + (f", correlated with the other terms of ID |{term.id}|" if term.id else "")
             )
         for imp in self.imputed:
             lines.append(f"{imp.values_name} ({len(imp.rows)} missing values of {imp.column}):")
@@ -439,12 +536,23 @@ def _check_consistent(spec: ModelSpec) -> None:
                 formulas[d.name] = parse_dpar(d.name, d.formula, spec.response)
             except FormulaError as exc:
                 raise refuse(_one_line(exc)) from None
+    written_ids = {}  # term index -> the ID its formula writes
     for dpar, formula in formulas.items():
-        terms = tuple((t.factors, t.expr, t.correlated) for t in spec.terms if t.dpar == dpar)
+        own = [k for k, t in enumerate(spec.terms) if t.dpar == dpar]
+        terms = tuple(
+            (spec.terms[k].factors, spec.terms[k].expr, spec.terms[k].correlated) for k in own
+        )
         if terms != tuple((g.factors, g.expr, g.correlated) for g in formula.groups):
             raise refuse(f"its group terms are not the formula's ({dpar})")
+        written_ids.update({k: g.id for k, g in zip(own, formula.groups)})
     if any(t.dpar not in formulas for t in spec.terms):
         raise refuse("a group term belongs to no formula")
+    try:
+        linked = link_terms(tuple(replace(t, id=written_ids[k]) for k, t in enumerate(spec.terms)))
+    except FormulaError as exc:
+        raise refuse(_one_line(exc)) from None
+    if tuple(t.id for t in linked) != tuple(t.id for t in spec.terms):
+        raise refuse("its terms' IDs (`|p|`) are not the formulas'")
     names = [*spec.hyper_names, *(n for t in spec.terms for n in t.effect_names)]
     if len(set(names)) != len(names):
         raise refuse("a parameter name appears twice")

@@ -57,7 +57,7 @@ def test_binomial_trials_on_the_left():
         ("y ~ x + 1 | g)", "unmatched `)`", 13),
         ("y ~ x | g", "must be in parentheses", 6),
         ("y ~ x + ( | g)", "no covariates", 10),
-        ("y ~ x + (1 ||| g)", "expected `|` or `||`", None),
+        ("y ~ x + (1 ||| g)", "expected `|`, `||` or `|ID|`", None),
         ("log(y) ~ x", "must be a column name", 0),
         ("y | foo(w) ~ x", "unknown term; after `|` on the left write `trials()`", 4),
         ("y ~ x + (1 | g + h)", "not a column name", None),
@@ -126,6 +126,11 @@ def test_quoted_names_with_unicode_fit_a_model_end_to_end():
     ]
 
 
-def test_brms_id_syntax_is_refused_by_name():
-    with pytest.raises(FormulaError, match="ID syntax"):
-        parse_formula("y ~ x + (1 + x |p| g)")
+def test_brms_id_syntax_reads_the_id():
+    (term,) = parse_formula("y ~ x + (1 + x |p| g)").groups
+    assert (term.expr, term.group, term.correlated, term.id) == ("1 + x", "g", True, "p")
+    assert parse_formula("y ~ (1 | g)").groups[0].id == ""
+    with pytest.raises(FormulaError, match="not an ID"):
+        parse_formula("y ~ x + (1 |p q| g)")
+    with pytest.raises(FormulaError, match="`\\|\\|`"):
+        parse_formula("y ~ x + (1 ||p|| g)")

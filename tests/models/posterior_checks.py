@@ -34,8 +34,10 @@ def relative_se_of_sd(x):
 def numpyro_priors(spec):
     """The spec's priors as NumPyro distributions; Exponential ones as NumPyro's own, whose
     support is positive (a scaled Exponential's support is the real line, and NUTS would
-    wander into negative sds)."""
+    wander into negative sds). LKJ priors are left out: a reference writes its own
+    ``LKJCholesky`` of the matrix's dimension."""
     return {
         name: dist.Exponential(p.rate) if isinstance(p, ml.priors.Exponential) else p.to_numpyro()
         for name, p in spec.priors
+        if not isinstance(p, ml.priors.LKJ)
     }

@@ -92,6 +92,8 @@ class Structure:
     n_thresholds: int = 0
     threshold_family: str = ""  # the prior family every threshold shares
     ordered_thresholds: bool = False
+    # terms linked by a brms ID (``|p|``): each set's effects drawn jointly, one LKJ
+    linked: tuple[tuple[int, ...], ...] = ()
 
     @property
     def dense_sites(self) -> tuple[str, ...]:
@@ -145,6 +147,7 @@ def structure_of(spec: ModelSpec) -> Structure:
         has_trials=spec.trials is not None,
         layout=layout_of(spec),
         fixed_names=tuple(spec.fixed_dpars),
+        linked=tuple(each.terms for each in spec.linked_terms),
         imputed=tuple(
             ImputedShape(
                 len(imp.positions),
@@ -191,6 +194,9 @@ def prior_arrays(spec: ModelSpec) -> dict:
             spec.threshold_names, _group_by_family(spec.threshold_names, priors), priors
         ),
         "eta": eta,
+        "eta_linked": tuple(
+            np.asarray(priors[each.cor_key].eta, dtype=np.float32) for each in spec.linked_terms
+        ),
         "impute": tuple(_imputation_priors(imp) for imp in spec.imputed),
         # values of fixed family parameters (ml.bf(..., nu=4)): arguments, not constants
         "fixed": {n: np.float32(v) for n, v in spec.fixed_dpars.items()},
@@ -384,6 +390,7 @@ def term_effects(
     levels (``codes[k]``); a term in ``centring`` on the population coefficients; others
     on zero. Shared by the joint and the partially collapsed Gaussian model."""
     effects, coefficients = {}, {}  # parent term -> (L, q) its groups' coefficients
+    linked = {k: i for i, members in enumerate(st.linked) for k in members}
     for k in order:
         term = st.terms[k]
         term_sd = sd[term.sd_start : term.sd_start + term.q]
@@ -391,11 +398,31 @@ def term_effects(
             mean = coefficients[parents[k]][codes[k]]  # (L_k, q)
         else:
             mean = population_means(centring[k], beta) if k in centring else None
-        effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered[k], mean)
+        if k in linked:  # non-centred, never centred on anything (Model refuses it)
+            if k not in effects:
+                i = linked[k]
+                effects.update(linked_effects(i, st, sd, prior["eta_linked"][i]))
+        else:
+            effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered[k], mean)
         if k in parents.values():
             coefficients[k] = effects[k] + (0.0 if mean is None else mean)
         numpyro.deterministic(f"effects_{k}", effects[k])
     return effects
+
+
+def linked_effects(i: int, st: Structure, sd: jnp.ndarray, eta) -> dict[int, jnp.ndarray]:
+    """(L, q_k) effects of each term of linked set i (brms' ``|p|``): one draw from
+    N(0, diag(sd) R diag(sd)) per level over all the set's covariates, with R ~ LKJ
+    (site ``L_linked_<i>``), non-centred (``z_linked_<i>``), split back into terms."""
+    members = st.linked[i]
+    shapes = [st.terms[k] for k in members]
+    set_sd = jnp.concatenate([sd[t.sd_start : t.sd_start + t.q] for t in shapes])
+    size = sum(t.q for t in shapes)
+    chol = numpyro.sample(f"L_linked_{i}", dist.LKJCholesky(size, eta))
+    z = numpyro.sample(f"z_linked_{i}", dist.Normal(0.0, 1.0).expand([shapes[0].n_levels, size]))
+    joint = z @ (set_sd[:, None] * chol).T  # (L, Q)
+    starts = np.cumsum([0] + [t.q for t in shapes])
+    return {k: joint[:, starts[j] : starts[j + 1]] for j, k in enumerate(members)}
 
 
 def group_effects(
@@ -544,6 +571,11 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
         for i, name in enumerate(term.effect_names):
             posterior[name] = samples[f"effects_{k}"][..., i]
             dims[name] = [term.group]
+    for i, each in enumerate(spec.linked_terms):
+        chol = samples[f"L_linked_{i}"]
+        corr = chol @ np.swapaxes(chol, -1, -2)
+        for (a, b), name in zip(each.cor_pairs, each.cor_names):
+            posterior[name] = corr[..., a, b]
     for j, name in enumerate(spec.aux):
         posterior[name] = samples["aux"][..., j]
     for j, imp in enumerate(spec.imputed):
@@ -599,8 +631,8 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
                 corr[i, j] = corr[j, i] = named[name]
             chol = np.linalg.cholesky(corr)
             out[f"L_{k}"] = chol
-        if not all(n in named for n in term.effect_names):
-            continue
+        if term.id or not all(n in named for n in term.effect_names):
+            continue  # linked terms: below
         effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
         mean = np.asarray(population_means(centring[k], beta)) if k in centring else 0.0
         if shape.parent >= 0:
@@ -615,4 +647,18 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
             out[f"r_{k}"] = effects + mean
         else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
             out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
+    for i, each in enumerate(spec.linked_terms):
+        corr = np.eye(len(each.coefs))
+        for (a, b), name in zip(each.cor_pairs, each.cor_names):
+            corr[a, b] = corr[b, a] = named[name]
+        chol = out[f"L_linked_{i}"] = np.linalg.cholesky(corr)
+        names = [n for k in each.terms for n in spec.terms[k].effect_names]
+        given = [n in named for n in names]
+        if any(given) and not all(given):  # drawn jointly: all or none
+            absent = [n for n, g in zip(names, given) if not g]
+            raise KeyError(f"values needed for {', '.join(absent)} (linked by |{each.id}|)")
+        if all(given):
+            sd = np.array([named[n] for k in each.terms for n in spec.terms[k].sd_names])
+            effects = np.stack([np.asarray(named[n], dtype=float) for n in names], -1)
+            out[f"z_linked_{i}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}

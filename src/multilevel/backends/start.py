@@ -198,8 +198,8 @@ def starting_values(
         named = {name: beta[c, j] for j, name in enumerate(spec.columns)}
         named.update({name: sd[c, j] for j, name in enumerate(spec.sd_names)})
         named.update({name: aux_loc[j] + aux_scale[j] for j, name in enumerate(spec.aux)})
+        named.update({name: 0.0 for name in spec.cor_names})
         for k, term in enumerate(spec.terms):
-            named.update({name: 0.0 for name in term.cor_names})
             named.update({n: effects[k][c, :, j] for j, n in enumerate(term.effect_names)})
         # the model's own map from reported values to its sites (centring included)
         per_chain.append(site_values(spec, prior, named, data.get("parents")))

@@ -29,7 +29,7 @@ from multilevel.formula.expressions import UNSUPPORTED, check_expression
 
 SUPPORTED = (
     "Supported: `y ~ x + (1 | g)`, `(1 + x | g)` (correlated), `(1 + x || g)` "
-    "(uncorrelated), `(0 + x | g)`, nested `(1 | a/b)`, interactions `(1 | a:b)`, crossed "
+    "(uncorrelated), `(1 + x |p| g)` (correlated across parameters or categories), `(0 + x | g)`, nested `(1 | a/b)`, interactions `(1 | a:b)`, crossed "
     "`(1 | a) + (1 | b)`, `offset(np.log(t))`, and on the left `successes | trials(n)` or "
     "`cbind(successes, failures)` for binomial responses, `y | se(s)` (known standard "
     "errors), `weights(w)`, `rate(t)`, `cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`."
@@ -39,6 +39,7 @@ _NAME = re.compile(r"^(?:[^\W\d]|\.)[\w.]*$")
 _BACKTICKED = re.compile(r"^`([^`]+)`$")
 _QUOTED = re.compile(r"""^Q\(\s*(['"])(.+)\1\s*\)$""")
 _ADDITION = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
+_ID = re.compile(r"^\w+$")  # brms' IDs of `|p|`: letters, digits, `_`
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # the addition terms we read, with their arguments (positional, then by name)
 ADDITIONS = {
@@ -80,6 +81,9 @@ class GroupTerm:
     expr: str
     factors: tuple[str, ...]
     correlated: bool
+    # brms' ID (`(1 + x |p| g)`): terms of one grouping factor with the same ID, in the
+    # formulas of different parameters or categories, have correlated effects
+    id: str = ""
 
     @property
     def group(self) -> str:
@@ -353,19 +357,27 @@ def _parse_cbind(formula: str, text: str, at: int) -> tuple[str, dict]:
 def _parse_bar(formula: str, inner: str, masked: str, position: int) -> list[GroupTerm]:
     """Parse the inside of ``( expr | factor )`` into one term per (nested) factor."""
     bars = _top_level_positions(masked, "|")
-    correlated = True
+    correlated, term_id = True, ""
     if len(bars) == 2 and bars[1] == bars[0] + 1:
         correlated = False
-    elif len(bars) == 2 and column_name(inner[bars[0] + 1 : bars[1]]) is not None:
+    elif len(bars) == 2:
+        term_id = inner[bars[0] + 1 : bars[1]].strip()
+        if not _ID.match(term_id):
+            raise _syntax_error(
+                formula,
+                position + bars[0],
+                f"`|{term_id}|` is not an ID: brms' ID syntax `(1 + x |p| g)` takes a name "
+                "of letters, digits and `_` between the bars",
+            )
+    elif len(bars) == 4 and bars[1] == bars[0] + 1 and bars[3] == bars[2] + 1:
         raise _syntax_error(
             formula,
             position + bars[0],
-            "brms' ID syntax `(1 + x |p| g)` (effects of one grouping factor correlated "
-            "across parameters or categories) is not supported yet; write `(1 + x | g)` in "
-            "each formula: their effects are then independent of each other",
+            "an ID between `||` bars would correlate effects that `||` keeps uncorrelated; "
+            "write `(1 + x |p| g)` (correlated across parameters) or `(1 + x || g)`",
         )
     elif len(bars) != 1:
-        raise _syntax_error(formula, position + bars[-1], "expected `|` or `||`")
+        raise _syntax_error(formula, position + bars[-1], "expected `|`, `||` or `|ID|`")
     expr = inner[: bars[0]].strip()
     factor_text, masked_factor = inner[bars[-1] + 1 :], masked[bars[-1] + 1 :]
     if not expr:
@@ -389,7 +401,7 @@ def _parse_bar(formula: str, inner: str, masked: str, position: int) -> list[Gro
                 )
             names.append(name)
         prefix = prefix + names
-        terms.append(GroupTerm(expr, tuple(prefix), correlated))
+        terms.append(GroupTerm(expr, tuple(prefix), correlated, term_id))
     return terms
 
 
