@@ -67,6 +67,7 @@ _NUMPY_INVERSE = {
     "cauchit": _cauchit_numpy,  # the Cauchy cdf
     "sqrt": np.square,  # mean = eta^2, eta > 0 (the mean's square root)
     "inverse": np.reciprocal,  # mean = 1 / eta
+    "1/mu^2": lambda eta: 1.0 / np.sqrt(eta),  # mean = eta^(-1/2), eta > 0
 }
 _JAX_INVERSE = {
     "identity": lambda eta: eta,
@@ -78,6 +79,7 @@ _JAX_INVERSE = {
     "cauchit": lambda eta: 0.5 + jnp.arctan(eta) / jnp.pi,
     "sqrt": jnp.square,
     "inverse": jnp.reciprocal,
+    "1/mu^2": jax.lax.rsqrt,
 }
 #: The links themselves (mean -> eta) and the slopes of their inverses (d mean / d eta),
 #: in NumPy: the pooled GLM that starts the sampler (``backends.start``) reads them.
@@ -91,6 +93,7 @@ _NUMPY_LINK = {
     "cauchit": lambda mu: np.tan(np.pi * (mu - 0.5)),
     "sqrt": np.sqrt,
     "inverse": np.reciprocal,
+    "1/mu^2": lambda mu: mu**-2.0,
 }
 _NUMPY_INVERSE_SLOPE = {
     "identity": np.ones_like,
@@ -102,11 +105,12 @@ _NUMPY_INVERSE_SLOPE = {
     "cauchit": lambda eta: 1.0 / (np.pi * (1.0 + eta**2)),
     "sqrt": lambda eta: 2.0 * eta,
     "inverse": lambda eta: -1.0 / eta**2,
+    "1/mu^2": lambda eta: -0.5 * eta**-1.5,
 }
 #: Links whose mean leaves (0, inf) where eta <= 0: the families with a positive mean
 #: have no density there (``Family.valid_mean``). sqrt follows R's glm (mean eta^2 with
 #: eta > 0): brms' square would give every eta a twin -eta of equal likelihood.
-POSITIVE_ONLY_LINKS = ("identity", "sqrt", "inverse")
+POSITIVE_ONLY_LINKS = ("identity", "sqrt", "inverse", "1/mu^2")
 
 
 def inverse_link(link: str, eta):
@@ -271,11 +275,13 @@ class Family:
         if valid is None or valid.all():
             return
         bad = np.flatnonzero(~valid.ravel())
-        value = float(inverse_link(link, eta.ravel()[bad[0]]))
+        with np.errstate(invalid="ignore", divide="ignore"):  # 1/mu^2: no mean at eta <= 0
+            value = float(inverse_link(link, eta.ravel()[bad[0]]))
+        mean = f"a mean of {value:g}" if np.isfinite(value) else "no mean"
         raise DataError(
-            f"The {link} link of the {self.name} family gives a mean of {value:g} (linear "
+            f"The {link} link of the {self.name} family gives {mean} (linear "
             f"predictor {eta.ravel()[bad[0]]:g} <= 0) in {bad.size} of {eta.size} values "
-            f"asked for: a {self.name} mean must be positive, so nothing can be predicted "
+            f"asked for: {self.name} means must be positive, so nothing can be predicted "
             "there. The fitted rows never do (their likelihood is 0 there); new data "
             "beyond them can. Predict only where the linear predictor stays positive, or "
             "fit with link='log' (the default), whose mean is positive everywhere."
@@ -724,14 +730,23 @@ FAMILIES: dict[str, Family] = {
         outcome="counts",
     ),  # fmt: skip
     "exponential": Family(
-        "exponential", ("log",), (), _positive_check("exponential"), outcome="positive"
-    ),
+        "exponential",
+        ("log", "identity", "inverse"),
+        (),
+        _positive_check("exponential"),
+        outcome="positive",
+    ),  # fmt: skip
     "weibull": Family(
-        "weibull", ("log",), ("shape",), _positive_check("weibull"), outcome="positive"
-    ),
+        "weibull",
+        ("log", "identity", "inverse"),
+        ("shape",),
+        _positive_check("weibull"),
+        outcome="positive",
+    ),  # fmt: skip
+    # brms' default is 1/mu^2 (the canonical link); log is ours: every mean positive
     "inverse_gaussian": Family(
         "inverse_gaussian",
-        ("log",),
+        ("log", "1/mu^2", "inverse", "identity"),
         ("shape",),
         _positive_check("inverse_gaussian"),
         outcome="positive",
@@ -941,6 +956,22 @@ def _negative_binomial(link):
     return law
 
 
+def _positive_law(build, link):
+    """The likelihood of a positive-mean family under ``link``: ``build(mean, aux)``,
+    with log density -inf where eta gives no positive mean (``_positive_mean``)."""
+
+    def law(eta, aux, n):
+        mean, valid = _positive_mean(link, eta)
+        return _guarded(build(mean, aux), valid)
+
+    return law
+
+
+def _weibull(mean, aux):
+    """brms' weibull: mean ``mean``, shape k; scale mean / Gamma(1 + 1/k)."""
+    return dist.Weibull(mean * jnp.exp(-gammaln(1.0 + 1.0 / aux["shape"])), aux["shape"])
+
+
 def _gamma(link):
     def law(eta, aux, n):
         mean, valid = _positive_mean(link, eta)
@@ -962,6 +993,14 @@ for _link in ("identity", "sqrt"):
     _LIKELIHOODS[("negative_binomial", _link)] = _negative_binomial(_link)
 for _link in ("inverse", "identity"):
     _LIKELIHOODS[("gamma", _link)] = _gamma(_link)
+    _LIKELIHOODS[("exponential", _link)] = _positive_law(
+        lambda mean, aux: dist.Exponential(1.0 / mean), _link
+    )
+    _LIKELIHOODS[("weibull", _link)] = _positive_law(_weibull, _link)
+for _link in ("1/mu^2", "inverse", "identity"):
+    _LIKELIHOODS[("inverse_gaussian", _link)] = _positive_law(
+        lambda mean, aux: extra.InverseGaussian(mean, aux["shape"]), _link
+    )
 for _link in ("cloglog", "cauchit"):
     _LIKELIHOODS[("bernoulli", _link)] = _bernoulli(_link)
     _LIKELIHOODS[("binomial", _link)] = _binomial(_link)

@@ -14,6 +14,7 @@ default (issue 13).
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -213,13 +214,16 @@ def test_new_inverse_links_match_their_definitions():
             "cauchit": stats.cauchy.cdf(eta),
             "sqrt": eta**2,
             "inverse": 1 / eta,
+            "1/mu^2": 1 / np.sqrt(np.where(eta > 0, eta, np.nan)),  # brms' inverse_gaussian
         }
     for link, expected in definitions.items():
+        inside = eta > 0 if link in ("sqrt", "inverse", "1/mu^2") else np.ones_like(eta, bool)
+        if link == "1/mu^2":  # eta <= 0 gives no mean (NaN, or inf at 0): compared inside
+            eta, expected, inside = eta[inside], expected[inside], inside[inside]
         with np.errstate(divide="ignore"):
             np.testing.assert_allclose(inverse_link(link, eta), expected, rtol=1e-12)
             got = np.asarray(inverse_link(link, jnp.asarray(eta, dtype=jnp.float32)))
         np.testing.assert_allclose(got, expected.astype(np.float32), rtol=1e-5, atol=1e-7)
-        inside = eta > 0 if link in ("sqrt", "inverse") else np.ones_like(eta, bool)
         mean = inverse_link(link, eta[inside])
         np.testing.assert_allclose(link_function(link, mean), eta[inside], rtol=1e-9, atol=1e-12)
         step = 1e-6  # the slope against a central difference
@@ -253,6 +257,28 @@ def test_new_inverse_links_match_their_definitions():
             lambda mu, y: stats.gamma(a=2.0, scale=mu / 2.0).logpdf(y),
         ),  # fmt: skip
         ("gaussian", "log", [-1.0, 1.0, 4.0], lambda mu, y: stats.norm(mu, 2.0).logpdf(y)),
+        *(
+            ("exponential", link, [0.5, 1.0, 4.0], lambda mu, y: stats.expon(scale=mu).logpdf(y))
+            for link in ("identity", "inverse")
+        ),
+        *(
+            (
+                "weibull",
+                link,
+                [0.5, 1.0, 4.0],
+                lambda mu, y: stats.weibull_min(c=2.0, scale=mu / special.gamma(1.5)).logpdf(y),
+            )
+            for link in ("identity", "inverse")
+        ),
+        *(  # scipy's invgauss(m, scale): mean m scale, shape scale
+            (
+                "inverse_gaussian",
+                link,
+                [0.5, 1.0, 4.0],
+                lambda mu, y: stats.invgauss(mu / 2.0, scale=2.0).logpdf(y),
+            )
+            for link in ("1/mu^2", "inverse", "identity")
+        ),
         ("bernoulli", "cloglog", [0, 1, 0], lambda p, y: stats.bernoulli(p).logpmf(y)),
         ("bernoulli", "cauchit", [1, 0, 1], lambda p, y: stats.bernoulli(p).logpmf(y)),
         ("binomial", "cloglog", [3, 0, 9], lambda p, y: stats.binom(10, p).logpmf(y)),
@@ -291,6 +317,9 @@ def test_probability_links_stay_finite_in_their_tails():
         ("negative_binomial", "sqrt", {"shape": 3.0}),
         ("gamma", "identity", {"shape": 2.0}),
         ("gamma", "inverse", {"shape": 2.0}),
+        ("exponential", "identity", {}),
+        ("weibull", "inverse", {"shape": 2.0}),
+        ("inverse_gaussian", "1/mu^2", {"shape": 2.0}),
     ],
 )
 def test_a_mean_outside_the_support_has_no_density_and_no_nan(family, link, aux):
@@ -310,7 +339,7 @@ def test_a_mean_outside_the_support_has_no_density_and_no_nan(family, link, aux)
     assert np.isnan(
         np.asarray(_law(family, link, eta, aux).sample(jax.random.PRNGKey(0)))[:2]
     ).all()
-    with pytest.raises(ml.DataError, match=f"The {link} link of the {family} family"):
+    with pytest.raises(ml.DataError, match=re.escape(f"The {link} link of the {family} family")):
         fam.mean(np.asarray(eta), link, aux)
     with pytest.raises(ml.DataError, match="link='log'"):
         fam.draw(np.asarray(eta), link, aux)
@@ -341,6 +370,21 @@ def test_an_identity_link_poisson_fits_the_mean_count():
     draws = fit.draws("Intercept")
     se = np.sqrt(data["y"].mean() / len(data))
     assert abs(draws.mean() - data["y"].mean()) < 0.25 * se  # MC error ~se / 30
+    assert draws.std() == pytest.approx(se, rel=0.15)
+    assert fit.diagnostics.divergences == 0
+
+
+def test_an_identity_link_exponential_fits_the_mean_waiting_time():
+    """Intercept only: the posterior of an exponential mean under the identity link is
+    near mean(y) with sd mean(y) / sqrt(n) (an inverse-gamma posterior: its mean is
+    n mean(y) / (n - 1), 0.07 se above mean(y) for n = 200, and the prior's pull is
+    smaller still)."""
+    rng = np.random.default_rng(5)
+    data = pd.DataFrame({"y": rng.exponential(3.0, 200)})
+    fit = ml.Model("y ~ 1", data, family="exponential", link="identity").fit(seed=1, **SETTINGS)
+    draws = fit.draws("Intercept")
+    se = data["y"].mean() / np.sqrt(len(data))
+    assert abs(draws.mean() - data["y"].mean()) < 0.3 * se  # MC error ~se / 30
     assert draws.std() == pytest.approx(se, rel=0.15)
     assert fit.diagnostics.divergences == 0
 

@@ -231,10 +231,13 @@ def _mean_eta(data: dict, rows: np.ndarray, beta: np.ndarray, effects: list) -> 
 def invalid_mean_message(family: str, link: str, eta: np.ndarray, where: str) -> str:
     """What to do when ``where`` gives a mean outside the family's support."""
     bad = np.flatnonzero(~FAMILIES[family].valid_mean(link, eta))
+    with np.errstate(invalid="ignore", divide="ignore"):  # 1/mu^2: no mean at eta <= 0
+        value = float(inverse_link(link, eta[bad[0]]))
+    mean = f"a mean of {value:.4g}" if np.isfinite(value) else "no mean"
     return (
-        f"With the {link} link, {where} gives the {family} family a mean of "
-        f"{float(inverse_link(link, eta[bad[0]])):.4g} (linear predictor {eta[bad[0]]:.4g}) "
-        f"in {bad.size} of {eta.size} rows, but a {family} mean must be positive: the "
+        f"With the {link} link, {where} gives the {family} family {mean} (linear "
+        f"predictor {eta[bad[0]]:.4g}) in {bad.size} of {eta.size} rows, but {family} "
+        "means must be positive: the "
         "likelihood is 0 there, so no chain could start there. Use link='log' (the "
         "default), or predictors under which the mean stays positive (e.g. a dummy's "
         "reference level with the smallest mean)."
