@@ -98,7 +98,7 @@ def predictor_uses(parsed: ParsedFormula) -> dict[str, bool]:
     required: set[str] = set()
     other: set[str] = set()
     categorical: set[str] = set()
-    for expr in [parsed.fixed, *(t.expr for t in parsed.groups)]:
+    for expr in parsed.expressions:
         try:
             formula = formulaic.Formula(expr)
         except FormulaicError:

@@ -33,7 +33,8 @@ from multilevel.errors import DataError, FormulaError
 from multilevel.families import Family, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
 from multilevel.formula.expressions import evaluation_context, required_columns
-from multilevel.formula.parser import bound_value
+from multilevel.formula.parser import CS_CALL, bound_value
+from multilevel.ordinal import CATEGORY_SPECIFIC_FAMILIES
 from multilevel.response_levels import (
     categorical_codes,
     encode_two_levels,
@@ -108,6 +109,11 @@ class Design:
     offset: np.ndarray | None = None  # (n,)
     weights: np.ndarray | None = None  # (n,)
     bounds: dict = field(default_factory=dict)
+    # brms' category-specific effects `cs(z)` of an ordinal model: (n, p_cs) columns, each
+    # with one coefficient per threshold (data beside X, never in the compiled program)
+    X_cs: np.ndarray | None = None
+    cs_columns: tuple[str, ...] = ()
+    cs_spec: object = field(default=None, compare=False, repr=False)
 
     @property
     def has_additions(self) -> bool:
@@ -135,6 +141,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
     if len(data) == 0:
         raise DataError("The data has no rows.")
+    check_category_specific(parsed, family)
     used = used_columns(parsed, data)
     check_columns(parsed, data, family.name)  # duplicates, dates, text in numbers
     check_missing(data, used)
@@ -144,12 +151,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
         levels = two_levels(data[parsed.response])
         y = encode_two_levels(data[parsed.response], parsed.response, levels)
     elif family.ordinal:  # categories coded 0..K-1, their labels kept
-        if re.search(r"(?<![\w.])cs\(", " ".join([parsed.fixed, *(t.expr for t in parsed.groups)])):
-            raise FormulaError(
-                "brms' category-specific effects `cs()` are not supported yet (and here "
-                "`cs()` would be formulaic's cubic spline basis, which is not what an ordinal "
-                "model means by it). Fit the effect as one slope for now."
-            )
         y, levels = ordinal_codes(data[parsed.response], parsed.response)
     elif family.categorical:  # categories coded 0..K-1, the first the reference
         y, levels = categorical_codes(data[parsed.response], parsed.response)
@@ -184,6 +185,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     check_full_rank(X, columns)
     if family.ordinal:  # the thresholds take the intercept's place (brms)
         X, columns = _without_intercept(X, columns)
+    X_cs, cs_columns, cs_spec = _category_specific_design(parsed, data, X, columns)
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
     _warn_thin_response(y, family, blocks, levels, parsed.response)
@@ -194,7 +196,68 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     return Design(
         y, trials, X, columns, blocks, fixed_spec, se=se, offset=offset_of(parsed, data),
         weights=weights, bounds=_bounds(parsed, data, y, family), response_levels=levels,
+        X_cs=X_cs, cs_columns=cs_columns, cs_spec=cs_spec,
     )  # fmt: skip
+
+
+def check_category_specific(parsed: ParsedFormula, family: Family) -> None:
+    """Refuse ``cs()`` where it has no meaning: outside the ordinal families that take
+    it, and formulaic's spline ``cs(x, df=4)`` in an ordinal formula (where ``cs`` is
+    brms' category-specific effect)."""
+    terms = ", ".join(f"`cs({e})`" for e in parsed.category_specific)
+    if terms and family.name == "cumulative":
+        raise FormulaError(
+            f"{terms}: category-specific effects cannot be fitted with the cumulative "
+            "family. Its thresholds must stay ordered in every row, and slopes that differ "
+            "by threshold cross each other for some predictor values (brms refuses them "
+            "too, brms issues #269 and #1060). Use family='sratio', 'cratio' or 'acat', "
+            "whose thresholds need no order, or drop `cs()` (one slope for every threshold)."
+        )
+    if terms and not family.category_specific:
+        raise FormulaError(
+            f"{terms}: brms' category-specific effects apply only to the ordinal families "
+            f"{', '.join(CATEGORY_SPECIFIC_FAMILIES)} (one coefficient per threshold), not "
+            f"to {family.name!r}. Write the predictor without cs(); for formulaic's cubic "
+            "spline basis give its degrees of freedom, `cs(x, df=4)`."
+        )
+    if family.ordinal and CS_CALL.search(" ".join(parsed.expressions)):
+        raise FormulaError(
+            "In an ordinal formula `cs()` is brms' category-specific effect, one expression "
+            "in a term of its own (`cs(z)`, `cs(z1 + z2)`); formulaic's cubic spline "
+            "`cs(x, df=...)` is not available there: write `cr(x, df=4)` for a spline basis."
+        )
+
+
+def _category_specific_design(parsed: ParsedFormula, data: pd.DataFrame, X, columns):
+    """(X_cs, its column names, its formulaic encoding) of the ``cs()`` terms, or
+    (None, (), None) without. Coded as beside an intercept (the thresholds), so a
+    factor keeps its reference level; a column also in the population part, or any
+    combination of them repeating one of its columns, would not be identified."""
+    if not parsed.category_specific:
+        return None, (), None
+    where = "the category-specific part " + " + ".join(f"cs({e})" for e in parsed.category_specific)
+    expr = " + ".join(["1", *(f"({e})" for e in parsed.category_specific)])
+    X_cs, cs_columns, cs_spec = _model_matrix(expr, data, where)
+    check_finite(X_cs, cs_columns, "category-specific predictor")
+    check_constant(X_cs, cs_columns)
+    check_full_rank(X_cs, cs_columns)
+    X_cs, cs_columns = _without_intercept(X_cs, cs_columns)
+    if not cs_columns:
+        raise FormulaError(
+            f"{where} has no columns: category-specific thresholds are the model's own "
+            "(Intercept[k]); put predictors inside cs(), e.g. cs(z)."
+        )
+    both = [c for c in cs_columns if c in columns]
+    if both:
+        raise FormulaError(
+            f"{', '.join(map(repr, both))} is both a population-level term and inside cs(): "
+            "its shared slope and its slopes per threshold would not be identified (only "
+            "their sums are). Keep it in one place: `cs(x)` for a slope per threshold, `x` "
+            "for one slope."
+        )
+    stacked = np.column_stack([np.ones(len(X_cs)), X, X_cs])
+    check_full_rank(stacked, ("Intercept", *columns, *(f"cs({c})" for c in cs_columns)))
+    return X_cs, cs_columns, cs_spec
 
 
 def _without_intercept(X: np.ndarray, columns: tuple[str, ...]):
@@ -262,6 +325,13 @@ def build_dpar_design(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> D
     """The design of parameter ``name``'s formula (parsed with a placeholder response)
     on the rows ``data`` (those of the mean's design)."""
     where = f"the formula of {name}"
+    if parsed.category_specific:
+        raise FormulaError(
+            f"{', '.join(f'`cs({e})`' for e in parsed.category_specific)} in {where}: "
+            "category-specific effects shift an ordinal model's thresholds, so they belong "
+            "in the main formula of an sratio, cratio or acat model, not in a family "
+            "parameter's formula."
+        )
     needed = _formulaic_variables(parsed.fixed)
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr) | set(term.factors)
@@ -302,7 +372,9 @@ def encode_new(
         raise DataError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}.")
     if len(newdata) == 0:
         raise DataError("newdata has no rows.")
-    needed = _formulaic_variables(parsed.fixed)
+    needed = set()
+    for expression in (parsed.fixed, *parsed.category_specific):
+        needed |= _formulaic_variables(expression)
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr) | set(term.factors)
     used = _require_columns(needed, newdata, "named in the formula", "newdata")
@@ -324,6 +396,21 @@ def encode_new(
         codes = np.array([index.get(label, -1) for label in labels], dtype=np.int32)
         out.append((Z, codes, labels))
     return X, out
+
+
+def encode_category_specific(design: Design, newdata: pd.DataFrame) -> np.ndarray | None:
+    """(m, p_cs) the ``cs()`` columns of ``newdata`` (checked by ``encode_new`` first),
+    encoded as the fitted rows were; None for a model without ``cs()``."""
+    if design.X_cs is None:
+        return None
+    X_cs, columns = _encode(design.cs_spec, newdata, "the category-specific part cs()")
+    X_cs, columns = _without_intercept(X_cs, columns)
+    if columns != design.cs_columns:  # formulaic reuses the encoding, so this is a bug
+        raise DataError(
+            f"newdata encodes to cs() columns {columns}, the fit has {design.cs_columns}."
+        )
+    check_finite(X_cs, columns, "category-specific predictor")
+    return X_cs
 
 
 def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -393,7 +480,8 @@ def _scalar(value):
 
 def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
     needed = set(parsed.columns)
-    needed |= _formulaic_variables(parsed.fixed)
+    for expression in (parsed.fixed, *parsed.category_specific):
+        needed |= _formulaic_variables(expression)
     for expression in parsed.offsets:
         needed |= _formulaic_variables(expression)
     for term in parsed.groups:

@@ -15,7 +15,13 @@ from scipy import special as np_special
 
 from multilevel import distributions as extra
 from multilevel.errors import DataError
-from multilevel.ordinal import ORDINAL_FAMILIES, ORDINAL_LINKS, Ordinal, category_log_probs
+from multilevel.ordinal import (
+    CATEGORY_SPECIFIC_FAMILIES,
+    ORDINAL_FAMILIES,
+    ORDINAL_LINKS,
+    Ordinal,
+    category_log_probs,
+)
 from multilevel.response_bounds import MAX_REDRAWS, Bounded
 
 #: The natural link of each family parameter when it gets its own formula (brms' defaults):
@@ -187,6 +193,12 @@ class Family:
         """Ordered categories (cumulative, sratio, cratio, acat): thresholds in place of
         an intercept (``multilevel.ordinal``)."""
         return self.outcome == "ordinal"
+
+    @property
+    def category_specific(self) -> bool:
+        """Takes brms' category-specific effects ``cs()`` (sratio, cratio, acat): one
+        coefficient per threshold, thresholds that differ by row."""
+        return self.name in CATEGORY_SPECIFIC_FAMILIES
 
     @property
     def binary(self) -> bool:

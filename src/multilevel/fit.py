@@ -254,6 +254,9 @@ def format_fit(fit: Fit) -> str:
         "Population-level effects:",
         _table(table.loc[[*spec.threshold_names, *spec.columns]]),  # thresholds first, as brms
     ]
+    if spec.cs_names:  # brms prints them among the population-level effects, after them
+        lines += ["", "Category-specific effects (one per threshold):"]
+        lines += [_table(table.loc[list(spec.cs_names)])]
     if spec.terms:
         lines += ["", "Group-level effects:"]
         for group in dict.fromkeys(t.group for t in spec.terms):

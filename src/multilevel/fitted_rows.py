@@ -163,6 +163,8 @@ def rebuild_rows(spec, info: dict, data: pd.DataFrame, observed=None):
     columns = design.columns + tuple(c for d in design.dpars for c in d.names)
     if columns != spec.columns:
         problems.append(f"its design columns are {columns}, the fit's {spec.columns}")
+    if design.cs_columns != spec.cs_columns:
+        problems.append(f"its cs() columns are {design.cs_columns}, the fit's {spec.cs_columns}")
     for block, term in zip(design.all_blocks, spec.terms):
         if block.levels != term.levels:
             problems.append(f"its levels of {term.group} differ from the fit's")

@@ -119,6 +119,36 @@ def linear_predictors(layout: Layout, rows: dict, beta, effects: Sequence) -> di
     return out
 
 
+def row_thresholds(thresholds, X_cs=None, b_cs=None):
+    """An ordinal model's thresholds per row: ``thresholds_k - sum_j X_cs[i, j] b_cs[j, k]``
+    with brms' category-specific effects ``cs()``, as brms passes them to the likelihood;
+    the shared thresholds with a row axis of 1 without. The one home of the thresholds a
+    likelihood reads (the model, the log-likelihood, prediction).
+
+    ``thresholds`` (..., K - 1); ``X_cs`` (n, p_cs) or None; ``b_cs`` (..., p_cs * (K - 1))
+    in ``ModelSpec.cs_names`` order (column by column, then threshold). NumPy or JAX:
+    ``(n, p) @ (..., p, K - 1)`` broadcasts the leading dims.
+
+    Returns
+    -------
+    array (..., n, K - 1), or (..., 1, K - 1) without ``cs()``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X_cs = np.array([[0.0], [1.0]])  # one cs column, two rows
+    >>> row_thresholds(np.array([-1.0, 1.0]), X_cs, np.array([0.5, 2.0]))
+    array([[-1. ,  1. ],
+           [-1.5, -1. ]])
+    """
+    thresholds = thresholds[..., None, :]  # (..., 1, K - 1)
+    if b_cs is None:
+        return thresholds
+    width = thresholds.shape[-1]
+    b_cs = b_cs.reshape(*b_cs.shape[:-1], X_cs.shape[-1], width)  # (..., p_cs, K - 1)
+    return thresholds - X_cs @ b_cs  # (n, p_cs) @ (..., p_cs, K - 1) -> (..., n, K - 1)
+
+
 def dpar_values(layout: Layout, etas: dict) -> dict:
     """Each predicted family parameter on its own scale (its inverse link of its eta)."""
     return {name: inverse_link(link, etas[name]) for name, link, _, _ in layout.dpars}
@@ -127,11 +157,14 @@ def dpar_values(layout: Layout, etas: dict) -> dict:
 def row_arrays(design, rows=None) -> dict:
     """The design's arrays that the linear predictors and the density read, for ``rows``
     (indices; default all): ``X``, ``X_dpars``, ``Z``, ``codes``, ``y``, ``trials``, ``se``,
-    and the addition terms ``offset``, ``weights`` and ``bounds`` (None or {} without)."""
+    the addition terms ``offset``, ``weights`` and ``bounds``, and ``X_cs`` (``cs()``
+    columns) (None or {} without)."""
     rows = np.arange(design.n) if rows is None else np.asarray(rows)
     se = getattr(design, "se", None)  # known standard errors (y | se(s) ~ ...), if any
     offset, weights = getattr(design, "offset", None), getattr(design, "weights", None)
+    X_cs = getattr(design, "X_cs", None)
     return {
+        "X_cs": None if X_cs is None else X_cs[rows],
         "offset": None if offset is None else offset[rows],
         "weights": None if weights is None else weights[rows],
         "bounds": {k: v[rows] for k, v in getattr(design, "bounds", {}).items()},
@@ -149,7 +182,9 @@ def named_draws(spec, posterior) -> tuple[np.ndarray, list[np.ndarray], dict]:
     """The draws a linear predictor and a likelihood read, from a named posterior
     (xarray, dims chain and draw first): every coefficient (C, D, p) in ``spec.columns``
     order, each term's effects (C, D, L, q) and the family parameters by name (C, D),
-    fixed ones (``ml.bf(..., nu=4)``) included."""
+    fixed ones (``ml.bf(..., nu=4)``) included; an ordinal model's ``thresholds`` (C, D,
+    K - 1) and category-specific coefficients ``b_cs`` (C, D, p_cs * (K - 1)), which
+    ``per_row`` turns into each row's thresholds."""
     chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
 
     def values(name: str) -> np.ndarray:
@@ -163,16 +198,22 @@ def named_draws(spec, posterior) -> tuple[np.ndarray, list[np.ndarray], dict]:
     aux.update({n: np.full((chains, draws), v) for n, v in spec.fixed_dpars.items()})
     if spec.threshold_names:  # (C, D, K - 1): an ordinal model's thresholds
         aux["thresholds"] = np.stack([values(n) for n in spec.threshold_names], axis=-1)
+    if spec.cs_columns:  # (C, D, p_cs * (K - 1))
+        aux["b_cs"] = np.stack([values(n) for n in spec.cs_names], axis=-1)
     return beta, effects, aux
 
 
-def per_row(aux: dict, axis: int = -1) -> dict:
-    """Family parameters of ``named_draws`` ready to broadcast against (..., n) rows:
-    a row axis inserted at ``axis`` (before the category axis of thresholds)."""
-    return {
-        name: np.expand_dims(v, axis - 1 if name == "thresholds" else axis)
-        for name, v in aux.items()
+def per_row(aux: dict, X_cs=None) -> dict:
+    """Family parameters of ``named_draws`` ready to broadcast against (..., n) rows: a
+    row axis of 1 inserted last, and an ordinal model's thresholds (..., 1, K - 1), or
+    per row (..., n, K - 1) with category-specific effects of the rows' ``X_cs``
+    (``row_thresholds``)."""
+    out = {
+        name: np.expand_dims(v, -1) for name, v in aux.items() if name not in ("thresholds", "b_cs")
     }
+    if "thresholds" in aux:
+        out["thresholds"] = row_thresholds(aux["thresholds"], X_cs, aux.get("b_cs"))
+    return out
 
 
 def fitted_eta_shift(spec, design, posterior, rows=None):

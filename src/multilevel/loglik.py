@@ -122,7 +122,10 @@ def log_likelihood_values(spec, design, posterior, rows=None) -> np.ndarray:
     chains, draws = beta.shape[:2]
     shift = fitted_eta_shift(spec, design, posterior, rows)  # imputed predictors' draws
     out = np.empty((chains, draws, len(rows)))
-    step = max(1, BATCH_VALUES // max(len(rows), 1))
+    # with cs() every row has its own K - 1 thresholds: fewer draws per batch
+    width = len(spec.threshold_names) if spec.cs_columns else 1
+    step = max(1, BATCH_VALUES // max(len(rows) * width, 1))
+    X_cs = fixed.pop("X_cs")  # (n, p_cs) or None: read by per_row, outside the program
     program = _program(spec.family, spec.link, layout_of(spec))
     with jax.enable_x64(True):
         fixed = jax.tree.map(lambda v: jnp.asarray(v, dtype=_dtype(v)), fixed)
@@ -132,7 +135,8 @@ def log_likelihood_values(spec, design, posterior, rows=None) -> np.ndarray:
                 draw = {
                     "beta": beta[c, d],
                     "effects": tuple(e[c, d] for e in effects),
-                    "aux": per_row({k: v[c, d] for k, v in aux.items()}),  # (D, 1)
+                    # (D, 1); thresholds (D, 1, K - 1), per row (D, n, K - 1) with cs()
+                    "aux": per_row({k: v[c, d] for k, v in aux.items()}, X_cs),
                 }
                 if shift is not None:  # dense per batch: (D, n), bounded like the rest
                     columns, values = shift

@@ -189,6 +189,12 @@ def _imputed_spec(parsed, filled, family, design, column, observed) -> ImputedSp
             a.Z, b.Z, a.coefs, probe, column, f" of ({a.term.expr} | {a.group})"
         )
     )
+    if design.X_cs is not None and not np.array_equal(design.X_cs, shifted.X_cs):
+        raise DataError(
+            f"Column {column!r} has missing values and is inside cs(): missing='model' "
+            "imputes predictors with one slope (shared by every threshold) only. Use "
+            "missing='drop', or impute it yourself."
+        )
     if not x_columns and not z_columns:  # e.g. only used in a term formulaic dropped
         raise DataError(f"Column {column!r} has missing values but no design column uses it.")
     block = _widest_block(design)

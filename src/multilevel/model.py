@@ -14,8 +14,9 @@ from multilevel import missing as missing_values
 from multilevel._arviz import az
 from multilevel.backends import aggregate, centring, gaussian_collapsed, start
 from multilevel.backends import numpyro_model as backend
+from multilevel.design import check_category_specific
 from multilevel.errors import MultilevelError
-from multilevel.families import check_truncated_draws, dpar_link, get_family
+from multilevel.families import FAMILIES, check_truncated_draws, dpar_link, get_family
 from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
@@ -33,6 +34,7 @@ from multilevel.prior_rules import (
     linked_defaults,
     resolve_priors,
     threshold_defaults,
+    with_category_specific_defaults,
 )
 from multilevel.simulation import simulate
 from multilevel.spec import (
@@ -149,6 +151,7 @@ class Model:
         from multilevel.chunked import chunked_statistics
 
         parsed = parse_formula(formula)
+        check_category_specific(parsed, FAMILIES["gaussian"])
         if parsed.se is not None or parsed.has_additions:
             raise MultilevelError(
                 "Addition terms (`| se()`, `weights()`, `rate()`, `cens()`, `trunc()`, "
@@ -203,6 +206,7 @@ class Model:
         if family_obj.ordinal:  # thresholds Intercept[k], of class Intercept, come first
             names = threshold_names(levels)
             defaults = {**threshold_defaults(names), **defaults}
+            defaults = with_category_specific_defaults(defaults, design, family, len(names))
             classes = {**classes, **{name: "Intercept" for name in names}}
         self.default_priors = dict(defaults)  # before the user's: prior checks' "moderate" values
         resolved, sources = resolve_priors(defaults, priors, terms, classes)
@@ -227,6 +231,7 @@ class Model:
             se_sigma=parsed.se_sigma,
             response_levels=levels,
             dpars=tuple(dpars),
+            cs_columns=getattr(design, "cs_columns", ()),
         )
         self.structure = backend.structure_of(self.spec)
         self._stats: dict | None = None  # sufficient statistics, for the collapsed sampler

@@ -13,8 +13,11 @@ normal or Gumbel-min, i.e. logit, probit, cloglog), the category probabilities a
   F(eta - theta_k)``; with the logit link, ``log(p_{k+1} / p_k) = eta - theta_k``.
 
 Only the cumulative family needs ordered thresholds (brms); the others' thresholds are
-free. Every probability is computed on the log scale, so a row far in a tail keeps a
-finite log-likelihood in float32.
+free, so they may differ by row: brms' category-specific effects ``cs(z)`` give ``z`` one
+coefficient per threshold, and row ``i`` uses the thresholds ``theta_k - sum_j
+z_ij b_jk`` (``CATEGORY_SPECIFIC_FAMILIES``; ``linear_predictor.row_thresholds``).
+Every probability is computed on the log scale, so a row far in a tail keeps a finite
+log-likelihood in float32.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from numpyro.distributions import constraints
 
 ORDINAL_FAMILIES = ("cumulative", "sratio", "cratio", "acat")
 ORDINAL_LINKS = ("logit", "probit", "cloglog")
+#: the ordinal families that take category-specific effects ``cs()``: not cumulative,
+#: whose thresholds must stay ordered in every row (brms issues #269, #1060)
+CATEGORY_SPECIFIC_FAMILIES = ("sratio", "cratio", "acat")
 
 
 def log_cdf_pair(link: str, x):

@@ -28,6 +28,9 @@ observation. Binomial ``"mean"`` and ``"response"`` need the trials column in ne
 An ordinal or categorical model's ``"mean"`` is the probability of each category, dims
 (chain, draw, obs, category) with the categories as labels (brms' ``posterior_epred``); its
 ``"response"`` draws categories numbered 1..K in their order (``posterior_predict``).
+Its ``"link"`` is ``eta`` (thresholds apart); with category-specific effects ``cs()`` it
+is one linear predictor per threshold, ``eta + sum_j z_j b_jk``, dims (chain, draw, obs,
+threshold) (brms' ``posterior_linpred``), so that ``P`` reads ``F(theta_k - link_k)``.
 Offsets (``offset()``, ``rate()``) of new rows are read from newdata.
 The same ``seed`` gives identical draws.
 
@@ -54,7 +57,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from multilevel.design import check_missing, encode_new, offset_of, truncation_bounds
+from multilevel.design import (
+    check_missing,
+    encode_category_specific,
+    encode_new,
+    offset_of,
+    truncation_bounds,
+)
 from multilevel.errors import DataError, MultilevelError
 from multilevel.families import DPAR_LINKS, FAMILIES, check_se, check_trials
 from multilevel.formula import parse_dpar, parse_formula
@@ -126,6 +135,10 @@ class Prediction:
         (comma-separated; empty when every level was seen)."""
         values = self.values
         table = self.data.copy()
+        if "threshold" in self.draws.dims:  # a cs() model's eta per threshold: their means
+            for k in self.draws["threshold"].values:
+                table[f"link[{k}]"] = values[..., k - 1].mean(axis=0)
+            return table
         if values.ndim == 3:  # category probabilities: their mean per category
             for j, level in enumerate(self.draws["category"].values):
                 table[f"P({level})"] = values[..., j].mean(axis=0)
@@ -251,9 +264,14 @@ def predict(
     if newdata is None:  # the fitted rows' imputed predictor values, per draw
         shift = fitted_eta_shift(spec, design, posterior)
         etas[MU] = etas[MU] if shift is None else add_shift(etas[MU], *shift)
-    aux = per_row(aux)  # (C, D, 1); thresholds (C, D, 1, K - 1)
+    shared = aux.get("thresholds")  # (C, D, K - 1)
+    aux = per_row(aux, rows.get("X_cs"))  # (C, D, 1); thresholds (C, D, 1 or n, K - 1)
     aux.update(dpar_values(layout, etas))  # (C, D, n)
-    if dpar != MU:
+    if spec.cs_columns and kind == "link" and dpar == MU:
+        # brms' linear predictor of a cs() model, one per threshold: eta + the
+        # category-specific part, i.e. the row's shift of each threshold
+        values = etas[MU][..., None] + (shared[..., None, :] - aux["thresholds"])
+    elif dpar != MU:
         if kind == "link":
             values = etas[dpar] if dpar in etas else _link_of(dpar, aux[dpar])
         else:
@@ -263,7 +281,9 @@ def predict(
         values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed, bounds)
     name = spec.response if dpar == MU else dpar
     dims, coords = ("chain", "draw", "obs"), {}
-    if values.ndim == 4:  # an ordinal or categorical model's category probabilities
+    if values.ndim == 4 and kind == "link":  # a cs() model's eta per threshold
+        dims, coords = (*dims, "threshold"), {"threshold": list(range(1, values.shape[-1] + 1))}
+    elif values.ndim == 4:  # an ordinal or categorical model's category probabilities
         dims, coords = (*dims, "category"), {"category": list(spec.response_levels)}
     dataset = xr.Dataset(
         {name: (dims, values)},
@@ -321,6 +341,7 @@ def _encode_rows(design, spec, newdata: pd.DataFrame) -> tuple[dict, list]:
         blocks = [*blocks, *blocks_d]
     rows = {
         "X": X,
+        "X_cs": encode_category_specific(design, newdata),  # cs() columns, or None
         "offset": offset_of(parse_formula(spec.formula), newdata),  # offset(), rate()
         "X_dpars": tuple(X_dpars),
         "Z": tuple(Z for Z, _, _ in blocks),
@@ -436,6 +457,7 @@ def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:
         if absent.any():
             placeholders[imp.column] = placeholders[imp.column].fillna(0.0)
             gaps.append((imp, absent))
+    # (C, D, n); a cs() model's (C, D, n, K - 1): eta per threshold
     eta = predict(fit, placeholders, kind="link", seed=seed).draws[spec.response].values
     rng = np.random.default_rng([seed, 1])  # predictor draws: apart from predict's stream
     for imp, absent in gaps:
@@ -443,10 +465,15 @@ def add_predicted_responses(fit, frame: pd.DataFrame, seed: int) -> None:
         # the same seed draws the same effects for new levels, so this is the slope per draw
         slope = predict(fit, moved, kind="link", seed=seed).draws[spec.response].values - eta
         x = _predictor_draws(fit, imp, placeholders.loc[absent], rng)
-        eta[..., absent] += x * slope[..., absent]
+        x = x.reshape(x.shape + (1,) * (eta.ndim - 3))  # rows are axis 2 either way
+        eta[:, :, absent] += x * slope[:, :, absent]
     trials = _new_trials(spec, frame, "response") if spec.trials else None
     _, _, aux = named_draws(spec, posterior)
+    cs_model = aux.pop("b_cs", None) is not None
     aux = per_row(aux)  # (C, D, 1); thresholds (C, D, 1, K - 1)
+    if cs_model:  # theta_k - (eta + cs_k) as each row's thresholds, beside an eta of 0
+        aux["thresholds"] = aux["thresholds"] - eta
+        eta = np.zeros(eta.shape[:-1])
     values = _on_scale(eta, "response", spec, trials, _new_se(spec, frame), aux, seed)
     name = f"mi({spec.response})"
     fit.idata.posterior[name] = (("chain", "draw", f"{name}_row"), values)

@@ -30,7 +30,7 @@ import numpy as np
 from multilevel import priors as P
 from multilevel.errors import DataError, PriorError
 from multilevel.families import FAMILIES, category_predictor, inverse_link_slope, link_function
-from multilevel.spec import TermSpec, linked_sets
+from multilevel.spec import TermSpec, category_specific_names, linked_sets
 
 CLASSES = {
     "Intercept": P.REAL,
@@ -135,11 +135,15 @@ def _predictor_moments(design) -> tuple[np.ndarray, np.ndarray]:
     """(means, scales) of the population-level columns: scale = sd, or the root mean
     square for a constant column. From the rows, or from a chunked ``DataSummary``."""
     if hasattr(design, "X"):
-        X = design.X
-        means, sds, rms = X.mean(axis=0), X.std(axis=0), np.sqrt(np.mean(X**2, axis=0))
-    else:
-        means, sds, rms = design.x_mean, design.x_sd, design.x_rms
+        return design.X.mean(axis=0), _column_scales(design.X)
+    means, sds, rms = design.x_mean, design.x_sd, design.x_rms
     return means, np.where(sds > 0, sds, rms)
+
+
+def _column_scales(X: np.ndarray) -> np.ndarray:
+    """The sd of each column, or its root mean square where it is constant."""
+    sds, rms = X.std(axis=0), np.sqrt(np.mean(X**2, axis=0))
+    return np.where(sds > 0, sds, rms)
 
 
 def default_priors(
@@ -386,3 +390,22 @@ THRESHOLD_DEFAULT = P.StudentT(3.0, 0.0, 2.5)
 def threshold_defaults(names: tuple[str, ...]) -> dict:
     """Defaults of an ordinal model's thresholds (``THRESHOLD_DEFAULT`` each)."""
     return {name: THRESHOLD_DEFAULT for name in names}
+
+
+def with_category_specific_defaults(defaults: dict, design, family: str, n_thresholds: int) -> dict:
+    """``defaults`` with those of brms' category-specific coefficients ``z[1]`` ..
+    ``z[K-1]`` (``ModelSpec.cs_names``) after the population ones: each the default of a
+    population slope of its column, Normal(0, 2.5 / sd(z)) on the ordinal model's latent
+    unit scale (class ``b``, so ``b`` or a name such as ``z[2]`` sets them)."""
+    columns = getattr(design, "cs_columns", ())
+    if not columns:
+        return defaults
+    scales = _column_scales(design.X_cs)
+    _, s_y = response_scale(design, family)  # the latent scale: 1
+    added = {}
+    for column, scale in zip(columns, scales):
+        for name in category_specific_names((column,), n_thresholds):
+            added[name] = P.Normal(0.0, 2.5 * s_y / float(scale))
+    population = [n for n in defaults if n in design.columns or n.startswith("Intercept[")]
+    rest = {n: p for n, p in defaults.items() if n not in population}
+    return {**{n: defaults[n] for n in population}, **added, **rest}

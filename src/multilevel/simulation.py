@@ -203,7 +203,7 @@ def design_columns(model) -> list[str]:
     """
     parsed = parse_formula(model.spec.formula)
     needed = set(parsed.columns)
-    for expr in (parsed.fixed, *parsed.offsets, *(t.expr for t in parsed.groups)):
+    for expr in (*parsed.expressions, *parsed.offsets):
         needed |= required_columns(expr)
     return [c for c in model.data.columns if c in needed]
 

@@ -225,6 +225,12 @@ def threshold_names(levels: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"Intercept[{k}]" for k in range(1, len(levels)))
 
 
+def category_specific_names(columns: tuple[str, ...], n_thresholds: int) -> tuple[str, ...]:
+    """Names of brms' category-specific coefficients (``cs()``): ``z[1]`` .. ``z[K-1]``
+    for each design column ``z`` in turn (brms: ``bcs_z[k]``)."""
+    return tuple(f"{c}[{k}]" for c in columns for k in range(1, n_thresholds + 1))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Family, link, terms and resolved priors of a model."""
@@ -250,6 +256,16 @@ class ModelSpec:
     # ordinal or categorical response's categories, in order (categorical: the first is
     # the reference)
     response_levels: tuple[str, ...] | None = None
+    # design columns of brms' category-specific effects `cs(z)` (sratio, cratio, acat):
+    # each has one coefficient per threshold, ``cs_names``
+    cs_columns: tuple[str, ...] = ()
+
+    @property
+    def cs_names(self) -> tuple[str, ...]:
+        """The category-specific coefficients, ``z[1]`` .. ``z[K-1]`` for each column of
+        ``cs_columns`` in turn (brms' ``bcs_z[k]``): column j's coefficient of threshold k
+        is entry ``j * (K - 1) + k - 1``."""
+        return category_specific_names(self.cs_columns, len(self.threshold_names))
 
     @property
     def predicted_dpars(self) -> tuple[DparSpec, ...]:
@@ -321,9 +337,12 @@ class ModelSpec:
 
     @property
     def hyper_names(self) -> tuple[str, ...]:
-        """Thresholds (ordinal), population effects, group sd and cor, then auxiliary
-        parameters, in lme4 order."""
-        return (*self.threshold_names, *self.columns, *self.sd_names, *self.cor_names, *self.aux)
+        """Thresholds (ordinal), population effects, category-specific effects, group sd
+        and cor, then auxiliary parameters, in lme4 order."""
+        return (
+            *self.threshold_names, *self.columns, *self.cs_names, *self.sd_names,
+            *self.cor_names, *self.aux,
+        )  # fmt: skip
 
     @property
     def imputation_names(self) -> tuple[str, ...]:
@@ -536,6 +555,13 @@ def _check_consistent(spec: ModelSpec) -> None:
                 formulas[d.name] = parse_dpar(d.name, d.formula, spec.response)
             except FormulaError as exc:
                 raise refuse(_one_line(exc)) from None
+    if bool(spec.cs_columns) != bool(parsed.category_specific) or (
+        spec.cs_columns and not (family.category_specific and spec.threshold_names)
+    ):
+        raise refuse(
+            f"its category-specific columns {spec.cs_columns} do not match the formula's "
+            f"cs() terms {parsed.category_specific} of a {spec.family} model"
+        )
     written_ids = {}  # term index -> the ID its formula writes
     for dpar, formula in formulas.items():
         own = [k for k, t in enumerate(spec.terms) if t.dpar == dpar]

@@ -1,6 +1,6 @@
 """Coverage of 90% intervals over replications (slow), ``ml.recover``, for issue 13's
-model kinds: data simulated from known values on a fixed design with a varying
-intercept, refitted 40 times.
+model kinds and category-specific effects ``cs()`` (sratio): data simulated from known
+values on a fixed design with a varying intercept, refitted 40 times.
 
 Pass rule per case: the overall coverage of the hyper-parameters' 90% intervals within
 the binomial band that a calibrated posterior stays inside with probability 99.9%
@@ -66,6 +66,12 @@ def _cases():
                      family="categorical"),
             {"mub_Intercept": 0.3, "mub_x": 0.6, "muc_Intercept": -0.2, "muc_x": -0.4,
              "sd(mub_Intercept|g)": 0.5, "sd(muc_Intercept|g)": 0.5},
+        ),
+        "sratio_cs": (  # last: the rng draws of the cases above stay theirs
+            ml.Model("y ~ x + cs(t) + (1 | g)", _design(rng, lambda n: rng.integers(1, 5, n)),
+                     family="sratio"),
+            {"Intercept[1]": -0.5, "Intercept[2]": 0.3, "Intercept[3]": 1.0, "x": 0.7,
+             "t[1]": 0.6, "t[2]": -0.4, "t[3]": 0.0, **sd},
         ),
     }  # fmt: skip
 

@@ -7,12 +7,14 @@ shapes therefore share one compiled sampler (see ``inference.nuts``).
 
 Sites (all on a unit scale; reported values are deterministic transforms):
   ``b_<family>``      standardised population coefficients, grouped by prior family
+  ``bcs_<family>``    standardised category-specific coefficients (ordinal ``cs()``)
   ``sd_<family>``     standardised group-level sds, grouped by prior family
   ``aux_<family>``    standardised family parameters (sigma)
   ``L_<k>``           Cholesky factor of term k's correlation matrix (LKJ)
   ``z_<k>``           standard-normal group effects of term k (non-centred), or
   ``r_<k>``           the group effects themselves (centred)
-Deterministics: ``beta`` (p,), ``sd`` (total q,), ``aux``, ``effects_<k>`` (L, q_k).
+Deterministics: ``beta`` (p,), ``sd`` (total q,), ``aux``, ``effects_<k>`` (L, q_k),
+``beta_cs`` (p_cs * (K - 1),) with ``cs()`` (its columns are ``data["X_cs"]``).
 
 A family parameter with a formula of its own (``ml.bf(..., sigma="~ x + (1 | g)")``)
 adds its coefficients to ``beta`` and its terms to the terms; ``Structure.layout`` says
@@ -35,7 +37,13 @@ from multilevel.backends.centring import parent_levels
 from multilevel.design import Design
 from multilevel.errors import PriorError
 from multilevel.families import FAMILIES
-from multilevel.linear_predictor import Layout, dpar_values, layout_of, linear_predictors
+from multilevel.linear_predictor import (
+    Layout,
+    dpar_values,
+    layout_of,
+    linear_predictors,
+    row_thresholds,
+)
 from multilevel.missing import predictor_column
 from multilevel.ordinal import ThresholdPrior
 from multilevel.priors import standard_distribution
@@ -94,12 +102,18 @@ class Structure:
     ordered_thresholds: bool = False
     # terms linked by a brms ID (``|p|``): each set's effects drawn jointly, one LKJ
     linked: tuple[tuple[int, ...], ...] = ()
+    # brms' category-specific coefficients cs(): p_cs * (K - 1), grouped by prior family
+    cs_groups: Groups = ()
+    n_cs: int = 0
 
     @property
     def dense_sites(self) -> tuple[str, ...]:
-        """Population coefficients share one dense mass-matrix block: their posterior
-        correlation (intercept vs slopes of uncentred predictors) is linear."""
-        return tuple(f"b_{family}" for family, _ in self.coef_groups)
+        """Population coefficients (category-specific ones too) share one dense
+        mass-matrix block: their posterior correlation (intercept vs slopes of uncentred
+        predictors, a column's slopes across thresholds) is linear."""
+        return tuple(f"b_{family}" for family, _ in self.coef_groups) + tuple(
+            f"bcs_{family}" for family, _ in self.cs_groups
+        )
 
 
 def _group_by_family(names: tuple[str, ...], priors: dict) -> Groups:
@@ -135,6 +149,8 @@ def structure_of(spec: ModelSpec) -> Structure:
         n_thresholds=len(thresholds),
         threshold_family=threshold_families.pop() if thresholds else "",
         ordered_thresholds=spec.family == "cumulative",
+        cs_groups=_group_by_family(spec.cs_names, priors),
+        n_cs=len(spec.cs_names),
         family=spec.family,
         link=spec.link,
         p=len(spec.columns),
@@ -187,6 +203,7 @@ def prior_arrays(spec: ModelSpec) -> dict:
     )
     return {
         "b": _block_arrays(spec.columns, st.coef_groups, priors),
+        "b_cs": _block_arrays(spec.cs_names, st.cs_groups, priors),
         "sd": _block_arrays(spec.sd_names, st.sd_groups, priors),
         "aux": _block_arrays(spec.aux, st.aux_groups, priors),
         # one prior family for every threshold (structure_of checks it)
@@ -253,6 +270,8 @@ def data_arrays(
         out["bounds"] = {
             k: _device(v, np.int32 if k == "cens" else np.float32) for k, v in design.bounds.items()
         }
+    if getattr(design, "X_cs", None) is not None:  # cs() columns: data, not constants
+        out["X_cs"] = _device(design.X_cs, np.float32)
     if getattr(design, "dpars", ()):  # family parameters' own formulas
         out["X_dpars"] = tuple(_device(d.X, np.float32) for d in design.dpars)
     if st is not None and any(t.parent >= 0 for t in st.terms):
@@ -470,8 +489,14 @@ def make_model(st: Structure):
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         aux_values.update({name: prior["fixed"][name] for name in st.fixed_names})
         aux_values.update(dpar_values(st.layout, etas))  # (n,) per row
-        if st.n_thresholds:  # (K - 1,) shared by every row
-            aux_values["thresholds"] = sample_thresholds(st, prior)
+        if st.n_thresholds:  # (1, K - 1) shared by every row; (n, K - 1) with cs()
+            b_cs = None
+            if st.n_cs:
+                b_cs = _sample_block("bcs", st.cs_groups, st.n_cs, prior["b_cs"])
+                b_cs = numpyro.deterministic("beta_cs", b_cs)
+            aux_values["thresholds"] = row_thresholds(
+                sample_thresholds(st, prior), data.get("X_cs"), b_cs
+            )
         likelihood = family.likelihood(
             eta, st.link, aux_values, data["trials"], se=data.get("se"), bounds=data.get("bounds")
         )
@@ -559,6 +584,8 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
         posterior[name] = samples["thresholds"][..., j]
     for j, name in enumerate(spec.columns):
         posterior[name] = samples["beta"][..., j]
+    for j, name in enumerate(spec.cs_names):
+        posterior[name] = samples["beta_cs"][..., j]
     for j, name in enumerate(spec.sd_names):
         posterior[name] = samples["sd"][..., j]
     for k, term in enumerate(spec.terms):
@@ -606,12 +633,13 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
     out = {}
     blocks = (
         ("b", spec.columns, st.coef_groups),
+        ("bcs", spec.cs_names, st.cs_groups),
         ("sd", spec.sd_names, st.sd_groups),
         ("aux", spec.aux, st.aux_groups),
     )
     for kind, names, groups in blocks:
         for family, idx in groups:
-            params = prior[kind][family]
+            params = prior["b_cs" if kind == "bcs" else kind][family]
             values = np.array([named[names[i]] for i in idx], dtype=float)
             out[f"{kind}_{family}"] = (values - np.asarray(params["loc"])) / np.asarray(
                 params["scale"]

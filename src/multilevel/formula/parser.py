@@ -3,8 +3,10 @@
 Only the lme4 extensions are parsed here: the bars `(expr | g)` / `(expr || g)`, the
 grouping factors `a`, `a:b`, `a/b`, offsets `offset(expr)` on the right, and brms'
 addition terms on the left (`y | trials(n)`, `se(s)`, `weights(w)`, `rate(t)`,
-`cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`, several joined by `+`), and lme4's
-`cbind(successes, failures)`.
+`cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`, several joined by `+`), lme4's
+`cbind(successes, failures)`, and brms' category-specific effects `cs(expr)` of ordinal
+models (a term of its own on the right, one expression inside; formulaic's cubic spline
+`cs(x, df=4)` takes more than one argument and stays formulaic's).
 Everything else (the population-level part and the covariate expression inside a bar)
 is handed to formulaic, so interactions, `C(x)`, `0 +` and `- 1` mean exactly what they
 mean there, after ``expressions.check_expression`` has refused any Python code that is
@@ -119,6 +121,13 @@ class ParsedFormula:
     trunc_lower: str | None = None
     trunc_upper: str | None = None
     offsets: tuple[str, ...] = ()
+    category_specific: tuple[str, ...] = ()
+
+    @property
+    def expressions(self) -> tuple[str, ...]:
+        """The formulaic parts: the population part, the ``cs()`` expressions and each
+        group term's covariates."""
+        return (self.fixed, *self.category_specific, *(t.expr for t in self.groups))
 
     @property
     def columns(self) -> set[str]:
@@ -183,7 +192,7 @@ def _parse(formula: str) -> ParsedFormula:
         raise _syntax_error(formula, tilde[1] if tilde else 0, "expected exactly one `~`")
     lhs = formula[: tilde[0]]
     response, additions = _parse_response(formula, lhs, masked[: tilde[0]])
-    fixed_parts, groups, offsets = [], [], []
+    fixed_parts, groups, offsets, category_specific = [], [], [], []
     offset = tilde[0] + 1
     masked_rhs = masked[offset:]
     for start, stop in _split_top_level(masked_rhs, "+"):
@@ -204,7 +213,18 @@ def _parse(formula: str) -> ParsedFormula:
             if not inner:
                 raise _syntax_error(formula, position, "`offset()` needs an expression")
             offsets.append(check_expression(inner, formula))
+        elif (
+            stripped.startswith("cs")
+            and _is_wrapped(masked_stripped[2:])
+            and (not _top_level_positions(masked_stripped[3:-1], ","))
+        ):  # brms' cs(expr); formulaic's spline cs(x, df=4) has more arguments
+            inner = stripped[3:-1].strip()
+            if not inner:
+                raise _syntax_error(formula, position, "`cs()` needs an expression, e.g. cs(x)")
+            category_specific.append(check_expression(inner, formula))
         else:
+            if category_specific_calls(masked_stripped):
+                raise _syntax_error(formula, position, CS_ALONE)
             fixed_parts.append(stripped)
     if any(not p for p in fixed_parts):
         raise _syntax_error(
@@ -213,8 +233,33 @@ def _parse(formula: str) -> ParsedFormula:
     fixed = check_expression(" + ".join(fixed_parts) if fixed_parts else "1", formula)
     trials = additions.pop("trials", None)
     return ParsedFormula(
-        formula, response, trials, fixed, tuple(groups), offsets=tuple(offsets), **additions
-    )
+        formula, response, trials, fixed, tuple(groups), offsets=tuple(offsets),
+        category_specific=tuple(category_specific), **additions,
+    )  # fmt: skip
+
+
+CS_ALONE = (
+    "brms' category-specific effect `cs(expr)` is a term of its own (`y ~ x + cs(z)`); "
+    "put interactions inside it (`cs(z:w)`). For formulaic's cubic spline basis give its "
+    "degrees of freedom, `cs(x, df=4)`"
+)
+CS_CALL = re.compile(r"(?<![\w.])cs\(")  # a call of `cs`, brms' or formulaic's
+
+
+def category_specific_calls(masked: str) -> list[int]:
+    """Positions of brms-style ``cs(expr)`` calls (one argument) in ``masked`` (quoted
+    text blanked), at any depth; formulaic's spline ``cs(x, df=4)`` is not one."""
+    out = []
+    for match in CS_CALL.finditer(masked):
+        start, depth = match.end() - 1, 0
+        for i in range(start, len(masked)):
+            depth += masked[i] == "("
+            depth -= masked[i] == ")"
+            if depth == 0:
+                if not _top_level_positions(masked[start + 1 : i], ","):
+                    out.append(match.start())
+                break
+    return out
 
 
 def _parse_response(formula: str, lhs: str, masked: str) -> tuple[str, dict]:
@@ -383,6 +428,13 @@ def _parse_bar(formula: str, inner: str, masked: str, position: int) -> list[Gro
     if not expr:
         raise _syntax_error(
             formula, position + bars[0], "no covariates before `|`; write `1` for an intercept"
+        )
+    if calls := category_specific_calls(masked[: bars[0]]):
+        raise _syntax_error(
+            formula,
+            position + calls[0],
+            "category-specific group effects `(cs(1) | g)` (brms) are not supported; "
+            "write `(1 | g)`: the group effects then shift every threshold alike",
         )
     expr = check_expression(expr, formula)
     group_at = position + bars[-1] + 1 + (len(factor_text) - len(factor_text.lstrip()))

@@ -66,6 +66,12 @@ def _plan(formula: str) -> _Plan:
     if not isinstance(formula, str):
         raise MultilevelError(DISTRIBUTIONAL)
     parsed = parse_formula(formula)
+    if parsed.category_specific:
+        raise FormulaError(
+            "compare_pooling does not support category-specific effects cs(): its pooled "
+            "and unpooled formulas are built from the population part alone. Compare such "
+            "fits with ml.compare."
+        )
     term = _single_term(parsed)
     coefs = _varying_coefs(term)
     lhs = parsed.response + (f" | trials({parsed.trials})" if parsed.trials else "")
