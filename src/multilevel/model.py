@@ -180,17 +180,7 @@ class Model:
         self.design = design
         linked = linked_ids(design)
         terms = tuple(
-            TermSpec(
-                b.group,
-                b.term.factors,
-                b.term.expr,
-                b.coefs,
-                b.term.correlated,
-                b.levels,
-                c,
-                on,
-                id=b.term.id if (b.group, b.term.id) in linked else "",
-            )  # fmt: skip
+            _term_spec(b, linked, centered=c, nested_in=on)
             for b, c, on in zip(
                 design.blocks, centered_terms, centring.nested_in(design, centered_terms)
             )
@@ -624,6 +614,17 @@ def linked_ids(design) -> set[tuple[str, str]]:
     return shared_ids((b.group, b.term.id) for b in blocks)
 
 
+def _term_spec(block, linked: set, **placement) -> TermSpec:
+    """The ``TermSpec`` of a design's group block; its brms ID kept only where it links
+    terms (``linked_ids``). ``placement``: ``centered``, ``nested_in`` or ``dpar``."""
+    term = block.term
+    keep = (block.group, term.id) in linked
+    return TermSpec(
+        block.group, term.factors, term.expr, block.coefs, term.correlated, block.levels,
+        id=term.id if keep else "", **placement,
+    )  # fmt: skip
+
+
 def _dpar_parts(design, family: str, dpar_specs: dict, linked: set):
     """The spec's parts for family parameters with a formula (their group terms, default
     priors, prior classes, ``DparSpec``) or a fixed value (a ``DparSpec``).
@@ -632,19 +633,7 @@ def _dpar_parts(design, family: str, dpar_specs: dict, linked: set):
     terms, defaults, classes, dpars = (), {}, {}, []
     for dpar_design in getattr(design, "dpars", ()):
         name = dpar_design.name
-        own = tuple(
-            TermSpec(
-                b.group,
-                b.term.factors,
-                b.term.expr,
-                b.coefs,
-                b.term.correlated,
-                b.levels,
-                dpar=name,
-                id=b.term.id if (b.group, b.term.id) in linked else "",
-            )  # fmt: skip
-            for b in dpar_design.blocks
-        )
+        own = tuple(_term_spec(b, linked, dpar=name) for b in dpar_design.blocks)
         terms += own
         defaults.update(dpar_defaults(dpar_design, own, dpar_centre(name, design, family)))
         classes.update(dpar_classes(name, dpar_design.names, own))
