@@ -81,6 +81,8 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
     two_level = family == "bernoulli" and is_two_level_text(data[parsed.response])
     categories = facts.ordinal or facts.categorical
     needs_numbers = [] if two_level or categories else [(parsed.response, RESPONSE)]
+    if facts.multivariate_response:  # cbind(a, b, c): counts in each column
+        needs_numbers = [(c, "The count column") for c in parsed.response_columns]
     if parsed.trials:
         needs_numbers.append((parsed.trials, "The trials column"))
     if parsed.se:

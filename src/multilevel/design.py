@@ -92,8 +92,8 @@ class DparDesign:
 class Design:
     """Everything the model needs from the data, as plain arrays."""
 
-    y: np.ndarray  # (n,)
-    trials: np.ndarray | None  # (n,) for binomial
+    y: np.ndarray  # (n,); (n, K) counts of a multinomial response
+    trials: np.ndarray | None  # (n,) for binomial; a multinomial's row totals
     X: np.ndarray  # (n, p)
     columns: tuple[str, ...]  # (p,) population-level names
     blocks: tuple[GroupBlock, ...]
@@ -142,9 +142,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     if len(data) == 0:
         raise DataError("The data has no rows.")
     check_category_specific(parsed, family)
+    check_response_kind(parsed, family)
     used = used_columns(parsed, data)
     check_columns(parsed, data, family.name)  # duplicates, dates, text in numbers
     check_missing(data, used)
+    if family.multivariate_response:
+        return _count_vectors_design(parsed, data, family)
     y = _column_values(data, parsed.response)
     levels = None
     if family.name == "bernoulli" and is_two_level_text(data[parsed.response]):
@@ -179,6 +182,11 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
             )
         se = check_se(_column_values(data, parsed.se), parsed.se)
     family.check(y, trials, parsed.response)
+    return _with_predictors(parsed, data, family, y.astype(float), trials, se, levels)
+
+
+def _with_predictors(parsed, data, family, y, trials, se, levels) -> Design:
+    """The design of the response ``y`` and the formula's predictors and additions."""
     X, columns, fixed_spec = _model_matrix(parsed.fixed, data, "the population-level part")
     check_finite(X, columns, "population-level predictor")
     check_constant(X, columns)
@@ -189,7 +197,6 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> D
     blocks = tuple(_group_block(term, data) for term in parsed.groups)
     check_unique_names(blocks)
     _warn_thin_response(y, family, blocks, levels, parsed.response)
-    y = y.astype(float)
     weights = None
     if parsed.weights is not None:
         weights = weights_of(_column_values(data, parsed.weights), parsed.weights)
@@ -258,6 +265,42 @@ def _category_specific_design(parsed: ParsedFormula, data: pd.DataFrame, X, colu
     stacked = np.column_stack([np.ones(len(X_cs)), X, X_cs])
     check_full_rank(stacked, ("Intercept", *columns, *(f"cs({c})" for c in cs_columns)))
     return X_cs, cs_columns, cs_spec
+
+
+def check_response_kind(parsed: ParsedFormula, family: Family) -> None:
+    """A multinomial response is a ``cbind()`` of count columns, and a ``cbind()`` of
+    more than two columns is a multinomial response."""
+    k = len(parsed.response_columns)
+    if k > 2 and not family.multivariate_response:
+        raise FormulaError(
+            f"`{parsed.response}` binds {k} count columns: a multinomial response (counts "
+            f"over {k} categories). Fit it with family='multinomial'; a binomial response "
+            "is `cbind(successes, failures)`."
+        )
+    if family.multivariate_response and k < 2:
+        raise FormulaError(
+            f"The multinomial family needs the counts of each category, one column per "
+            f"category: `cbind(a, b, c) ~ ...` (the first column is the reference category; "
+            f"at least two columns), not `{parsed.response}`."
+        )
+    named = (parsed.se, parsed.cens, parsed.rate, *parsed.trunc_bounds, *parsed.offsets)
+    if family.multivariate_response and any(named):
+        raise FormulaError(
+            "A multinomial response takes `| trials(n)` (checked to be each row's total "
+            "count) and `weights(w)`; not `se()`, `cens()`, `trunc()`, `rate()` or "
+            "`offset()` (an offset of which category's log-odds?)."
+        )
+
+
+def _count_vectors_design(parsed: ParsedFormula, data: pd.DataFrame, family: Family) -> Design:
+    """The design of a multinomial response: (n, K) counts, one column per category in
+    the formula's order (the first the reference), the row sums as trials."""
+    columns = parsed.response_columns
+    counts = [_column_values(data, c) for c in columns]
+    trials = None if parsed.trials is None else _column_values(data, parsed.trials)
+    family.check(counts, trials, columns)  # column by column: a bool column is refused
+    y = np.stack(counts, axis=1).astype(float)
+    return _with_predictors(parsed, data, family, y, y.sum(axis=1), None, tuple(columns))
 
 
 def _without_intercept(X: np.ndarray, columns: tuple[str, ...]):

@@ -289,7 +289,7 @@ def pointwise_frame(fit, n: int) -> pd.DataFrame:
     frame = pd.DataFrame(index=pd.RangeIndex(n, name="obs"))
     if fit.model is not None and fit.model.in_memory:
         design, data = fit.model.design, fit.model.data
-        frame[fit.spec.response] = design.y
+        _add_response(frame, fit.spec, design.y)
         for block in design.blocks:
             if block.group not in frame:
                 frame[block.group] = np.asarray(block.levels, dtype=object)[block.codes]
@@ -298,8 +298,17 @@ def pointwise_frame(fit, n: int) -> pd.DataFrame:
             if named and column not in frame and len(data) == n:
                 frame[column] = data[column].to_numpy()
     elif "observed_data" in fit.idata.groups():
-        frame[fit.spec.response] = fit.idata.observed_data[fit.spec.response].values
+        _add_response(frame, fit.spec, fit.idata.observed_data[fit.spec.response].values)
     return frame
+
+
+def _add_response(frame: pd.DataFrame, spec, y: np.ndarray) -> None:
+    """The response as a column, or a multinomial's counts as one column per category."""
+    if np.ndim(y) == 2:
+        for k, column in enumerate(spec.response_levels):
+            frame[column] = y[:, k]
+    else:
+        frame[spec.response] = y
 
 
 _SCORES = {"elpd_loo", "p_loo", "pareto_k", "elpd_waic", "p_waic", "fold", "elpd_kfold"}
@@ -411,7 +420,7 @@ def _check_same_rows(fits: dict) -> None:
         if not hasattr(fit, "idata") or not hasattr(fit, "spec"):
             raise MultilevelError(f"compare: {name!r} is a {type(fit).__name__}, not a Fit.")
         y = _observed(fit)
-        if y0 is not None and y is not None and (len(y) != len(y0) or not np.allclose(y, y0)):
+        if y0 is not None and y is not None and (y.shape != y0.shape or not np.allclose(y, y0)):
             raise MultilevelError(
                 f"compare needs fits of the same rows: {first_name!r} has {len(y0)} "
                 f"observations of {first.spec.response}, {name!r} {len(y)} of "

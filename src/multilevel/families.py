@@ -179,14 +179,27 @@ class Family:
 
     @property
     def categorical(self) -> bool:
-        """Unordered categories: one linear predictor per category but the first
-        (``mu<label>``), each with the whole formula (brms' categorical family)."""
+        """Unordered categories, one per row (brms' categorical family)."""
         return self.outcome == "categorical"
+
+    @property
+    def multivariate_response(self) -> bool:
+        """The response of a row is a vector: counts over K unordered categories
+        (``cbind(a, b, c) ~ ...``, brms' multinomial family), an (n, K) array whose
+        row sums are the trials."""
+        return self.outcome == "multinomial"
+
+    @property
+    def category_logits(self) -> bool:
+        """Unordered categories (categorical, multinomial): one linear predictor per
+        category but the first (``mu<label>``, its log-odds against the first), each with
+        the whole formula; the mean's formula is ``y ~ 0``."""
+        return self.categorical or self.multivariate_response
 
     def takes_dpar(self, name: str) -> bool:
         """Whether ``name`` is a parameter of this family that a formula can predict or a
         value fix (``ml.bf(..., name=...)``)."""
-        return name in self.aux or (self.categorical and category_predictor(name))
+        return name in self.aux or (self.category_logits and category_predictor(name))
 
     @property
     def ordinal(self) -> bool:
@@ -231,7 +244,8 @@ class Family:
         (lognormal, gamma, exponential, weibull, inverse_gaussian, shifted_lognormal) a
         decade beyond the data either way, ``[min / 10, 10 max]``; hurdle_gamma and
         hurdle_lognormal ``[0, 10 max]`` (their zeros are in range); beta and
-        zero_one_inflated_beta ``[0, 1]`` (nothing is absurd by range); successes
+        zero_one_inflated_beta ``[0, 1]`` (nothing is absurd by range), as a
+        multinomial's category shares of each row's total; successes
         (bernoulli, binomial, beta_binomial, zero-inflated binomials) ``[0.01, 0.99]`` on
         the probability scale, widened to a tenth of the observed success (failure) rate
         when that is below 10%."""
@@ -249,6 +263,8 @@ class Family:
             return 0.0, 1.0
         if self.ordinal or self.categorical:  # every category is possible
             return 0.0, float(y.max())
+        if self.multivariate_response:  # shares of each row's total (prior_check)
+            return 0.0, 1.0
         if self.binary:
             rate = success_rate(y, trials)
             return float(min(0.01, rate / 10)), float(max(0.99, 1 - (1 - rate) / 10))
@@ -264,6 +280,7 @@ class Family:
             "nonnegative": "0 to ten times the largest observed value",
             "proportion": "0 to 1",
             "successes": "the default for success probabilities",
+            "multinomial": "0 to 1 (each category's share of its row's total)",
         }[self.outcome]
 
     @property
@@ -311,6 +328,8 @@ class Family:
         if self.ordinal or self.categorical:  # the expected category, 0-based
             probabilities = self.category_probabilities(eta, link, params)
             return (probabilities * np.arange(probabilities.shape[-1])).sum(-1)
+        if self.multivariate_response:  # (..., K) expected counts of each category
+            return self.category_probabilities(eta, link, params) * np.expand_dims(trials, -1)
         self.check_mean(link, eta)
         params = {name: np.asarray(value, dtype=float) for name, value in params.items()}
         if self.name in ("lognormal", "hurdle_lognormal", "shifted_lognormal"):
@@ -337,8 +356,8 @@ class Family:
         """(..., K) P(y = k) of an ordinal family, for ``eta`` (...) and
         ``params["thresholds"]`` (..., 1, K - 1) or (K - 1,); of a categorical one, the
         softmax of the reference's ``eta`` and each category's predictor in ``params``
-        (``mu<label>``, in category order); in float64."""
-        if self.categorical:
+        (``mu<label>``, in category order), as of a multinomial one; in float64."""
+        if self.category_logits:
             logits = np.stack(np.broadcast_arrays(
                 np.asarray(eta, dtype=float),
                 *(np.asarray(v, dtype=float) for k, v in params.items() if category_predictor(k)),
@@ -385,7 +404,7 @@ class Family:
     def has_cdf(self) -> bool:
         """Whether this family's distribution has a cdf, which censoring and truncation
         (``cens()``, ``trunc()``) need; asked of the distribution itself, at one point."""
-        if self.ordinal or self.categorical:  # categories: censoring is meaningless
+        if self.ordinal or self.category_logits:  # categories: censoring is meaningless
             return False
         aux = {name: jnp.ones(1) for name in self.aux}
         trials = jnp.ones(1, dtype=jnp.int32) if self.needs_trials else None
@@ -418,7 +437,11 @@ class Family:
             bounds = {k: jnp.asarray(v, dtype=real) for k, v in bounds.items()}
             key = jax.random.PRNGKey(seed)
             eta = jnp.asarray(eta, dtype=real)
-            values = np.asarray(_draw(self.name, link, eta, params, trials, se, bounds, key))
+            # the parameters' names as a static tuple: jit rebuilds a dict argument with
+            # its keys sorted, and categories read their predictors in the given order
+            values = _draw(self.name, link, tuple(params), eta, tuple(params.values()),
+                           trials, se, bounds, key)  # fmt: skip
+            values = np.asarray(values)
         values = values.astype(float)
         if bounds:  # trunc(): rows rejection could not place are NaN
             check_truncated_draws(values)
@@ -1018,10 +1041,11 @@ for _link in ("cloglog", "cauchit"):
     _LIKELIHOODS[("binomial", _link)] = _binomial(_link)
 
 
-@functools.partial(jax.jit, static_argnames=("name", "link"))
-def _draw(name, link, eta, params, trials, se, bounds, key):
+@functools.partial(jax.jit, static_argnames=("name", "link", "names"))
+def _draw(name, link, names, eta, values, trials, se, bounds, key):
     # Compiled whole, once per family, link and shape: op by op, sampling zero-inflated
     # and hurdle draws compiled dozens of small programs per call.
+    params = dict(zip(names, values))
     return FAMILIES[name].likelihood(eta, link, params, trials, se, bounds).sample(key)
 
 
@@ -1070,3 +1094,87 @@ FAMILIES["categorical"] = Family(
     "categorical", ("logit",), (), _check_ordinal, outcome="categorical"
 )
 _LIKELIHOODS[("categorical", "logit")] = _categorical_logits
+
+
+class _CountVectors(dist.MultinomialLogits):
+    """NumPyro's multinomial (log pmf ``log n! - sum log y_k! + sum y_k log p_k``, which
+    reads float counts and a total per row), drawn as K - 1 conditional binomials:
+    NumPyro's own draw needs the largest total as a Python number and holds n x that
+    many category draws."""
+
+    def sample(self, key, sample_shape=()):
+        shape = sample_shape + self.batch_shape
+        probs = jnp.broadcast_to(self.probs, (*shape, self.probs.shape[-1]))
+        left = jnp.broadcast_to(self.total_count, shape)
+        mass = jnp.ones(shape, dtype=probs.dtype)  # probability not yet given out
+        counts = []
+        for k, subkey in enumerate(jax.random.split(key, probs.shape[-1] - 1)):
+            share = jnp.clip(probs[..., k] / jnp.maximum(mass, 1e-30), 0.0, 1.0)
+            drawn = dist.Binomial(left, share).sample(subkey).astype(left.dtype)
+            counts.append(drawn)
+            left, mass = left - drawn, mass - probs[..., k]
+        return jnp.stack([*counts, left], axis=-1)
+
+
+def _multinomial_logits(eta, aux, n):
+    """Counts over K categories out of ``n`` per row: softmax of the reference's
+    ``eta`` (0) and each category's predictor (``_categorical_logits``' order)."""
+    others = [value for name, value in aux.items() if category_predictor(name)]
+    return _CountVectors(jnp.stack(jnp.broadcast_arrays(eta, *others), axis=-1), total_count=n)
+
+
+def check_count_vectors(y, trials, columns) -> None:
+    """A multinomial response: (n, K) whole counts >= 0 (``y`` an array, or its K
+    columns), K >= 2, no row without a count, and row sums equal to ``trials`` (the
+    ``trials()`` column) where one is given. ``columns``: the K column names, or the
+    response's name."""
+    cells_of = list(y.T) if isinstance(y, np.ndarray) and y.ndim == 2 else list(y)
+    if isinstance(y, np.ndarray) and y.ndim != 2 or len(cells_of) < 2:
+        raise DataError(
+            "A multinomial response is two or more count columns, one per category, "
+            f"written `cbind(a, b, c) ~ ...`; got {columns!r} ({np.ndim(y)}-d values)."
+        )
+    if isinstance(columns, str):
+        names = [f"{columns}[{k + 1}]" for k in range(len(cells_of))]
+    else:
+        names = list(columns)
+    for column, cells in zip(names, cells_of):
+        cells = np.asarray(cells)
+        if cells.dtype == bool or not np.issubdtype(cells.dtype, np.number):
+            raise DataError(
+                f"The count column `{column}` of the multinomial response holds {cells.dtype} "
+                "values; it needs whole numbers >= 0. Convert it (e.g. pd.to_numeric)."
+            )
+        _check_counts(cells.astype(float), column, "multinomial")
+    totals = np.sum([np.asarray(c, dtype=float) for c in cells_of], axis=0)
+    empty = np.flatnonzero(totals == 0)
+    if empty.size:
+        raise DataError(
+            f"{empty.size} rows of the multinomial response ({', '.join(names)}) count 0 in "
+            f"every category (e.g. row {empty[0]}): such a row carries no information about "
+            "the category probabilities. Drop those rows yourself (e.g. "
+            f"data[data[{names!r}].sum(axis=1) > 0])."
+        )
+    if trials is not None:
+        trials = np.asarray(trials, dtype=float)
+        bad = np.flatnonzero(trials != totals)
+        if bad.size:
+            raise DataError(
+                f"The trials of a multinomial row are its total count, but in {bad.size} rows "
+                f"the trials column differs from the sum of {', '.join(names)} (e.g. row "
+                f"{bad[0]}: trials {trials[bad[0]]:g}, counts summing to {totals[bad[0]]:g}; "
+                f"rows {', '.join(map(str, bad[:10]))}{' ...' if bad.size > 10 else ''}). "
+                "Fix the counts or the trials, or leave `| trials()` out: the row sums are used."
+            )
+
+
+FAMILIES["multinomial"] = Family(
+    "multinomial",
+    ("logit",),
+    (),
+    check_count_vectors,
+    needs_trials=True,
+    counts=True,
+    outcome="multinomial",
+)  # fmt: skip
+_LIKELIHOODS[("multinomial", "logit")] = _multinomial_logits

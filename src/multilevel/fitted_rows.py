@@ -40,11 +40,11 @@ CHUNKED = (
 def with_default_formulas(formula, family, data=None) -> DistributionalFormula:
     """``formula`` as a ``DistributionalFormula`` with the family's always-predicted
     parameters (``Family.default_formulas``: ``zi ~ 1`` of a zero-inflated family) added
-    where the user gave them none; for the categorical family, one formula per category
-    but the first (``categorical_formula``)."""
+    where the user gave them none; for the categorical and multinomial families, one
+    formula per category but the first (``categorical_formula``)."""
     distributional = as_distributional(formula)
-    if family.categorical:
-        return categorical_formula(distributional, data)
+    if family.category_logits:
+        return categorical_formula(distributional, data, family)
     given = {name for name, _ in distributional.dpars}
     extra = tuple((n, rhs) for n, rhs in family.default_formulas if n not in given)
     if not extra:
@@ -52,19 +52,28 @@ def with_default_formulas(formula, family, data=None) -> DistributionalFormula:
     return DistributionalFormula(distributional.formula, distributional.dpars + extra)
 
 
-def categorical_formula(distributional: DistributionalFormula, data) -> DistributionalFormula:
-    """brms' categorical model as a distributional one: the reference category (the
-    first) has log-odds 0, so the formula of the mean is ``y ~ 0``, and every other
-    category ``k`` gets the user's right-hand side as the formula of its own predictor
-    ``mu<label>`` (``muB``, brms' names; ``mu<k>`` where a label is not a name), with
-    coefficients ``muB_Intercept``, ``muB_x``, ``sd(muB_Intercept|g)``. A formula that
-    already has them (a fit read back, an SBC worker) is kept."""
+def categorical_formula(
+    distributional: DistributionalFormula, data, family
+) -> DistributionalFormula:
+    """brms' categorical and multinomial models as distributional ones: the reference
+    category (the first) has log-odds 0, so the formula of the mean is ``y ~ 0``, and
+    every other category ``k`` gets the user's right-hand side as the formula of its own
+    predictor ``mu<label>`` (``muB``, brms' names; ``mu<k>`` where a label is not a
+    name), with coefficients ``muB_Intercept``, ``muB_x``, ``sd(muB_Intercept|g)``. The
+    categories are a categorical response's values, a multinomial's count columns
+    (``cbind(a, b, c)``: a, b, c). A formula that already has them (a fit read back, an
+    SBC worker) is kept."""
     if any(category_predictor(name) for name, _ in distributional.dpars):
         return distributional
     parsed = parse_formula(distributional.formula)
-    if not isinstance(data, pd.DataFrame) or parsed.response not in data.columns:
+    if family.multivariate_response:
+        levels = parsed.response_columns
+        if len(levels) < 2:
+            return distributional  # the design says what a multinomial response is
+    elif not isinstance(data, pd.DataFrame) or parsed.response not in data.columns:
         return distributional  # the design reports what is missing
-    _, levels = categorical_codes(data[parsed.response], parsed.response)
+    else:
+        _, levels = categorical_codes(data[parsed.response], parsed.response)
     lhs, rhs = distributional.formula.split("~", 1)
     names = [f"mu{''.join(ch for ch in label if ch.isalnum())}" for label in levels[1:]]
     if len(set(names)) != len(names) or not all(category_predictor(n) for n in names):
@@ -105,7 +114,7 @@ def dpar_formulas_of(distributional: DistributionalFormula, family, parsed) -> d
                 f"`| se({parsed.se})` gives every row a known sd: sigma has no formula then."
             )
         if isinstance(value, str):
-            if name not in family.predictable and not family.categorical:
+            if name not in family.predictable and not family.category_logits:
                 raise DataError(
                     f"The {family.name} family's {name!r} takes a fixed value, not a formula."
                 )

@@ -126,8 +126,13 @@ def _drop(parsed, data, family, used, counts):
 
 
 def _model(parsed, data, family, used, counts):
+    if family.multivariate_response:
+        _refuse_missing_counts(parsed, counts)
     _refuse_unmodelled(parsed, data, counts)
-    y_missing = data[parsed.response].isna().to_numpy()
+    if family.multivariate_response:  # every count observed (refused above otherwise)
+        y_missing = np.zeros(len(data), dtype=bool)
+    else:
+        y_missing = data[parsed.response].isna().to_numpy()
     if y_missing.all():
         raise DataError(f"Every value of the response {parsed.response!r} is missing.")
     fitted = data.loc[~y_missing]
@@ -150,6 +155,18 @@ def _model(parsed, data, family, used, counts):
     )
     unobserved = data.loc[y_missing] if y_missing.any() else None
     return design, fitted, MissingData("model", counts, 0, unobserved), imputed
+
+
+def _refuse_missing_counts(parsed: ParsedFormula, counts: dict) -> None:
+    """A multinomial row with a missing count has no total: it cannot be predicted."""
+    gaps = [c for c in parsed.response_columns if c in counts]
+    if gaps:
+        listed = ", ".join(f"{c!r} ({counts[c]} missing)" for c in gaps)
+        raise DataError(
+            f"missing='model' cannot model missing counts of a multinomial response: {listed} "
+            "(a row's total is unknown without every count). Use missing='drop' (the rows "
+            "are reported), or complete the counts yourself."
+        )
 
 
 def _refuse_unmodelled(parsed: ParsedFormula, data: pd.DataFrame, counts: dict) -> None:

@@ -208,7 +208,7 @@ class Model:
             formula=formula,
             family=family,
             link=link,
-            response=parsed.response,
+            response=parsed.count_response if family_obj.multivariate_response else parsed.response,
             trials=parsed.trials,
             columns=columns,
             terms=terms,
@@ -284,7 +284,9 @@ class Model:
                 f"The new response has shape {y.shape}; this model's data has {self.design.y.shape}."
             )
         family, _ = get_family(self.spec.family, self.spec.link)
-        family.check(y, self.design.trials, self.spec.response)
+        # a multinomial response is checked column by column (its categories' names)
+        names = self.spec.response_levels if family.multivariate_response else self.spec.response
+        family.check(y, self.design.trials, names)
         clone = copy.copy(self)
         clone.design = dataclasses.replace(self.design, y=y.astype(float))
         clone._stats = None  # they depend on the response
@@ -560,12 +562,15 @@ class Model:
         stats["tree_depth"] = np.floor(np.log2(np.maximum(stats["n_steps"], 1))).astype(int) + 1
         if not self.in_memory:  # chunked statistics: there are no rows to store
             return az.from_dict(posterior=posterior, sample_stats=stats, coords=coords, dims=dims)
+        observed, obs_dims = {"obs": np.arange(self.design.n)}, ["obs"]
+        if self.design.y.ndim == 2:  # a multinomial's counts: one column per category
+            observed["category"], obs_dims = list(self.spec.response_levels), ["obs", "category"]
         return az.from_dict(
             posterior=posterior,
             sample_stats=stats,
             observed_data={self.spec.response: self.design.y},
-            coords={**coords, "obs": np.arange(self.design.n)},
-            dims={**dims, self.spec.response: ["obs"]},
+            coords={**coords, **observed},
+            dims={**dims, self.spec.response: obs_dims},
         )
 
     def _info(self, result: nuts.NutsResult, seed: int, method: str) -> dict:

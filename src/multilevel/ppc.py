@@ -11,6 +11,9 @@ response, dims ``chain, draw, obs`` as in ``observed_data``) and plots:
 * count and 0/1 families (poisson, negative_binomial, binomial, bernoulli), ``kind="bars"``: how many rows
   take each value (bars: observed) with the median and 90% interval of that number
   over all replicated data sets (points and lines). Wide count ranges are binned.
+* a multinomial response (counts over categories): each category's share of all counts,
+  observed (bars) against the median and 90% interval of the replicated shares; no
+  ``group`` panel (refused, as ``group_check`` is).
 * ``group="county"``: a second panel with each group's observed mean (success rate
   ``sum(y) / sum(trials)`` for binomial) against the 95% interval (thin) and 50%
   interval (thick) of its replicated means. Groups whose observed mean lies outside the
@@ -75,6 +78,7 @@ def group_check(fit, group: str, seed: int = 0, data=None) -> pd.DataFrame:
     binomial), the replicated means' ``mean``, ``q2.5``, ``q25``, ``q75``, ``q97.5``,
     ``p`` (share of replicated means >= the observed one) and ``outside`` (observed
     outside the 95% interval). Uses ``fit.idata.posterior_predictive`` if present."""
+    _refuse_count_vectors(fit.spec.family)
     design, frame = fit.rows(data, what="The posterior predictive check")
     return _group_table(fit, design, frame, group, _replicated(fit, seed, data))
 
@@ -109,6 +113,15 @@ def _group_table(fit, design, frame, group: str, rep: np.ndarray) -> pd.DataFram
         index=pd.Index(levels, name=group),
     )
     return table
+
+
+def _refuse_count_vectors(family: str) -> None:
+    if FAMILIES[family].multivariate_response:
+        raise MultilevelError(
+            "A per-group check compares one number per row, and a multinomial response is "
+            "a vector of counts: compare a category's share per group from "
+            "fit.predict(kind='response') draws and the count columns yourself."
+        )
 
 
 def _group_of(design, frame, group: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -149,11 +162,23 @@ def ppc(
     if not isinstance(n_draws, (int, np.integer)) or n_draws < 1:
         raise MultilevelError(f"n_draws must be a positive whole number, got {n_draws!r}.")
     check_figure_path(path)
+    if group is not None:
+        _refuse_count_vectors(family)
     design, frame = fit.rows(data, what="The posterior predictive check")
     if group is not None:
         _group_of(design, frame, group)  # an unknown group fails before simulating
     n = design.n
     rep = posterior_predictive(fit, seed=seed, data=data)[fit.spec.response].values
+    if FAMILIES[family].multivariate_response:
+        fig = new_figure(7, 4.2, layout="constrained")
+        rep = rep.reshape(-1, *design.y.shape)
+        _plot_categories(fig.subplots(), design.y, rep, fit.spec.response_levels)
+        fig.suptitle(
+            f"Posterior predictive check: {fit.spec.formula} ({family}, {rep.shape[0]} "
+            "replicated data sets)",
+            fontsize=10,
+        )
+        return save_figure(fig, path)
     rep = rep.reshape(-1, n)
     table = None if group is None else _group_table(fit, design, frame, group, rep)
     y = design.y
@@ -244,6 +269,24 @@ def _plot_bars(ax, y, rep, family, response) -> None:
     )
     ax.set_ylabel("rows")
     ax.set_title("How many rows take each value: observed vs replicated", fontsize=10)
+    ax.legend(frameon=False, fontsize=9)
+
+
+def _plot_categories(ax, y, rep, levels) -> None:
+    """Each category's share of all counts: observed (bars), replicated (median, 90%)."""
+    observed = y.sum(axis=0) / y.sum()
+    shares = rep.sum(axis=1) / rep.sum(axis=(1, 2))[:, None]  # (draws, K)
+    lo, mid, hi = np.quantile(shares, [0.05, 0.5, 0.95], axis=0)
+    x = np.arange(len(levels))
+    ax.bar(x, observed, width=0.8, color="#bbbbbb", label="observed")
+    ax.errorbar(
+        x, mid, yerr=[mid - lo, hi - mid], fmt="o", color=_REP, ms=4, capsize=2,
+        label="replicated: median, 90% interval",
+    )  # fmt: skip
+    ax.set_xticks(x, list(levels))
+    ax.set_xlabel("category (count column)")
+    ax.set_ylabel("share of all counts")
+    ax.set_title("Each category's share of the counts: observed vs replicated", fontsize=10)
     ax.legend(frameon=False, fontsize=9)
 
 

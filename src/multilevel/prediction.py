@@ -31,6 +31,10 @@ An ordinal or categorical model's ``"mean"`` is the probability of each category
 Its ``"link"`` is ``eta`` (thresholds apart); with category-specific effects ``cs()`` it
 is one linear predictor per threshold, ``eta + sum_j z_j b_jk``, dims (chain, draw, obs,
 threshold) (brms' ``posterior_linpred``), so that ``P`` reads ``F(theta_k - link_k)``.
+A multinomial model's ``"mean"`` is the probability of each category too (the expected
+proportions: brms multiplies them by the trials), its ``"response"`` draws counts per
+category out of each row's total, dims (chain, draw, obs, category); new rows give
+their totals as the count columns (their sums) or the ``trials()`` column.
 Offsets (``offset()``, ``rate()``) of new rows are read from newdata.
 The same ``seed`` gives identical draws.
 
@@ -139,9 +143,10 @@ class Prediction:
             for k in self.draws["threshold"].values:
                 table[f"link[{k}]"] = values[..., k - 1].mean(axis=0)
             return table
-        if values.ndim == 3:  # category probabilities: their mean per category
+        if values.ndim == 3:  # per category: probabilities, or a multinomial's counts
+            what = "P" if self.kind == "mean" else "mean"
             for j, level in enumerate(self.draws["category"].values):
-                table[f"P({level})"] = values[..., j].mean(axis=0)
+                table[f"{what}({level})"] = values[..., j].mean(axis=0)
             return table
         table["mean"] = values.mean(axis=0)
         table["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.nan
@@ -199,7 +204,10 @@ def predict(
     spec = fit.spec
     dpar = _check_dpar(spec, dpar, kind)
     design, fitted = fit.rows(data, what="Prediction")
-    needs_trials = FAMILIES[spec.family].needs_trials and kind != "link" and dpar == MU
+    family = FAMILIES[spec.family]
+    # a multinomial's "mean" is its category probabilities, which need no totals
+    counted = kind == "response" or (kind == "mean" and not family.multivariate_response)
+    needs_trials = family.needs_trials and counted and dpar == MU
     if newdata is None:
         frame = fitted
         rows = row_arrays(design)
@@ -283,7 +291,7 @@ def predict(
     dims, coords = ("chain", "draw", "obs"), {}
     if values.ndim == 4 and kind == "link":  # a cs() model's eta per threshold
         dims, coords = (*dims, "threshold"), {"threshold": list(range(1, values.shape[-1] + 1))}
-    elif values.ndim == 4:  # an ordinal or categorical model's category probabilities
+    elif values.ndim == 4:  # category probabilities, or a multinomial's counts per category
         dims, coords = (*dims, "category"), {"category": list(spec.response_levels)}
     dataset = xr.Dataset(
         {name: (dims, values)},
@@ -353,6 +361,8 @@ def _encode_rows(design, spec, newdata: pd.DataFrame) -> tuple[dict, list]:
 def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
     column = spec.trials
     parsed = parse_formula(spec.formula)
+    if FAMILIES[spec.family].multivariate_response and column is None:
+        return _new_totals(spec.response_levels, newdata, kind)
     if column is None and parsed.failures is not None:  # cbind(k, f): k + f trials
         needed = [spec.response, parsed.failures]
         absent = [c for c in needed if c not in newdata.columns]
@@ -378,6 +388,23 @@ def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
     values = newdata[column].to_numpy()
     check_trials(values, column)
     return values.astype(float)
+
+
+def _new_totals(columns, newdata: pd.DataFrame, kind: str) -> np.ndarray:
+    """The total count of each new row of a multinomial model: the sum of its count
+    columns (the model has no trials column)."""
+    absent = [c for c in columns if c not in newdata.columns]
+    if absent:
+        raise DataError(
+            f"A multinomial model draws counts out of each row's total: kind={kind!r} needs "
+            f"the count columns {', '.join(map(repr, columns))} in newdata (their sum is the "
+            f"total; {', '.join(map(repr, absent))} absent), or fit with `| trials(n)` and "
+            "give n. For the category probabilities use kind='mean'."
+        )
+    check_missing(newdata, list(columns), then="predict again")
+    values = newdata[list(columns)].to_numpy(dtype=float).sum(axis=1)
+    check_trials(values, " + ".join(columns))
+    return values
 
 
 def _new_se(spec, newdata: pd.DataFrame) -> np.ndarray | None:
@@ -434,7 +461,8 @@ def _on_scale(
         return eta
     family = FAMILIES[spec.family]
     categories = family.ordinal or family.categorical
-    if kind == "mean" and categories:  # (C, D, n, K): brms' posterior_epred
+    if kind == "mean" and (categories or family.multivariate_response):  # (C, D, n, K)
+        # brms' posterior_epred (of a multinomial: proportions, not counts)
         return family.category_probabilities(eta, spec.link, aux)
     if kind == "mean":
         return family.mean(eta, spec.link, aux, trials)

@@ -51,6 +51,7 @@ from multilevel import priors as P
 from multilevel.errors import MultilevelError
 from multilevel.families import FAMILIES, success_rate
 from multilevel.prior_check_measures import (
+    category_shares,
     measure,
     per_draw_statistics,
     percent,
@@ -356,6 +357,8 @@ class PriorPredictiveCheck:
         design = model.design
         self.observed = np.asarray(design.y, dtype=float)
         self.trials = None if design.trials is None else np.asarray(design.trials, dtype=float)
+        if self.observed.ndim == 2:  # a multinomial's counts: read as shares of the totals
+            self.observed, self.trials = category_shares(self.observed, self.trials), None
         if plausible is None:
             self.plausible = default_plausible_range(self.observed, self.family, self.trials)
             self.plausible_source = "default"
@@ -364,7 +367,9 @@ class PriorPredictiveCheck:
             self.plausible_source = "given"
         measured = measure(model, draws, draws["y"], self.plausible)
         # outcomes of overflowing rates are marked inf by measure(), not simulated
-        self.draws = {**draws, "y": measured["y"] if "overflow" in measured else draws["y"]}
+        # (and a multinomial's as shares, like its observed counts)
+        changed = "overflow" in measured or np.ndim(draws["y"]) == 3
+        self.draws = {**draws, "y": measured["y"] if changed else draws["y"]}
         self._measured = measured
         self._overflow = measured.get("overflow", 0.0)
         if self.family in BINARY:

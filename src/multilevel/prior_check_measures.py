@@ -30,6 +30,13 @@ def mean_linear_predictor(model, named: dict) -> np.ndarray:
     return linear_predictors(layout_of(spec), row_arrays(design), beta, effects)["mu"]
 
 
+def category_shares(y: np.ndarray, trials: np.ndarray) -> np.ndarray:
+    """A multinomial's counts (..., n, K) as each category's share of its row's total,
+    the rows' K shares side by side (..., n K): what its prior check reads."""
+    y = np.asarray(y, dtype=float)
+    return (y / np.asarray(trials, dtype=float)[:, None]).reshape(*y.shape[:-2], -1)
+
+
 def outside(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return ~((values >= lo) & (values <= hi))  # non-finite values count as outside
 
@@ -44,6 +51,8 @@ def measure(model, named: dict, y: np.ndarray, plausible: tuple[float, float]) -
     family = model.spec.family
     eta = mean_linear_predictor(model, named)
     y = np.asarray(y, dtype=float)
+    if y.ndim == 3:  # a multinomial's counts (m, n, K)
+        y = category_shares(y, model.design.trials)
     out: dict = {}
     fam = FAMILIES[family]
     if fam.positive_mean:  # a rate or a positive mean, from the link

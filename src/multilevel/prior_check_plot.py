@@ -31,7 +31,7 @@ def plot_prior_check(check, path: str | Path | None = None, n_sets: int = 50):
         _rates(check, left)
         _probabilities(check, right)
     else:
-        if family.counts:
+        if family.counts and not family.multivariate_response:  # its shares: densities
             _counts(check, left)
         else:
             _densities(check, left, n_sets)

@@ -33,6 +33,7 @@ import numpy as np
 
 from multilevel.atomic_write import write_atomically
 from multilevel.errors import FitFileError, MultilevelError
+from multilevel.families import FAMILIES
 from multilevel.spec import ModelSpec
 
 __all__ = ["GROUPS", "check_draws", "check_info", "read", "write"]
@@ -298,7 +299,11 @@ def check_draws(datasets: dict, spec: ModelSpec, info: dict) -> None:
             datasets["log_likelihood"], "log_likelihood", spec.response, (n_chains, n_draws, n_rows)
         )
     if "observed_data" in datasets:
-        _require(datasets["observed_data"], "observed_data", spec.response, (n_rows,))
+        # a multinomial's observed counts: one column per category (its count columns)
+        per_row = (
+            (len(spec.response_levels),) if FAMILIES[spec.family].multivariate_response else ()
+        )
+        _require(datasets["observed_data"], "observed_data", spec.response, (n_rows, *per_row))
 
 
 def _require(dataset, group: str, name: str, shape: tuple[int, ...]) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 from multilevel.errors import MultilevelError
 from multilevel.families import FAMILIES
 from multilevel.fitted_rows import distributional_formula
-from multilevel.formula import parse_formula
+from multilevel.formula import parse_dpar, parse_formula
 from multilevel.formula.expressions import required_columns
 from multilevel.options import check_count
 
@@ -80,9 +80,13 @@ def simulate(
     y, truth = draw_response(model, clean, seed)
     spec = model.spec
     frame = model.data[design_columns(model)].copy()
-    frame[spec.response] = _response_values(
-        y, model.data[spec.response], spec.family, spec.response_levels
-    )
+    if y.ndim == 2:  # a multinomial's counts: one column per category
+        for k, column in enumerate(spec.response_levels):
+            frame[column] = _response_values(y[:, k], model.data[column], spec.family)
+    else:
+        frame[spec.response] = _response_values(
+            y, model.data[spec.response], spec.family, spec.response_levels
+        )
     frame.attrs = {"truth": truth}
     return frame
 
@@ -201,10 +205,17 @@ def design_columns(model) -> list[str]:
     >>> design_columns(model)
     ['herd', 'incidence', 'size', 'period']
     """
-    parsed = parse_formula(model.spec.formula)
+    spec = model.spec
+    parsed = parse_formula(spec.formula)
     needed = set(parsed.columns)
-    for expr in (*parsed.expressions, *parsed.offsets):
-        needed |= required_columns(expr)
+    formulas = [
+        parsed,
+        *(parse_dpar(d.name, d.formula, spec.response) for d in spec.predicted_dpars),
+    ]
+    for each in formulas:  # a family parameter's formula (a category's, ml.bf's) too
+        needed |= {f for t in each.groups for f in t.factors}
+        for expr in (*each.expressions, *each.offsets):
+            needed |= required_columns(expr)
     return [c for c in model.data.columns if c in needed]
 
 
@@ -296,7 +307,7 @@ def draw_response(model, params: dict | None, seed: int) -> tuple[np.ndarray, di
     """One simulated response vector and the parameter values behind it.
 
     ``params`` is the output of :func:`check_params` or None (a draw from the priors).
-    Returns ``(y, truth)``: ``y`` of shape (rows,), ``truth`` with hyper-parameters as
+    Returns ``(y, truth)``: ``y`` of shape (rows,) ((rows, K) counts of a multinomial), ``truth`` with hyper-parameters as
     floats (the given values exactly) and every group effect used as a Series indexed by
     level."""
     drawn = model.draw(1, seed=seed, params=params)

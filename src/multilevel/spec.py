@@ -254,7 +254,7 @@ class ModelSpec:
     se_sigma: bool = False  # `se(s, sigma = TRUE)`: a residual sigma beside the known sds
     # (failure, success) levels of a bernoulli response stored as two-level text; an
     # ordinal or categorical response's categories, in order (categorical: the first is
-    # the reference)
+    # the reference); a multinomial's count columns, the first the reference
     response_levels: tuple[str, ...] | None = None
     # design columns of brms' category-specific effects `cs(z)` (sratio, cratio, acat):
     # each has one coefficient per threshold, ``cs_names``
@@ -323,6 +323,11 @@ class ModelSpec:
             return ""
         if self.family == "bernoulli":
             return f", success = {self.response!r} is {levels[1]!r} (against {levels[0]!r})"
+        if FAMILIES[self.family].multivariate_response:
+            return (
+                f", counts of the categories {', '.join(map(repr, levels))} (its columns; "
+                "the first is the reference)"
+            )
         if FAMILIES[self.family].categorical:
             return f", categories {', '.join(map(repr, levels))} (the first is the reference)"
         return f", categories {' < '.join(map(repr, levels))}"
@@ -538,10 +543,16 @@ def _check_consistent(spec: ModelSpec) -> None:
     if not set(spec.aux) <= set(family.aux):
         raise refuse(f"parameters {spec.aux} are not the {spec.family} family's {family.aux}")
     parsed = parse_formula(spec.formula)
+    response = parsed.count_response if family.multivariate_response else parsed.response
     if (spec.response, spec.trials, spec.se, spec.se_sigma) != (
-        parsed.response, parsed.trials, parsed.se, parsed.se_sigma
+        response, parsed.trials, parsed.se, parsed.se_sigma
     ):  # fmt: skip
-        raise refuse(f"response {spec.response!r} is not the formula's {parsed.response!r}")
+        raise refuse(f"response {spec.response!r} is not the formula's {response!r}")
+    if family.multivariate_response and spec.response_levels != parsed.response_columns:
+        raise refuse(
+            f"the categories {spec.response_levels} are not the formula's count columns "
+            f"{parsed.response_columns}"
+        )
     formulas = {MU: parsed}
     for d in spec.dpars:
         if not family.takes_dpar(d.name) or d.name in spec.aux or d.name in formulas:

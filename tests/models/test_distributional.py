@@ -27,10 +27,12 @@ SLEEP = ml.bf("Reaction ~ Days + (1 | Subject)", sigma="~ Days", nu=4)
 SETTINGS = dict(chains=2, warmup=500, draws=750, progress=False, warn=False)
 
 
-def reference_fit(model_fn, args, seed: int, names: list[str]):
+def reference_fit(
+    model_fn, args, seed: int, names: list[str], warmup=500, draws=750, dense_mass=False
+):
     """A plain NumPyro NUTS run, its draws as a fit-like object for ``same_posterior``."""
-    mcmc = MCMC(NUTS(model_fn), num_warmup=500, num_samples=750, num_chains=2,
-                chain_method="sequential", progress_bar=False)  # fmt: skip
+    mcmc = MCMC(NUTS(model_fn, dense_mass=dense_mass), num_warmup=warmup, num_samples=draws,
+                num_chains=2, chain_method="sequential", progress_bar=False)  # fmt: skip
     mcmc.run(jax.random.PRNGKey(seed), *args)
     samples = mcmc.get_samples(group_by_chain=True)
 

@@ -53,8 +53,9 @@ def model_parser() -> argparse.ArgumentParser:
         "exponential, weibull, inverse_gaussian, beta, zero_one_inflated_beta, "
         "zero_inflated_poisson, zero_inflated_negative_binomial, zero_inflated_binomial, "
         "zero_inflated_beta_binomial, hurdle_poisson, hurdle_negative_binomial, "
-        "hurdle_gamma, hurdle_lognormal, and for ordered categories cumulative, sratio, "
-        "cratio, acat (docs/families.md: links and parameters)",
+        "hurdle_gamma, hurdle_lognormal, for ordered categories cumulative, sratio, "
+        "cratio, acat, for unordered ones categorical, and multinomial (counts per "
+        "category: 'cbind(a, b, c) ~ x') (docs/families.md: links and parameters)",
     )
     parser.add_argument("--link", default=None, help="link function (default: canonical)")
     parser.add_argument(

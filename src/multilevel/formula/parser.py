@@ -4,9 +4,10 @@ Only the lme4 extensions are parsed here: the bars `(expr | g)` / `(expr || g)`,
 grouping factors `a`, `a:b`, `a/b`, offsets `offset(expr)` on the right, and brms'
 addition terms on the left (`y | trials(n)`, `se(s)`, `weights(w)`, `rate(t)`,
 `cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`, several joined by `+`), lme4's
-`cbind(successes, failures)`, and brms' category-specific effects `cs(expr)` of ordinal
-models (a term of its own on the right, one expression inside; formulaic's cubic spline
-`cs(x, df=4)` takes more than one argument and stays formulaic's).
+`cbind(successes, failures)`, a multinomial's count columns `cbind(a, b, c)`, and brms'
+category-specific effects `cs(expr)` of ordinal models (a term of its own on the right,
+one expression inside; formulaic's cubic spline `cs(x, df=4)` takes more than one
+argument and stays formulaic's).
 Everything else (the population-level part and the covariate expression inside a bar)
 is handed to formulaic, so interactions, `C(x)`, `0 +` and `- 1` mean exactly what they
 mean there, after ``expressions.check_expression`` has refused any Python code that is
@@ -33,7 +34,8 @@ SUPPORTED = (
     "Supported: `y ~ x + (1 | g)`, `(1 + x | g)` (correlated), `(1 + x || g)` "
     "(uncorrelated), `(1 + x |p| g)` (correlated across parameters or categories), `(0 + x | g)`, nested `(1 | a/b)`, interactions `(1 | a:b)`, crossed "
     "`(1 | a) + (1 | b)`, `offset(np.log(t))`, and on the left `successes | trials(n)` or "
-    "`cbind(successes, failures)` for binomial responses, `y | se(s)` (known standard "
+    "`cbind(successes, failures)` for binomial responses, `cbind(a, b, c)` for multinomial "
+    "counts, `y | se(s)` (known standard "
     "errors), `weights(w)`, `rate(t)`, `cens(c)`, `cens(c, y2)`, `trunc(lb = 0, ub = 10)`."
 )
 
@@ -99,7 +101,7 @@ class ParsedFormula:
 
     The addition terms name columns of the data: ``trials`` (binomial totals, from
     ``trials(n)`` or ``cbind(k, n - k)``; ``failures`` for ``cbind(k, f)``, where the
-    totals are ``k + f``), ``se`` (known standard errors; ``se_sigma`` keeps a residual
+    totals are ``k + f``; a multinomial's totals, which must be its rows' sums), ``se`` (known standard errors; ``se_sigma`` keeps a residual
     sd beside them, ``se(s, sigma = TRUE)``), ``weights``, ``rate`` (exposure: the mean
     is ``rate`` times the rate per unit), ``cens`` and ``cens_upper`` (censoring
     indicator and the upper end of interval-censored rows), ``trunc_lower`` and
@@ -122,6 +124,9 @@ class ParsedFormula:
     trunc_upper: str | None = None
     offsets: tuple[str, ...] = ()
     category_specific: tuple[str, ...] = ()
+    # every column of a `cbind(a, b, ...)` of column names: the count columns of a
+    # multinomial response (its categories); `cbind(k, f)` is also binomial's k and f
+    response_columns: tuple[str, ...] = ()
 
     @property
     def expressions(self) -> tuple[str, ...]:
@@ -133,7 +138,7 @@ class ParsedFormula:
     def columns(self) -> set[str]:
         """Columns named outside the formulaic parts (response, addition terms, group
         factors; a truncation bound that is a number is not a column)."""
-        cols = {self.response}
+        cols = set(self.response_columns) or {self.response}
         named = (self.trials, self.se, self.failures, self.weights, self.rate, self.cens,
                  self.cens_upper)  # fmt: skip
         cols.update(c for c in named if c)
@@ -152,6 +157,13 @@ class ParsedFormula:
         for the arrays they become)."""
         named = (self.weights, self.rate, self.cens, *self.trunc_bounds)
         return bool(self.offsets) or any(n is not None for n in named)
+
+    @property
+    def count_response(self) -> str:
+        """The name of a multinomial response, its count columns as written in
+        ``cbind(a, b, c)`` (``response`` itself from three columns on; two columns are
+        also binomial's successes and failures, whose ``response`` is the first)."""
+        return f"cbind({', '.join(self.response_columns)})"
 
 
 def bound_value(text: str) -> float | None:
@@ -375,17 +387,25 @@ def _column_arg(formula: str, name: str, args: dict, key: str, at: int) -> str:
 
 def _parse_cbind(formula: str, text: str, at: int) -> tuple[str, dict]:
     """lme4's ``cbind(successes, failures)``: the response and, as ``trials``, the
-    column of totals when written ``cbind(k, n - k)``, or ``failures`` otherwise."""
+    column of totals when written ``cbind(k, n - k)``, or ``failures`` otherwise; every
+    column of a ``cbind()`` of column names is also kept as ``response_columns`` (the
+    count columns of a multinomial response, which may have more than two)."""
     inside = _ADDITION.match(text).group(2)
     pieces = [inside[a:b].strip() for a, b in _split_top_level(_mask_quoted(inside), ",")]
+    names = tuple(column_name(piece) for piece in pieces)
+    if len(pieces) > 2 and None not in names:  # multinomial counts, one column per category
+        return f"cbind({', '.join(names)})", {"response_columns": names}
     successes = column_name(pieces[0]) if len(pieces) == 2 else None
     if successes is None:
         raise _syntax_error(
-            formula, at, "`cbind(successes, failures)` takes two columns (or `n - successes`)"
+            formula,
+            at,
+            "`cbind(successes, failures)` takes two columns (or `n - successes`); a "
+            "multinomial response `cbind(a, b, c)` takes column names only",
         )
     second = pieces[1]
     if (column := column_name(second)) is not None:
-        return successes, {"failures": column}
+        return successes, {"failures": column, "response_columns": names}
     minus = _top_level_positions(_mask_quoted(second), "-")
     if len(minus) == 1 and column_name(second[minus[0] + 1 :]) == successes:
         total = column_name(second[: minus[0]])

@@ -31,6 +31,7 @@ from formulaic.errors import FormulaicError
 
 from multilevel.errors import FormulaError, MultilevelError
 from multilevel.evaluation import LooWarning
+from multilevel.families import FAMILIES
 from multilevel.fit import Fit
 from multilevel.formula import GroupTerm, ParsedFormula, parse_formula
 from multilevel.loglik import pointwise_log_likelihood  # noqa: F401 (moved; kept importable)
@@ -351,6 +352,12 @@ def compare_pooling(
     none        86.4
     partial     49.4
     """
+    if FAMILIES.get(family) is not None and FAMILIES[family].category_logits:
+        raise MultilevelError(
+            f"compare_pooling compares one linear predictor's group effects, and a {family} "
+            "model has one per category but the first (its mean's formula is `~ 0`): fit "
+            "the variants yourself and compare them with ml.compare."
+        )
     plan = _plan(formula)
     if partial is not None:
         model = _model_of(partial, "compare_pooling(partial=...)")
