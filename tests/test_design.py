@@ -208,3 +208,12 @@ def test_an_ordinal_category_held_by_one_group_warns(frame):
         match="Category '4' of `rating` occurs only in the group 'a' of `g` \\(1 row\\)",
     ):
         ml.Model("rating ~ x + (1 | g)", frame.assign(rating=rating), family="cumulative")
+
+
+def test_an_offset_in_a_parameters_formula_is_refused_not_dropped(frame):
+    """Offsets shift the mean's linear predictor; nothing reads one elsewhere."""
+    with pytest.raises(ml.FormulaError, match="offset\\(n\\)` in the formula of sigma"):
+        ml.Model(ml.bf("y ~ x", sigma="~ x + offset(n)"), frame)
+    labels = frame.assign(choice=np.tile(["a", "b", "c", "d"], len(frame) // 4))
+    with pytest.raises(ml.FormulaError, match="which category"):
+        ml.Model("choice ~ x + offset(np.log(n))", labels, family="categorical")

@@ -30,7 +30,7 @@ from multilevel.addition_terms import (
 )
 from multilevel.data_checks import check_columns
 from multilevel.errors import DataError, FormulaError
-from multilevel.families import Family, check_se, check_trials
+from multilevel.families import Family, category_predictor, check_se, check_trials
 from multilevel.formula import GroupTerm, ParsedFormula
 from multilevel.formula.expressions import evaluation_context, required_columns
 from multilevel.formula.parser import CS_CALL, bound_value
@@ -375,6 +375,16 @@ def build_dpar_design(name: str, parsed: ParsedFormula, data: pd.DataFrame) -> D
             "in the main formula of an sratio, cratio or acat model, not in a family "
             "parameter's formula."
         )
+    if parsed.offsets:  # read nowhere below: refused rather than dropped
+        category = category_predictor(name)
+        raise FormulaError(
+            f"{', '.join(f'`offset({e})`' for e in parsed.offsets)} in "
+            + ("a categorical or multinomial model's formula: an offset shifts one linear "
+               "predictor, and here each category but the first has its own (the log-odds "
+               "of which category?)" if category else
+               f"{where}: offsets shift the mean's linear predictor only")
+            + ". Remove it, or enter the variable as a predictor."
+        )  # fmt: skip
     needed = _formulaic_variables(parsed.fixed)
     for term in parsed.groups:
         needed |= _formulaic_variables(term.expr) | set(term.factors)

@@ -110,7 +110,9 @@ class Prediction:
         One boolean column per grouping factor: True where that row's level is new.
     """
 
-    def __init__(self, draws, data, kind, groups, seed, new_levels, unseen, response):
+    def __init__(
+        self, draws, data, kind, groups, seed, new_levels, unseen, response, categories=()
+    ):
         self.draws = draws
         self.data = data
         self.kind = kind
@@ -119,6 +121,9 @@ class Prediction:
         self.new_levels = new_levels
         self.unseen = unseen
         self.response = response
+        # labels of the categories drawn as 1..K (kind "response" of an ordinal or
+        # categorical model), () otherwise
+        self.categories = tuple(categories)
 
     @property
     def idata(self):
@@ -136,22 +141,29 @@ class Prediction:
     def summary(self) -> pd.DataFrame:
         """The predicted rows' own columns, then mean, sd, q5, q50 and q95 of the draws,
         and ``new_levels``: the grouping factors whose level in that row the fit never saw
-        (comma-separated; empty when every level was seen)."""
+        (comma-separated; empty when every level was seen).
+
+        Per category instead: ``P(level)``, the mean probability (kind "mean" of an
+        ordinal or categorical model) or the share of draws that drew it (kind
+        "response", as brms' ``predict``); ``mean(level)``, a multinomial's mean count;
+        ``link[k]``, a ``cs()`` model's mean linear predictor at threshold k."""
         values = self.values
         table = self.data.copy()
         if "threshold" in self.draws.dims:  # a cs() model's eta per threshold: their means
             for k in self.draws["threshold"].values:
                 table[f"link[{k}]"] = values[..., k - 1].mean(axis=0)
-            return table
-        if values.ndim == 3:  # per category: probabilities, or a multinomial's counts
+        elif values.ndim == 3:  # per category: probabilities, or a multinomial's counts
             what = "P" if self.kind == "mean" else "mean"
             for j, level in enumerate(self.draws["category"].values):
                 table[f"{what}({level})"] = values[..., j].mean(axis=0)
-            return table
-        table["mean"] = values.mean(axis=0)
-        table["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.nan
-        for name, q in QUANTILES.items():
-            table[name] = np.quantile(values, q, axis=0)
+        elif self.categories:  # categories drawn as 1..K: how often each was drawn
+            for j, level in enumerate(self.categories):
+                table[f"P({level})"] = (values == j + 1).mean(axis=0)
+        else:
+            table["mean"] = values.mean(axis=0)
+            table["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.nan
+            for name, q in QUANTILES.items():
+                table[name] = np.quantile(values, q, axis=0)
         flags = self.unseen.to_numpy()
         names = list(self.unseen.columns)
         table["new_levels"] = [",".join(n for n, f in zip(names, row) if f) for row in flags]
@@ -306,7 +318,12 @@ def predict(
     unseen_frame = pd.DataFrame(
         {g: np.asarray(v, dtype=bool) for g, v in unseen.items()}, index=frame.index
     )
-    return Prediction(dataset, frame, kind, groups, int(seed), new_levels, unseen_frame, name)
+    family = FAMILIES[spec.family]
+    drawn_categories = kind == "response" and dpar == MU and (family.ordinal or family.categorical)
+    return Prediction(
+        dataset, frame, kind, groups, int(seed), new_levels, unseen_frame, name,
+        categories=spec.response_levels if drawn_categories else (),
+    )  # fmt: skip
 
 
 def _check_dpar(spec, dpar, kind: str) -> str:

@@ -153,7 +153,7 @@ def test_predictions_are_proportions_and_counts(housing, fit):
     assert (np.abs(noise.mean(axis=0)) < 5 * se).all(), (noise.mean(axis=0), se)
     with pytest.raises(DataError, match="count columns 'Low', 'Medium', 'High'"):
         fit.predict(new, kind="response")
-    assert list(fit.predict(new).summary().columns[-3:]) == ["P(Low)", "P(Medium)", "P(High)"]
+    assert list(fit.predict(new).summary().columns[-4:-1]) == ["P(Low)", "P(Medium)", "P(High)"]
 
 
 def test_ppc_simulation_and_prior_check(tmp_path, housing, model, fit):

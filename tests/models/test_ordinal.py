@@ -152,8 +152,14 @@ def test_predictions_are_category_probabilities_and_draws(wine, wine_fit):
     assert list(probabilities["category"].values) == ["1", "2", "3", "4", "5"]
     np.testing.assert_allclose(probabilities.sum("category"), 1.0, rtol=1e-9)
     assert {"P(1)", "P(5)"} <= set(mean.summary().columns)
-    drawn = wine_fit.predict(wine.head(3), kind="response").values
-    assert set(np.unique(drawn)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    response = wine_fit.predict(wine.head(3), kind="response")
+    assert set(np.unique(response.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    # brms' predict: the share of draws in each category, which estimates P(y = k):
+    # a share of n draws has se <= 0.5 / sqrt(n) (0.011 for 2,000): within 5 se
+    shares = response.summary()[[f"P({k})" for k in range(1, 6)]].to_numpy()
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    expected = mean.summary()[[f"P({k})" for k in range(1, 6)]].head(3).to_numpy()
+    assert np.abs(shares - expected).max() < 5 * 0.5 / np.sqrt(response.values.shape[0])
     # LOO reads the categorical log-likelihood: log P(observed category) < 0
     assert (wine_fit.idata.log_likelihood["rating"].values < 0).all()
     assert np.isfinite(wine_fit.loo().elpd)
