@@ -120,6 +120,7 @@ def test_poisson_rate_matches_a_hand_written_model(insurance):
 
 
 # ------------------------------------------------------------------ truncation, recovery
+@pytest.mark.slow  # about 50 s; the truncated densities against scipy stay in the default run
 def test_truncated_gaussian_is_recovered():
     """y ~ N(1 + 0.8 x + u_g, 1) kept only above 0, simulated by the model itself
     (rejection draws inside the bound): 5 truths within 4 posterior sds (false alarm

@@ -78,6 +78,7 @@ def test_fixed_group_effects_survive_the_centred_sites():
     np.testing.assert_allclose(drawn["Intercept|g"], np.broadcast_to(effects, (2, 60)), atol=1e-5)
 
 
+@pytest.mark.slow  # 25-30 s: the likelihood equalities below stay in the default run
 @pytest.mark.filterwarnings("ignore::multilevel.ConvergenceWarning")
 def test_partially_collapsed_with_a_centred_sampled_term_equals_joint_nuts():
     """Crossed factors: a (100 levels) integrated out, b (60 levels, 100 rows each)
@@ -140,6 +141,7 @@ def test_nesting_among_sampled_terms_is_found_and_crossing_is_not():
     assert plan.parents == (-1, -1)
 
 
+@pytest.mark.slow  # 25-30 s: the likelihood equalities below stay in the default run
 @pytest.mark.filterwarnings("ignore::multilevel.ConvergenceWarning")
 def test_centring_down_a_nesting_equals_joint_nuts():
     """Lecturers centred on their department's coefficient, departments on the intercept,
