@@ -115,6 +115,7 @@ class Model:
             **{name: (rhs, None) for name, rhs in distributional.predicted.items()},
             **{name: ("", value) for name, value in distributional.fixed.items()},
         }
+        _check_centring_applies(design, centered)
         flags = centring.term_flags(design, family_obj.name, centered)
         flags = _uncentred_if_linked(design, flags, centered)
         if isinstance(centered, tuple):  # one flag per term: a choice for all only if they agree
@@ -592,6 +593,20 @@ class Model:
                 "total_s": result.compile_s + result.sampling_s,
             },
         }
+
+
+def _check_centring_applies(design, choice) -> None:
+    """``centered=True`` centres the mean's group terms; refused where the model has
+    none and its group terms are all in family parameters' or categories' formulas,
+    which are sampled non-centred (it would change nothing)."""
+    own = [b.group for d in getattr(design, "dpars", ()) for b in d.blocks]
+    if choice is True and not design.blocks and own:
+        raise MultilevelError(
+            "centered=True centres the group terms of the mean's formula, and this model "
+            f"has none: its group terms ({', '.join(dict.fromkeys(own))}) are in the "
+            "formulas of family parameters or categories, which are sampled non-centred. "
+            "Pass centered=None (the default) or False."
+        )
 
 
 def _uncentred_if_linked(design, flags: tuple[bool, ...], choice) -> tuple[bool, ...]:

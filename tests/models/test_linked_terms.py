@@ -206,3 +206,10 @@ def test_an_id_twice_in_one_formula_is_refused(sleep):
 def test_centring_linked_effects_on_request_is_refused(sleep):
     with pytest.raises(ml.MultilevelError, match="non-centred"):
         ml.Model(SLEEP, sleep, centered=True)
+
+
+def test_centring_a_categorical_models_terms_is_refused_not_ignored(choices):
+    """A categorical model's group terms are its categories': centered=True would centre
+    nothing (it used to be accepted and ignored)."""
+    with pytest.raises(ml.MultilevelError, match="centered=True centres the group terms"):
+        ml.Model("mode ~ x + (1 | g)", choices, family="categorical", centered=True)
