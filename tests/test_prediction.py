@@ -81,6 +81,19 @@ def test_population_groups_is_the_fixed_part(fit):
         np.testing.assert_allclose(values[:, row], _fixed(fit, days).ravel(), rtol=1e-12)
 
 
+def test_groups_left_unused_need_no_grouping_column(fit):
+    """brms' re_formula = NA needs no group: neither do "population" and "integrated",
+    and with the identity link the average over groups is the typical group."""
+    days = NEW[["Days"]]
+    zero = fit.predict(days, groups="population")
+    np.testing.assert_allclose(zero.values, fit.predict(NEW, groups="population").values)
+    assert zero.new_levels == {}
+    integrated = fit.predict(days, groups="integrated").values
+    np.testing.assert_allclose(integrated, zero.values, rtol=1e-9)
+    with pytest.raises(ml.DataError, match="Subject"):
+        fit.predict(days)  # "sample" uses each row's own group
+
+
 def test_new_level_draws_from_the_fitted_population(fit):
     # 200 new subjects at Days = 5: each row draws its own effects in every draw
     new = pd.DataFrame({"Subject": [f"new{i}" for i in range(200)], "Days": 5})

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import evaluation, saved_fits
+from multilevel import effects, evaluation, saved_fits
 from multilevel._arviz import az
 from multilevel.errors import FitFileError, MultilevelError
 from multilevel.fitted_rows import fit_rows
@@ -105,6 +105,40 @@ class Fit:
         >>> fig = fit.ppc("ppc.png", group="Subject")  # doctest: +SKIP
         """
         return ppc(self, path, kind=kind, group=group, n_draws=n_draws, seed=seed, data=data)
+
+    # ----------------------------------------------------------------- effects
+    def predictions(self, at=None, by=None, groups="fitted", scale="response", **options):
+        """Predictions per row of ``at`` (``"data"``: the fitted rows, the default; a
+        DataFrame; or a grid ``{"Days": range(10)}``, other predictors at typical values),
+        or averaged within ``by`` (True: all rows; a column or a list of columns).
+        ``groups``: ``"fitted"`` (each row's own group), ``"zero"`` (a typical group) or
+        ``"integrated"`` (the average over the population of groups); ``scale``:
+        ``"response"`` or ``"link"``. Options: ``dpar``, ``prob`` (0.9), ``draws``,
+        ``data``, ``seed``. Returns ``Effects`` (``.summary(prob)``, ``.draws``); see
+        ``multilevel.effects``.
+
+        >>> fit.predictions(at={"Days": [0, 9]}, groups="integrated")  # doctest: +SKIP
+        """
+        return effects.predictions(self, at, by, groups, scale, **options)
+
+    def comparisons(self, variable, at=None, by=None, groups="fitted", scale="response", **options):
+        """How the prediction changes with ``variable`` (numeric: +1 by default,
+        ``contrast=`` a step, ``"sd"`` or a pair; categorical: each level against the
+        reference), as a ``"difference"`` or ``"ratio"`` (``comparison=``), per row of
+        ``at`` or averaged within ``by``; the rest as ``predictions``.
+
+        >>> fit.comparisons("floor", by=True, groups="integrated")  # doctest: +SKIP
+        """
+        return effects.comparisons(self, variable, at, by, groups, scale, **options)
+
+    def slopes(self, variable, at=None, by=None, groups="fitted", scale="response", **options):
+        """The derivative of the prediction with respect to ``variable`` (``slope=
+        "elasticity"``: in % per %), per row of ``at`` or averaged within ``by``; the rest
+        as ``predictions``.
+
+        >>> fit.slopes("Days", by=True)  # doctest: +SKIP
+        """
+        return effects.slopes(self, variable, at, by, groups, scale, **options)
 
     # ----------------------------------------------------------------- evaluation
     def loo(self):

@@ -84,11 +84,17 @@ from multilevel.linear_predictor import (
 )
 from multilevel.missing import row_label
 from multilevel.options import check_count, check_seed
+from multilevel.population_average import (
+    contribution_covariance,
+    integrate,
+    predictors_with_groups,
+    scale_trils,
+)
 
 __all__ = ["KINDS", "GROUPS", "Prediction", "predict"]
 
 KINDS = ("mean", "response", "link")
-GROUPS = ("sample", "population")
+GROUPS = ("sample", "population", "integrated")
 QUANTILES = {"q5": 0.05, "q50": 0.5, "q95": 0.95}
 MAX_VALUES = 100_000_000  # draws x rows held at once (800 MB of float64)
 
@@ -229,6 +235,9 @@ def predict(
         bounds = {k: v for k, v in rows["bounds"].items() if k in ("lower", "upper")}
     else:
         frame = newdata
+        absent = [] if groups == "sample" else _absent_factors(spec, newdata)
+        if absent:  # effects unused: the grouping columns need not be given
+            newdata = newdata.assign(**{f: UNUSED_LEVEL for f in absent})
         rows, labels = _encode_rows(design, spec, newdata)
         trials = _new_trials(spec, newdata, kind) if needs_trials else None
         se = _new_se(spec, newdata) if kind == "response" else None
@@ -253,10 +262,10 @@ def predict(
     for k, term in enumerate(spec.terms):
         missing = codes[k] < 0
         new = tuple(dict.fromkeys(labels[k][missing]))
-        if term.dpar == MU:
+        if term.dpar == MU and not (newdata is not None and set(term.factors) & set(absent)):
             new_levels[term.group] = tuple(str(x) for x in new)
             unseen[term.group] = missing | unseen.get(term.group, False)
-        if groups == "population":
+        if groups != "sample":  # zero, or integrated out below
             effects[k] = None
             continue
         if new:  # effects of new levels, drawn per draw, appended after the fitted ones
@@ -286,6 +295,12 @@ def predict(
         etas[MU] = etas[MU] if shift is None else add_shift(etas[MU], *shift)
     shared = aux.get("thresholds")  # (C, D, K - 1)
     aux = per_row(aux, rows.get("X_cs"))  # (C, D, 1); thresholds (C, D, 1 or n, K - 1)
+    if groups == "integrated" and spec.terms and kind != "link":
+        # E[eta + c] = eta on the link scale; on the others, average over the groups
+        values = _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar,
+                             (trials, se, seed, bounds))  # fmt: skip
+        return _prediction(spec, posterior, values, frame, kind, groups, seed,
+                           new_levels, unseen, dpar)  # fmt: skip
     aux.update(dpar_values(layout, etas))  # (C, D, n)
     if spec.cs_columns and kind == "link" and dpar == MU:
         # brms' linear predictor of a cs() model, one per threshold: eta + the
@@ -299,6 +314,11 @@ def predict(
         values = np.broadcast_to(values, etas[MU].shape).copy()
     else:
         values = _on_scale(etas[MU], kind, spec, trials, se, aux, seed, bounds)
+    return _prediction(spec, posterior, values, frame, kind, groups, seed, new_levels, unseen, dpar)
+
+
+def _prediction(spec, posterior, values, frame, kind, groups, seed, new_levels, unseen, dpar):
+    """The ``Prediction`` of ``values`` (chain, draw, obs[, category or threshold])."""
     name = spec.response if dpar == MU else dpar
     dims, coords = ("chain", "draw", "obs"), {}
     if values.ndim == 4 and kind == "link":  # a cs() model's eta per threshold
@@ -310,7 +330,7 @@ def predict(
         coords={
             "chain": posterior["chain"].values,
             "draw": posterior["draw"].values,
-            "obs": np.arange(n),
+            "obs": np.arange(len(frame)),
             **coords,
         },
         attrs={"kind": kind, "groups": groups, "seed": int(seed), "dpar": dpar},
@@ -324,6 +344,41 @@ def predict(
         dataset, frame, kind, groups, int(seed), new_levels, unseen_frame, name,
         categories=spec.response_levels if drawn_categories else (),
     )  # fmt: skip
+
+
+UNUSED_LEVEL = "(no group: effects unused)"  # fills grouping columns newdata leaves out
+
+
+def _absent_factors(spec, newdata: pd.DataFrame) -> list[str]:
+    """Grouping columns of the model that ``newdata`` lacks (allowed where no group's
+    own effects are used: ``groups="population"`` or ``"integrated"``)."""
+    factors = dict.fromkeys(f for t in spec.terms for f in t.factors)
+    return [f for f in factors if f not in newdata.columns]
+
+
+def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
+    """Values on the scale ``kind`` ("mean" or "response") with group effects averaged
+    over their fitted population distribution, draw by draw (``population_average``):
+    "mean" integrates the expected value, "response" draws each row's group
+    contributions once from that distribution before drawing the response."""
+    trials, se, seed, bounds = extras
+    names = predictors_with_groups(spec)
+    covariance = contribution_covariance(spec, posterior, rows["Z"])
+
+    def value_at(shifted: dict) -> np.ndarray:
+        params = {**aux, **dpar_values(layout, shifted)}
+        if dpar != MU:
+            return np.broadcast_to(params[dpar], shifted[MU].shape)
+        return _on_scale(shifted[MU], kind, spec, trials, se, params, seed, bounds)
+
+    if kind == "response":  # one draw of the contributions per draw and row
+        rng = np.random.default_rng(seed)
+        factor = np.linalg.cholesky(covariance + 1e-12 * np.eye(len(names)))
+        shift = (factor @ rng.standard_normal((*covariance.shape[:-1], 1)))[..., 0]
+        shifted = {**etas, **{p: etas[p] + shift[..., i] for i, p in enumerate(names)}}
+        return value_at(shifted)
+    values, _ = integrate(value_at, etas, covariance, names)
+    return values
 
 
 def _check_dpar(spec, dpar, kind: str) -> str:
@@ -454,16 +509,8 @@ def _new_effects(posterior, sd_names, correlations, n_new: int, rng) -> np.ndarr
     """(chain, draw, n_new, q) effects of new levels: per draw N(0, diag(sd) R diag(sd)),
     ``sd_names`` naming the sds, R from ``correlations`` (a term or a set of linked
     terms: ``cor_pairs`` and ``cor_names``; the identity where it has none)."""
-    sd = np.stack([posterior[n].values.astype(float) for n in sd_names], axis=-1)
-    q = sd.shape[-1]
-    chol = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q))
-    if correlations.cor_names:
-        corr = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q)).copy()
-        for (i, j), name in zip(correlations.cor_pairs, correlations.cor_names):
-            corr[..., i, j] = corr[..., j, i] = posterior[name].values
-        chol = np.linalg.cholesky(corr + 1e-12 * np.eye(q))
-    scale_tril = sd[..., :, None] * chol  # diag(sd) L: (chain, draw, q, q)
-    z = rng.standard_normal((*sd.shape[:-1], n_new, q))
+    scale_tril = scale_trils(posterior, sd_names, correlations)  # (chain, draw, q, q)
+    z = rng.standard_normal((*scale_tril.shape[:-2], n_new, scale_tril.shape[-1]))
     return np.einsum("cdij,cduj->cdui", scale_tril, z)
 
 

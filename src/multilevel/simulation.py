@@ -20,8 +20,7 @@ import pandas as pd
 from multilevel.errors import MultilevelError
 from multilevel.families import FAMILIES
 from multilevel.fitted_rows import distributional_formula
-from multilevel.formula import parse_dpar, parse_formula
-from multilevel.formula.expressions import required_columns
+from multilevel.formula import parse_formula
 from multilevel.options import check_count
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
@@ -205,17 +204,7 @@ def design_columns(model) -> list[str]:
     >>> design_columns(model)
     ['herd', 'incidence', 'size', 'period']
     """
-    spec = model.spec
-    parsed = parse_formula(spec.formula)
-    needed = set(parsed.columns)
-    formulas = [
-        parsed,
-        *(parse_dpar(d.name, d.formula, spec.response) for d in spec.predicted_dpars),
-    ]
-    for each in formulas:  # a family parameter's formula (a category's, ml.bf's) too
-        needed |= {f for t in each.groups for f in t.factors}
-        for expr in (*each.expressions, *each.offsets):
-            needed |= required_columns(expr)
+    needed = parse_formula(model.spec.formula).columns | model.spec.predictor_columns
     return [c for c in model.data.columns if c in needed]
 
 

@@ -17,6 +17,7 @@ from multilevel.errors import FitFileError, FormulaError, PriorError
 from multilevel.families import FAMILIES, dpar_link
 from multilevel.formula import parse_dpar, parse_formula
 from multilevel.formula.distributional import MU
+from multilevel.formula.expressions import required_columns
 
 
 @dataclass(frozen=True)
@@ -293,6 +294,25 @@ class ModelSpec:
         for d in self.dpars:
             parts.append(d.text)
         return ", ".join(parts)
+
+    @property
+    def predictor_columns(self) -> set[str]:
+        """The data columns that the right-hand sides read: population and ``cs()``
+        expressions, group covariates and grouping factors, offsets, of every formula
+        (the mean's, each family parameter's or category's)."""
+        parsed = parse_formula(self.formula)
+        formulas = [
+            parsed,
+            *(parse_dpar(d.name, d.formula, self.response) for d in self.predicted_dpars),
+        ]
+        out: set[str] = set()
+        for each in formulas:
+            out |= {f for t in each.groups for f in t.factors}
+            for expr in (*each.expressions, *each.offsets):
+                out |= required_columns(expr)
+        if parsed.rate is not None:  # the exposure enters the mean as log(rate)
+            out.add(parsed.rate)
+        return out
 
     @property
     def prior_of(self) -> dict[str, P.Prior]:

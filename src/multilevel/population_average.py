@@ -1,0 +1,133 @@
+"""Group effects integrated out: predictions for the population average of groups.
+
+With a non-identity link the prediction for a typical group (effects 0) is not the
+average over groups: ``E_u[g^-1(eta + z'u)] != g^-1(eta)``. For every posterior draw and
+row this module computes the average over the fitted population distribution of the
+group effects, ``u_k ~ N(0, Sigma_k)`` per term (or per set of terms linked by a brms ID),
+independently across terms, as ``groups="integrated"`` in ``prediction.predict``.
+
+The effects enter each linear predictor ``p`` (the mean's and each family parameter's
+with group terms) through ``c_p = sum_k z_k' u_k``: a row's contributions ``c`` are
+jointly normal, ``N(0, S)`` with ``S = sum_k B_k Sigma_k B_k'`` (``B_k`` puts the row's
+covariates ``z_k`` in the row of the term's predictor). So whatever the number of terms
+(crossed, nested) and covariates, the average is an integral over P dimensions, P the
+number of linear predictors with group terms:
+
+* P = 1 (group terms in the mean only, the usual case): Gauss-Hermite quadrature with
+  ``NODES_1D`` nodes, exact to float precision for smooth inverse links (the logistic
+  average of a random-intercept logit with sd 3 to 1e-9 against ``scipy.integrate.quad``);
+* P = 2: a tensor grid of ``NODES_2D`` x ``NODES_2D`` Gauss-Hermite nodes;
+* P >= 3 (categorical models with many categories): ``MC_NODES`` quasi-random normal
+  vectors (a scrambled Sobol sequence, the same for every draw and row), whose Monte
+  Carlo error ``integration_error`` reports.
+
+Nothing here holds more than one node's values at a time: the cost is the number of
+nodes times that of a plain prediction, the memory that of one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.stats import norm, qmc
+
+NODES_1D = 32
+NODES_2D = 16
+MC_NODES = 512
+
+
+def scale_trils(posterior, sd_names, correlations) -> np.ndarray:
+    """(chain, draw, q, q) ``diag(sd) L`` per draw, ``L`` the Cholesky factor of the
+    correlation matrix of ``correlations`` (a term or a set of linked terms, with
+    ``cor_pairs`` and ``cor_names``; the identity where it has none)."""
+    sd = np.stack([posterior[n].values.astype(float) for n in sd_names], axis=-1)
+    q = sd.shape[-1]
+    chol = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q))
+    if correlations.cor_names:
+        corr = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q)).copy()
+        for (i, j), name in zip(correlations.cor_pairs, correlations.cor_names):
+            corr[..., i, j] = corr[..., j, i] = posterior[name].values
+        chol = np.linalg.cholesky(corr + 1e-12 * np.eye(q))
+    return sd[..., :, None] * chol
+
+
+def predictors_with_groups(spec) -> tuple[str, ...]:
+    """The linear predictors (``mu`` and family parameters) that have group terms."""
+    return tuple(dict.fromkeys(t.dpar for t in spec.terms))
+
+
+def contribution_covariance(spec, posterior, Z: tuple) -> np.ndarray:
+    """(chain, draw, n, P, P): the covariance of the group effects' contributions to the
+    linear predictors of ``predictors_with_groups`` for each row, given the rows'
+    covariates ``Z`` (one (n, q_k) block per term)."""
+    names = predictors_with_groups(spec)
+    where = {name: p for p, name in enumerate(names)}
+    linked = {k for each in spec.linked_terms for k in each.terms}
+    owners = [((k,), term.sd_names, term) for k, term in enumerate(spec.terms) if k not in linked]
+    for each in spec.linked_terms:
+        sd_names = [n for k in each.terms for n in spec.terms[k].sd_names]
+        owners.append((each.terms, sd_names, each))
+    n = Z[0].shape[0]
+    total = None
+    for members, sd_names, correlations in owners:
+        tril = scale_trils(posterior, sd_names, correlations)  # (C, D, Q, Q)
+        chains_draws, size = tril.shape[:2], tril.shape[-1]
+        loadings = np.zeros((*chains_draws, n, len(names), size))  # B L, per row
+        start = 0
+        for k in members:
+            q = Z[k].shape[1]
+            rows = np.einsum("nq,cdqj->cdnj", Z[k], tril[..., start : start + q, :])
+            loadings[..., where[spec.terms[k].dpar], :] += rows
+            start += q
+        part = np.einsum("cdnpj,cdnrj->cdnpr", loadings, loadings)
+        total = part if total is None else total + part
+    return total
+
+
+def integrate(
+    value_at: Callable[[dict], np.ndarray], etas: dict, covariance: np.ndarray, names
+) -> tuple[np.ndarray, float]:
+    """``E[value_at(etas + c)]`` over ``c ~ N(0, covariance)`` per draw and row, and the
+    largest Monte Carlo standard error it leaves (0 for quadrature).
+
+    ``etas`` maps each linear predictor to (chain, draw, n) values without group effects;
+    ``covariance`` is ``contribution_covariance``'s (chain, draw, n, P, P) for the
+    predictors ``names``; ``value_at`` takes shifted ``etas`` and returns (chain, draw,
+    n, ...) values."""
+    size = len(names)
+    nodes, weights = _nodes(size)  # (J, P) standard normal points, (J,) weights
+    if size == 1:
+        factor = np.sqrt(np.maximum(covariance[..., 0, 0], 0.0))[..., None]  # (C, D, n, 1)
+    else:
+        jitter = 1e-12 * np.eye(size)
+        factor = np.linalg.cholesky(covariance + jitter)  # (C, D, n, P, P)
+    total = squares = None
+    for point, weight in zip(nodes, weights):
+        shift = factor * point if size == 1 else factor @ point  # (C, D, n, P)
+        shifted = dict(etas)
+        for p, name in enumerate(names):
+            shifted[name] = etas[name] + shift[..., p]
+        value = np.asarray(value_at(shifted), dtype=float)
+        total = weight * value if total is None else total + weight * value
+        if size > 2:
+            squares = weight * value**2 if squares is None else squares + weight * value**2
+    error = 0.0
+    if size > 2:  # the Monte Carlo se of the mean over the nodes
+        variance = np.maximum(squares - total**2, 0.0)
+        error = float(np.sqrt(variance.max() / len(weights)))
+    return total, error
+
+
+def _nodes(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points of a standard ``size``-variate normal and their weights (summing to 1)."""
+    if size == 1:
+        x, w = np.polynomial.hermite_e.hermegauss(NODES_1D)  # weight exp(-x^2 / 2)
+        return x[:, None], w / w.sum()
+    if size == 2:
+        x, w = np.polynomial.hermite_e.hermegauss(NODES_2D)
+        grid = np.stack(np.meshgrid(x, x, indexing="ij"), -1).reshape(-1, 2)
+        weights = np.outer(w, w).ravel()
+        return grid, weights / weights.sum()
+    sobol = qmc.Sobol(size, scramble=True, seed=20261207).random(MC_NODES)
+    return norm.ppf(sobol), np.full(MC_NODES, 1.0 / MC_NODES)
