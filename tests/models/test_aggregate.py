@@ -308,6 +308,7 @@ def test_log_density_equals_rowwise_up_to_a_constant(family, link):
 # One posterior, sampled both ways
 
 
+@pytest.mark.slow  # 20-25 s; the log densities agree up to a constant in the default run
 def test_aggregated_posterior_matches_rowwise_nuts():
     """20,000 bernoulli rows, a 0/1 covariate, 30 groups: 60 patterns. Posterior means of
     beta and sd within 4 combined Monte Carlo standard errors."""

@@ -178,7 +178,8 @@ def test_partially_collapsed_and_joint_nuts_agree_on_crossed_penicillin():
     "data, formula",
     [
         ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
-        ("radon", "log_radon ~ floor + (1 + floor | county)"),
+        # 15-20 s: slow; sleepstudy's correlated slopes stay in the default run
+        pytest.param("radon", "log_radon ~ floor + (1 + floor | county)", marks=pytest.mark.slow),
     ],
 )
 def test_collapsed_and_joint_nuts_agree(data, formula):

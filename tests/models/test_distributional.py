@@ -89,6 +89,7 @@ def test_names_and_priors_follow_brms(radon_model):
     assert spec.prior_of["sigma_Intercept"].mu == pytest.approx(log_sd)
 
 
+@pytest.mark.slow  # 20-25 s; the student_t reference below stays in the default run
 def test_heteroscedastic_radon_matches_a_hand_written_numpyro_model(radon, radon_model, radon_fit):
     design = radon_model.design
     priors = {name: p.to_numpyro() for name, p in radon_model.spec.priors}

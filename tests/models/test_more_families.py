@@ -532,7 +532,13 @@ def recovered():
 
 @pytest.mark.parametrize(
     "family",
-    ["weibull", "skew_normal", "hurdle_gamma", "exgaussian", "beta_binomial"],  # 4-12 s each
+    [
+        "weibull",
+        "skew_normal",
+        "hurdle_gamma",
+        "exgaussian",
+        pytest.param("beta_binomial", marks=pytest.mark.slow),
+    ],  # 4-12 s each; beta_binomial 15 s
 )
 def test_recovers_known_values(recovered, family):
     """600 rows in 30 groups: every truth within 4 posterior sds of the posterior mean.
