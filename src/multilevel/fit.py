@@ -140,6 +140,19 @@ class Fit:
         """
         return effects.slopes(self, variable, at, by, groups, scale, **options)
 
+    def plot_effects(
+        self, variable, by=None, groups="zero", scale="response", path=None, **options
+    ):
+        """The prediction against ``variable`` with its interval, the other predictors at
+        typical values (brms' ``conditional_effects``): a line and band for a numeric
+        variable, points and bars for a categorical one, a line per value of ``by``.
+        ``groups`` defaults to ``"zero"`` (brms' ``re_formula = NA``); ``"integrated"``
+        averages over groups. Returns the Figure, saved to ``path`` if given.
+
+        >>> fit.plot_effects("Days", groups="integrated", path="days.png")  # doctest: +SKIP
+        """
+        return effects.plot_effects(self, variable, by, groups, scale, path=path, **options)
+
     # ----------------------------------------------------------------- evaluation
     def loo(self):
         """PSIS-LOO cross-validation: elpd_loo, its se, p_loo (effective parameters) next

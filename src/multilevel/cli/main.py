@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from multilevel.cli import fit_commands, model_commands, workflow_commands
+from multilevel.cli import effects_commands, fit_commands, model_commands, workflow_commands
 from multilevel.cli.io import EXIT_INTERRUPTED, EXIT_OK, exit_status
 
 
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_commands.add_predict_parser(commands)
     fit_commands.add_loo_parser(commands)
     fit_commands.add_compare_parser(commands)
+    effects_commands.add_effects_parser(commands)
     model_commands.add_describe_parser(commands)
     model_commands.add_datasets_parser(commands)
     return parser

@@ -87,9 +87,18 @@ def _completed(spec, fitted: pd.DataFrame, rows: pd.DataFrame, fill_groups: bool
                 )
             continue  # prediction fills it: the effects are not used
         out[column] = typical_value(fitted[column])
-    for column, value in out.items():  # keep the fitted data's kinds (categories, ints)
+    for column, value in out.items():  # keep the fitted data's categories
         if isinstance(fitted[column].dtype, pd.CategoricalDtype):
-            out[column] = pd.Categorical(value, categories=fitted[column].cat.categories)
+            categories = fitted[column].cat.categories
+            by_text = {str(c): c for c in categories}  # 1 given for the category "1"
+            value = [v if v in categories else by_text.get(str(v), v) for v in value]
+            out[column] = pd.Categorical(value, categories=categories)
+            if out[column].isna().any() and not pd.isna(value).any():
+                absent = sorted({str(v) for v in value if str(v) not in by_text})
+                raise MultilevelError(
+                    f"at= gives {column!r} the value(s) {', '.join(absent)}, which are not "
+                    f"among its categories ({', '.join(map(str, categories))})."
+                )
     if parsed.trials is not None and parsed.trials not in out.columns:
         out[parsed.trials] = 1  # the mean of one trial: a probability
     return out
