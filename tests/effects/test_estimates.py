@@ -155,3 +155,20 @@ def test_ordinal_predictions_are_per_category():
     # averaging over judges pulls the category probabilities toward each other
     zero = fit.predictions(at={"temp": ["cold", "warm"]}, groups="zero").draws
     assert effect.draws.max(axis=-1).mean() < zero.max(axis=-1).mean()
+
+
+def test_a_family_parameter_averaged_over_groups():
+    """sigma ~ 1 + (1 |p| Subject) beside the mean's (1 |p| Subject): two linear
+    predictors with correlated group terms, integrated on the 16 x 16 grid. sigma's
+    average over subjects is exp(s0 + sd^2 / 2) exactly (1e-6: float32 draws); the mean
+    of a gaussian response is linear, so its average is the typical subject's."""
+    sleep = ml.datasets.load("sleepstudy")
+    formula = ml.bf("Reaction ~ Days + (1 |p| Subject)", sigma="~ 1 + (1 |p| Subject)")
+    fit = ml.Model(formula, sleep).fit(chains=2, warmup=200, draws=150, seed=3, progress=False,
+                                       warn=False)  # fmt: skip
+    at = {"Days": [0, 5]}
+    sigma = fit.predictions(at=at, groups="integrated", dpar="sigma").draws
+    s0, sd = _draws(fit, "sigma_Intercept"), _draws(fit, "sd(sigma_Intercept|Subject)")
+    np.testing.assert_allclose(sigma, np.exp(s0 + sd**2 / 2)[:, None] * np.ones(2), rtol=1e-6)
+    mean = fit.predictions(at=at, groups="integrated").draws
+    np.testing.assert_allclose(mean, fit.predictions(at=at, groups="zero").draws, rtol=1e-6)
