@@ -363,6 +363,11 @@ def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
     contributions once from that distribution before drawing the response."""
     trials, se, seed, bounds = extras
     names = predictors_with_groups(spec)
+    family = FAMILIES[spec.family]
+    if kind == "mean" and dpar == MU and names == (MU,) and spec.link == "identity":
+        if family.outcome == "real":  # a mean linear in eta: the typical group's, exactly
+            params = {**aux, **dpar_values(layout, etas)}
+            return _on_scale(etas[MU], kind, spec, trials, se, params, seed, bounds)
     covariance = contribution_covariance(spec, posterior, rows["Z"])
 
     def value_at(shifted: dict) -> np.ndarray:

@@ -51,7 +51,7 @@ def test_comparisons_and_slopes_match_python(saved, tmp_path):
     np.testing.assert_allclose(
         [r["estimate"] for r in _rows(out)], expected.summary()["estimate"], rtol=1e-9
     )
-    assert [r["contrast"] for r in _rows(out)] == ["2 - 1", "3 - 1", "4 - 1"]
+    assert [r["contrast"] for r in _rows(out)] == ["2 / 1", "3 / 1", "4 / 1"]
 
 
 def test_plot_and_bad_requests(saved, tmp_path):

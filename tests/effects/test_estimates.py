@@ -90,8 +90,10 @@ def test_comparisons_are_differences_and_ratios_of_predictions(fit):
     arm = fit.comparisons("arm", at=at, groups="integrated")
     assert list(arm.keys["contrast"]) == ["b - a"] * 3
     np.testing.assert_allclose(arm.draws, high - low, rtol=1e-12, atol=1e-15)
+    assert "arm" not in arm.keys.columns  # the contrast sets arm in every row
     ratio = fit.comparisons("arm", at=at, groups="integrated", comparison="ratio")
     np.testing.assert_allclose(ratio.draws, high / low, rtol=1e-12)
+    assert list(ratio.keys["contrast"]) == ["b / a"] * 3
     step = fit.comparisons("x", at=at, groups="zero", contrast=0.5).draws
     moved = fit.predictions(at={"x": [v + 0.5 for v in X_VALUES]}, groups="zero").draws
     np.testing.assert_allclose(step, moved - fit.predictions(at=at, groups="zero").draws)
@@ -140,7 +142,7 @@ def test_the_effects_plot_draws_the_predictions(fit):
     grid = lines[0].get_xdata()
     expected = fit.predictions(at={"x": list(grid), "arm": ["a"]}, groups="integrated")
     np.testing.assert_allclose(lines[0].get_ydata(), expected.summary()["estimate"], rtol=1e-9)
-    assert "averaged over groups" in figure.texts[0].get_text()  # the suptitle
+    assert "averaged over g" in figure.texts[0].get_text()  # the suptitle names the factor
 
 
 def test_ordinal_predictions_are_per_category():

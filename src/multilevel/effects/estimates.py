@@ -26,10 +26,12 @@ from multilevel.effects.grid import effect_rows, levels_of, numeric, typical_val
 from multilevel.errors import MultilevelError
 from multilevel.options import check_seed
 from multilevel.prediction import predict
+from multilevel.progress import progress_bar
 
 GROUPS = {"fitted": "sample", "zero": "population", "integrated": "integrated"}
 SCALES = {"response": "mean", "link": "link"}
-VALUES_PER_BATCH = 20_000_000  # draws x rows x categories held per batch (160 MB)
+# draws x rows x categories per batch: 40 MB per float64 array; a prediction holds a few
+VALUES_PER_BATCH = 5_000_000
 
 
 class Effects:
@@ -76,9 +78,9 @@ class Effects:
 
 
 def predictions(fit, at=None, by=None, groups="fitted", scale="response", dpar=None,
-                prob=0.9, data=None, draws=None, seed=0) -> Effects:  # fmt: skip
+                prob=0.9, data=None, draws=None, seed=0, progress=True) -> Effects:  # fmt: skip
     """Predictions per row of ``at`` (or averaged within ``by``); see the module doc."""
-    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed)
+    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed, progress)
     rows = setting.rows(at)
     keys, draws_ = setting.reduce(rows, by, lambda frame: setting.values(frame))
     return setting.result("Predictions", keys, draws_)
@@ -86,7 +88,7 @@ def predictions(fit, at=None, by=None, groups="fitted", scale="response", dpar=N
 
 def comparisons(fit, variable: str, at=None, by=None, groups="fitted", scale="response",
                 contrast=None, comparison="difference", dpar=None, prob=0.9, data=None,
-                draws=None, seed=0) -> Effects:  # fmt: skip
+                draws=None, seed=0, progress=True) -> Effects:  # fmt: skip
     """How the prediction changes when ``variable`` changes, per row of ``at`` (or
     averaged within ``by``), draw by draw.
 
@@ -96,17 +98,20 @@ def comparisons(fit, variable: str, at=None, by=None, groups="fitted", scale="re
     each level against the reference (default) or a pair ``(a, b)``. ``comparison``:
     ``"difference"`` (high - low), ``"ratio"`` (high / low) or a function of (high, low)
     arrays."""
-    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed)
+    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed, progress)
     rows = setting.rows(at)
     function = _comparison_function(comparison)
     pairs = _contrast_pairs(setting.fitted, rows, variable, contrast)
     keys, out = [], []
-    for label, low, high in pairs:
+    for (high_label, low_label), low, high, sets_both in pairs:
 
         def compared(frame, low=low, high=high):
             return function(setting.values(high(frame)), setting.values(low(frame)))
 
         part_keys, part = setting.reduce(rows, by, compared)
+        if sets_both and variable in part_keys.columns:  # its value in the rows is not used
+            part_keys = part_keys.drop(columns=variable)
+        label = _contrast_label(comparison, high_label, low_label)
         keys.append(part_keys.assign(term=variable, contrast=label))
         out.append(part)
     keys = pd.concat(keys, ignore_index=True)
@@ -116,7 +121,7 @@ def comparisons(fit, variable: str, at=None, by=None, groups="fitted", scale="re
 
 def slopes(fit, variable: str, at=None, by=None, groups="fitted", scale="response",
            slope="derivative", dpar=None, prob=0.9, data=None, draws=None,
-           seed=0) -> Effects:  # fmt: skip
+           seed=0, progress=True) -> Effects:  # fmt: skip
     """The derivative of the prediction with respect to the numeric ``variable``, per
     row of ``at`` (or averaged within ``by``), draw by draw: a central difference over
     ``h`` = 1e-4 sd(x) (the prediction is smooth in x: the error is O(h^2), below 1e-7 of
@@ -124,7 +129,7 @@ def slopes(fit, variable: str, at=None, by=None, groups="fitted", scale="respons
     change of the prediction per % change of x)."""
     if slope not in ("derivative", "elasticity"):
         raise MultilevelError(f"slope must be 'derivative' or 'elasticity', not {slope!r}.")
-    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed)
+    setting = _Setting(fit, groups, scale, dpar, prob, data, draws, seed, progress)
     rows = setting.rows(at)
     column = setting.fitted[variable] if variable in setting.fitted.columns else None
     if column is None or not numeric(column):
@@ -156,7 +161,7 @@ def slopes(fit, variable: str, at=None, by=None, groups="fitted", scale="respons
 class _Setting:
     """What every effect shares: the fit, its fitted rows, and how to predict."""
 
-    def __init__(self, fit, groups, scale, dpar, prob, data, draws, seed):
+    def __init__(self, fit, groups, scale, dpar, prob, data, draws, seed, progress=True):
         if groups not in GROUPS:
             raise MultilevelError(
                 f"groups must be one of {', '.join(map(repr, GROUPS))}, not {groups!r}."
@@ -166,6 +171,7 @@ class _Setting:
         check_seed(seed)
         self.fit, self.groups, self.scale, self.dpar = fit, groups, scale, dpar
         self.prob, self.data, self.draws, self.seed = _check_prob(prob), data, draws, seed
+        self.progress = progress  # a bar on a terminal when rows take several batches
         self.design, self.fitted = fit.rows(data, what="Effects")
         self.categories = None
 
@@ -194,18 +200,22 @@ class _Setting:
         return keys, self._batched(rows, compute, (codes, len(keys)))
 
     def _batched(self, rows, compute, grouping):
-        size = max(1, VALUES_PER_BATCH // (self._n_draws() * 8))
+        categories = len(self.fit.spec.response_levels or ()) or 1  # a category axis
+        size = max(1, VALUES_PER_BATCH // (self._n_draws() * categories))
         sums, out = None, []
-        for start in range(0, len(rows), size):
-            part = compute(rows.iloc[start : start + size])
-            if grouping is None:
-                out.append(part)
-                continue
-            codes = grouping[0][start : start + size]
-            shape = (part.shape[0], grouping[1], *part.shape[2:])
-            totals = np.zeros(shape)
-            np.add.at(totals, (slice(None), codes), part)
-            sums = totals if sums is None else sums + totals
+        starts = range(0, len(rows), size)
+        show = self.progress and len(starts) > 1
+        with progress_bar(total=len(rows), desc="Effects", unit="row", show=show) as bar:
+            for start in starts:
+                part = compute(rows.iloc[start : start + size])
+                bar.update(min(size, len(rows) - start))
+                if grouping is None:
+                    out.append(part)
+                    continue
+                codes = grouping[0][start : start + size]
+                totals = np.zeros((part.shape[0], grouping[1], *part.shape[2:]))
+                np.add.at(totals, (slice(None), codes), part)
+                sums = totals if sums is None else sums + totals
         if grouping is None:
             return np.concatenate(out, axis=1)
         counts = np.bincount(grouping[0], minlength=grouping[1]).astype(float)
@@ -239,7 +249,7 @@ def _contrast_pairs(fitted: pd.DataFrame, rows: pd.DataFrame, variable: str, con
 
     if isinstance(contrast, tuple) and len(contrast) == 2:
         low, high = contrast
-        return [(f"{high} - {low}", setting(low), setting(high))]
+        return [((high, low), setting(low), setting(high), True)]
     if not numeric(column):
         if contrast is not None:
             raise MultilevelError(
@@ -247,13 +257,13 @@ def _contrast_pairs(fitted: pd.DataFrame, rows: pd.DataFrame, variable: str, con
                 f"(a, b), or nothing for each level against {levels_of(column)[0]!r}."
             )
         levels = levels_of(column)
-        return [(f"{lv} - {levels[0]}", setting(levels[0]), setting(lv)) for lv in levels[1:]]
+        return [((lv, levels[0]), setting(levels[0]), setting(lv), True) for lv in levels[1:]]
     if contrast is None:
         contrast = 1.0
     if isinstance(contrast, str) and contrast == "sd":
         step, label = float(column.std()), "+ sd"
     elif isinstance(contrast, int | float) and not isinstance(contrast, bool):
-        step, label = float(contrast), f"+{contrast:g}"
+        step, label = float(contrast), f"+ {contrast:g}"
     else:
         raise MultilevelError(
             f"contrast= for the numeric {variable!r} is a number (x + d against x), 'sd', "
@@ -263,7 +273,16 @@ def _contrast_pairs(fitted: pd.DataFrame, rows: pd.DataFrame, variable: str, con
     def plus(frame):
         return frame.assign(**{variable: frame[variable].astype(float) + step})
 
-    return [(f"{label}", lambda frame: frame, plus)]
+    return [((f"x {label}", "x"), lambda frame: frame, plus, False)]
+
+
+def _contrast_label(comparison, high, low) -> str:
+    """``b - a``, ``b / a`` or ``f(b, a)``, as the comparison combines them."""
+    if comparison == "ratio":
+        return f"{high} / {low}"
+    if callable(comparison):
+        return f"{getattr(comparison, '__name__', 'f')}({high}, {low})"
+    return f"{high} - {low}"
 
 
 def _comparison_function(comparison) -> Callable:
@@ -299,7 +318,7 @@ def _group_codes(rows: pd.DataFrame, by: list) -> tuple[np.ndarray, pd.DataFrame
         return np.zeros(len(rows), dtype=np.intp), pd.DataFrame(index=[0])
     keys = rows[by].astype(object)
     index = pd.MultiIndex.from_frame(keys)
-    codes, uniques = pd.factorize(index, sort=False)
+    codes, uniques = pd.factorize(index, sort=True)
     return codes.astype(np.intp), pd.DataFrame(list(uniques), columns=by)
 
 

@@ -57,8 +57,9 @@ def plot_effects(fit, variable: str, by: str | None = None, groups: str = "zero"
             ax.set_title(f"{by} = {panel}", fontsize=10)
         if lines is not None:
             ax.legend(fontsize=8, frameon=False)
-    setting = {"zero": "a typical group (effects 0)", "integrated": "averaged over groups",
-               "fitted": "each row's group"}[groups]  # fmt: skip
+    factors = " and ".join(dict.fromkeys(t.group for t in fit.spec.terms)) or "groups"
+    setting = {"zero": f"a typical {factors} (effects 0)",
+               "integrated": f"averaged over {factors}", "fitted": "each row's own group"}[groups]  # fmt: skip
     fig.suptitle(f"{variable}: {setting}; {prob:.0%} intervals", fontsize=10)
     return save_figure(fig, path)
 
