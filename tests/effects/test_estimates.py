@@ -161,7 +161,7 @@ def test_ordinal_predictions_are_per_category():
 
 def test_a_family_parameter_averaged_over_groups():
     """sigma ~ 1 + (1 |p| Subject) beside the mean's (1 |p| Subject): two linear
-    predictors with correlated group terms, integrated on the 16 x 16 grid. sigma's
+    predictors with correlated group terms, integrated on the 20 x 20 grid. sigma's
     average over subjects is exp(s0 + sd^2 / 2) exactly (1e-6: float32 draws); the mean
     of a gaussian response is linear, so its average is the typical subject's."""
     sleep = ml.datasets.load("sleepstudy")
