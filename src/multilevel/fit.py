@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import effects, evaluation, saved_fits
+from multilevel import effects, evaluation, hypothesis, r2, saved_fits
 from multilevel._arviz import az
 from multilevel.errors import FitFileError, MultilevelError
 from multilevel.fitted_rows import fit_rows
@@ -201,6 +201,36 @@ class Fit:
         idata.posterior.attrs[saved_fits.SPEC_ATTRIBUTE] = self.spec.to_json()
         idata.posterior.attrs[saved_fits.INFO_ATTRIBUTE] = json.dumps(self.info)
         return saved_fits.write(idata, path)
+
+    # --- r2 and hypotheses
+    def r2(self, groups: str = "fitted", data=None):
+        """Bayesian R² (Gelman et al. 2019) per draw: var(mean) / (var(mean) +
+        var(y - mean)) over the fitted rows. ``groups="fitted"``: each row's own group
+        effects; ``"zero"``: the population part alone (brms' ``re_formula = NA``).
+        ``data``: the fitted data, for a fit read with ``ml.load``. Returns ``R2``
+        (``.summary()``, ``.draws``); see ``multilevel.r2``.
+
+        >>> fit.r2().summary()  # doctest: +SKIP
+        """
+        return r2.bayes_r2(self, groups=groups, data=data)
+
+    def loo_r2(self, groups: str = "fitted", seed: int = 0, data=None):
+        """LOO-adjusted R² (brms' ``loo_R2``): PSIS-LOO predictive means in place of the
+        fitted ones, its uncertainty by Bayesian bootstrap (``seed``); see ``r2``.
+
+        >>> fit.loo_r2()  # doctest: +SKIP
+        """
+        return r2.loo_r2(self, groups=groups, seed=seed, data=data)
+
+    def hypothesis(self, *expressions: str, prob: float = 0.9, draws=None, seed: int = 0):
+        """Test ``"floor < 0"``, ``"a - b = 0"``, ``"`sd(Intercept|county)` > 0.2"`` on
+        the posterior (brms' ``hypothesis``): estimate, sd, interval of probability
+        ``prob``, posterior probability and evidence ratio. ``draws``: more named 1-D
+        draws (e.g. ``{"ame": effects.draws[:, 0]}``); see ``multilevel.hypothesis``.
+
+        >>> fit.hypothesis("floor < 0", "`sd(Intercept|county)` > 0.2")  # doctest: +SKIP
+        """
+        return hypothesis.hypothesis(self, *expressions, prob=prob, draws=draws, seed=seed)
 
 
 def load(path: str | Path) -> Fit:

@@ -1,5 +1,5 @@
-"""The commands on saved fits: ``predict``, ``loo`` and ``compare``; their parsers and
-what they print and write."""
+"""The commands on saved fits: ``predict``, ``loo``, ``r2``, ``hypothesis`` and
+``compare``; their parsers and what they print and write."""
 
 from __future__ import annotations
 
@@ -163,6 +163,96 @@ def elpd_report(result) -> dict:
         report["pareto_k"] = dict(result.pareto_k)
     report["warning"] = result.warning
     return report
+
+
+# --------------------------------------------------------------------------- r2
+
+
+def add_r2_parser(commands) -> None:
+    """Register ``multilevel r2`` with ``commands``."""
+    r2_cmd = commands.add_parser(
+        "r2",
+        help="Bayesian R² (or LOO-adjusted R²) of a saved fit",
+        description="Bayesian R² of a fit saved with `multilevel fit --save` (or fit.save), "
+        "one per posterior draw: var(mean) / (var(mean) + var(y - mean)) over the fitted "
+        "rows (Gelman et al. 2019, as brms' bayes_R2); --loo: the LOO-adjusted R² (brms' "
+        "loo_R2). Prints estimate (mean), median, sd, q5 and q95.",
+    )
+    r2_cmd.add_argument("fit", metavar="FIT", help="a saved fit (netCDF)")
+    r2_cmd.add_argument(
+        "--data",
+        metavar="ORIGINAL",
+        required=True,
+        help="the data the fit was made from (a saved fit keeps no covariates)",
+    )
+    r2_cmd.add_argument(
+        "--groups",
+        default="fitted",
+        choices=["fitted", "zero"],
+        help="fitted (default): each row's own group effects; zero: the population part alone",
+    )
+    r2_cmd.add_argument("--loo", action="store_true", help="the LOO-adjusted R²")
+    r2_cmd.add_argument("--seed", type=int, default=0, help="--loo's bootstrap (default 0)")
+    r2_cmd.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    r2_cmd.set_defaults(handler=cmd_r2)
+
+
+def cmd_r2(args: argparse.Namespace) -> int:
+    """``multilevel r2``: print (and ``--json``) the R² of a saved fit."""
+    check_writable(args.json, "--json")
+    fit = load_fit(args.fit)
+    data = read_data(args.data)
+    with reported_warnings():
+        if args.loo:
+            result = fit.loo_r2(groups=args.groups, seed=args.seed, data=data)
+        else:
+            result = fit.r2(groups=args.groups, data=data)
+        print(result)
+    row = result.summary().iloc[0]
+    report = {"method": result.method, "groups": result.groups, "n_draws": len(result.draws)}
+    report.update({k: finite(v) for k, v in row.items()})
+    report["note"] = result.note
+    write_json(args.json, report)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- hypothesis
+
+
+def add_hypothesis_parser(commands) -> None:
+    """Register ``multilevel hypothesis`` with ``commands``."""
+    hyp = commands.add_parser(
+        "hypothesis",
+        help="test hypotheses on a saved fit's parameters",
+        description='Test hypotheses such as "floor < 0", "a - b = 0" or '
+        "\"`sd(Intercept|county)` > 0.2\" on a saved fit's posterior (as brms' "
+        "hypothesis): per hypothesis the estimate and sd of left - right, an interval "
+        "(one-sided for < and >), the posterior probability and the evidence ratio. A "
+        "point hypothesis (=) needs the model's prior for its Bayes factor, which a saved "
+        "fit lacks: its evidence ratio is reported as missing. Put -- before a hypothesis "
+        "that starts with a minus sign.",
+    )
+    hyp.add_argument("fit", metavar="FIT", help="a saved fit (netCDF)")
+    hyp.add_argument("hypotheses", metavar="HYPOTHESIS", nargs="+", help='e.g. "floor < 0"')
+    hyp.add_argument("--prob", type=float, default=0.9, help="interval probability (0.9)")
+    hyp.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
+    hyp.set_defaults(handler=cmd_hypothesis)
+
+
+def cmd_hypothesis(args: argparse.Namespace) -> int:
+    """``multilevel hypothesis``: print (and ``--json``) the tests on a saved fit."""
+    check_writable(args.json, "--json")
+    fit = load_fit(args.fit)
+    with reported_warnings():
+        result = fit.hypothesis(*args.hypotheses, prob=args.prob)
+        print(result)
+    rows = [
+        {k: (v if isinstance(v, str) else finite(v)) for k, v in row.items()}
+        for row in result.table.to_dict(orient="records")
+    ]
+    # JSON has no infinity: null where a bound or an evidence ratio is inf (the notes say why)
+    write_json(args.json, {"prob": args.prob, "hypotheses": rows, "notes": result.notes})
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- compare

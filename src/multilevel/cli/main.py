@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     workflow_commands.add_sbc_parser(commands)
     fit_commands.add_predict_parser(commands)
     fit_commands.add_loo_parser(commands)
+    fit_commands.add_r2_parser(commands)
+    fit_commands.add_hypothesis_parser(commands)
     fit_commands.add_compare_parser(commands)
     effects_commands.add_effects_parser(commands)
     model_commands.add_describe_parser(commands)
