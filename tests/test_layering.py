@@ -34,6 +34,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "atomic_write",
         "options",
         "program_cache",
+        "tables",
     ),
     ("response_bounds", "ordinal"),
     ("formula.", "families", "distributions", "priors", "diagnostics", "datasets"),

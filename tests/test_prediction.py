@@ -17,7 +17,7 @@ import multilevel as ml
 from multilevel._arviz import az
 from multilevel.cli import main
 from multilevel.errors import DataError, MultilevelError
-from multilevel.ppc import group_check
+from multilevel.ppc import MAX_FIGURE_INCHES, MAX_GROUPS_SHOWN, count_bins, group_check
 from multilevel.prediction import predict
 
 matplotlib.use("Agg")
@@ -304,6 +304,57 @@ def test_ppc_bars_for_counts(cbpp_fake):
     fig = ml.Fit.ppc(fake, group="herd")
     assert "How many rows" in fig.axes[0].get_title()
     assert fake.idata.posterior_predictive["incidence"].shape == (1, 400, 56)
+
+
+def test_ppc_bins_heavy_tailed_counts_as_on_a_log_axis():
+    """Counts simulated like rstanarm's roaches (negative binomial, shape 0.27, mean 25):
+    equal bins of the range would hold nearly every row in the first bar (bins of about
+    18; 90% of the rows lie below 60); bins that widen with the count spread them out."""
+    rng = np.random.default_rng(1)
+    mean, shape = 25.0, 0.27
+    y = rng.negative_binomial(shape, shape / (shape + mean), size=262)
+    model = ml.Model("y ~ 1", pd.DataFrame({"y": y}), family="negative_binomial")
+    fake = fake_fit(model, {"Intercept": np.log(mean), "shape": shape}, n_draws=400)
+    fig = ml.Fit.ppc(fake)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[:5] == ["0", "1", "2", "3", "4-5"] and labels[-1].endswith("+")
+    observed = [p.get_height() for p in ax.patches]
+    assert sum(observed) == len(y)
+    assert sum(h > 0 for h in observed) >= 10, observed  # spread over many bars
+    assert max(observed) < 0.5 * len(y)
+    assert "bins widen" in ax.get_xlabel()
+    # counts without a heavy tail keep equal bins (one per value below 40 values)
+    light = rng.poisson(100.0, size=(101, 200))
+    edges = count_bins(light[0], light[1:])
+    assert len(set(np.diff(edges))) == 1 and len(edges) <= 40
+    np.testing.assert_array_equal(count_bins(np.array([0, 3]), np.array([[1, 2]])), range(4))
+
+
+def test_ppc_group_panel_of_85_groups_fits_a_screen():
+    """85 groups of 6 rows, 3 of them shifted far from the rest: the panel shows the
+    MAX_GROUPS_SHOWN groups with labels, the 3 outside among them (red), and its title
+    counts the groups outside against the 5% expected by chance."""
+    groups = [f"g{i:02d}" for i in range(85)]
+    values = {"Intercept": 0.0, "sigma": 1.0, "sd(Intercept|g)": 1.0}
+    values["Intercept|g"] = np.zeros(85)
+    y = np.tile(np.linspace(-1.0, 1.0, 6), 85)
+    far = ["g10", "g40", "g70"]
+    for name in far:
+        i = groups.index(name)
+        y[6 * i : 6 * i + 6] += 4.0
+    data = pd.DataFrame({"g": np.repeat(groups, 6), "y": y})
+    fake = fake_fit(ml.Model("y ~ 1 + (1 | g)", data), values, n_draws=400)
+    fig = ml.Fit.ppc(fake, group="g")
+    width, height = fig.get_size_inches()
+    assert (width, height) <= MAX_FIGURE_INCHES and height <= MAX_FIGURE_INCHES[1]
+    ticks = fig.axes[1].get_yticklabels()
+    assert len(ticks) == MAX_GROUPS_SHOWN
+    red = {t.get_text() for t in ticks if t.get_color() != "black"}
+    assert red == set(far)
+    title = fig.axes[1].get_title()
+    assert "3 of 85 groups outside their 95% interval" in title
+    assert "4.2 expected by chance" in title and f"{MAX_GROUPS_SHOWN} shown" in title
 
 
 # --------------------------------------------------------------------------- CLI

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from multilevel import tables
 from multilevel._arviz import az
 from multilevel.errors import MultilevelError
 from multilevel.families import FAMILIES
@@ -371,6 +372,8 @@ def compare(fits: dict, ic: str = "loo") -> pd.DataFrame:
         best; a difference of a few ``se_diff`` or more is real), ``weight`` (stacking
         weights), ``warning`` (the estimate is unreliable: ``pareto_k_bad`` rows with
         k >= 0.7, or WAIC's variance check). ``table.attrs["ic"]`` names the criterion.
+        Printed with every column (wrapped to the terminal's width), a title and a note
+        on how to read it.
 
     Examples
     --------
@@ -409,7 +412,18 @@ def compare(fits: dict, ic: str = "loo") -> pd.DataFrame:
         out["pareto_k_bad"] = [results[n].pareto_k["bad"] for n in table.index]
     out.index.name = "model"
     out.attrs["ic"] = ic
-    return out
+    title = "PSIS-LOO" if ic == "loo" else "WAIC"
+    return tables.table(
+        out,
+        precision=dict.fromkeys(["elpd", "se", "p", "elpd_diff", "se_diff", "weight"], 2),
+        caption=f"Fits ranked by {title} (elpd_{ic}: higher predicts new rows better), best first:",
+        notes=(
+            "elpd_diff: how far below the best fit, a real difference when it is a few "
+            "se_diff or more.",
+            "p: effective parameters (n_params: nominal count). weight: stacking weights. "
+            "warning: the estimate is unreliable (see the Warning lines).",
+        ),
+    )
 
 
 def _check_same_rows(fits: dict) -> None:

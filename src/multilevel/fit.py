@@ -9,15 +9,13 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import effects, evaluation, hypothesis, r2, saved_fits
+from multilevel import effects, evaluation, hypothesis, r2, saved_fits, tables
 from multilevel._arviz import az
 from multilevel.errors import FitFileError, MultilevelError
 from multilevel.fitted_rows import fit_rows
 from multilevel.ppc import ppc
 from multilevel.prediction import predict
 from multilevel.spec import ModelSpec
-
-SUMMARY_COLUMNS = ["mean", "sd", "q5", "q95", "r_hat", "ess_bulk", "ess_tail"]
 
 
 class Fit:
@@ -34,25 +32,32 @@ class Fit:
         self.spec = spec
         self.info = info  # timing, sampler settings, data size, method
         self.model = model  # the Model that made it (with its data); None after ml.load
-        self._summaries: dict[bool, pd.DataFrame] = {}
+        self._summaries: dict[tuple[bool, float], pd.DataFrame] = {}
         self.diagnostics = diag.compute(
             self.summary(), _stats_dict(idata), info["settings"]["max_tree_depth"]
         )
 
     # ----------------------------------------------------------------- numbers
-    def summary(self, group_effects: bool = False) -> pd.DataFrame:
-        """Posterior mean, sd, 5% and 95% quantiles, R-hat and bulk/tail ESS per parameter.
+    def summary(self, group_effects: bool = False, prob: float = 0.9) -> pd.DataFrame:
+        """Posterior mean, sd, the central ``prob`` interval, R-hat and bulk/tail ESS per
+        parameter.
 
         By default the population-level effects, group-level sd and cor and family
         parameters (as brms ``summary``); ``group_effects=True`` adds every level's effect
-        as ``Intercept|county[AITKIN]``.
+        as ``Intercept|county[AITKIN]``. The interval's columns are named by their
+        percentiles: ``q5``, ``q95`` for the default 90%, ``q2.5``, ``q97.5`` for
+        ``prob=0.95``. A DataFrame that prints every column, each estimate to the
+        precision its sd supports (``multilevel.tables``).
+
+        >>> fit.summary(prob=0.95).loc["Intercept", ["q2.5", "q97.5"]]  # doctest: +SKIP
         """
-        if group_effects not in self._summaries:
+        key = (bool(group_effects), tables.check_prob(prob))
+        if key not in self._summaries:
             names = [*self.spec.hyper_names, *self.spec.imputation_names]
             if group_effects:
                 names += [n for t in self.spec.terms for n in t.effect_names]
-            self._summaries[group_effects] = _summarise(self.idata.posterior[names])
-        return self._summaries[group_effects].copy()
+            self._summaries[key] = _summarise(self.idata.posterior[names], key[1])
+        return self._summaries[key].copy()
 
     def draws(self, name: str) -> np.ndarray:
         """All draws of one parameter, chains stacked: shape (chains * draws, ...)."""
@@ -271,8 +276,9 @@ def _stats_dict(idata) -> dict:
     return out
 
 
-def _summarise(posterior) -> pd.DataFrame:
-    """One row per scalar: vector variables become ``name[level]``."""
+def _summarise(posterior, prob: float = 0.9) -> pd.DataFrame:
+    """One row per scalar: vector variables become ``name[level]``; the interval's bounds
+    are the quantiles of the central ``prob`` interval."""
     # Reductions add in an order that follows the memory layout (pairwise along a
     # contiguous axis, one by one along a strided one), and draws arrive in several:
     # views into the sampler's output, a file's contiguous arrays. Every variable is
@@ -288,6 +294,7 @@ def _summarise(posterior) -> pd.DataFrame:
     r_hat = az.rhat(posterior)
     ess_bulk = az.ess(posterior, method="bulk")
     ess_tail = az.ess(posterior, method="tail")
+    bounds = tables.interval_columns(prob)
     rows = {}
     for name in posterior.data_vars:
         values = stacked[name]
@@ -297,15 +304,24 @@ def _summarise(posterior) -> pd.DataFrame:
         cols = {
             "mean": block.mean(axis=1),
             "sd": block.std(axis=1, ddof=1),
-            "q5": np.quantile(block, 0.05, axis=1),
-            "q95": np.quantile(block, 0.95, axis=1),
+            **{column: np.quantile(block, q, axis=1) for column, q in bounds.items()},
             "r_hat": np.atleast_1d(r_hat[name].values),
             "ess_bulk": np.atleast_1d(ess_bulk[name].values),
             "ess_tail": np.atleast_1d(ess_tail[name].values),
         }
         for i, label in enumerate(labels):
             rows[label] = {k: float(v[i]) for k, v in cols.items()}
-    return pd.DataFrame.from_dict(rows, orient="index", columns=SUMMARY_COLUMNS)
+    columns = ["mean", "sd", *bounds, "r_hat", "ess_bulk", "ess_tail"]
+    low, high = bounds
+    return tables.table(
+        pd.DataFrame.from_dict(rows, orient="index", columns=columns),
+        precision={
+            **dict.fromkeys(["mean", "sd", *bounds], "sd"),
+            **{"r_hat": 3, "ess_bulk": 0, "ess_tail": 0},
+        },
+        caption=f"Posterior mean, sd and central {100 * prob:g}% interval [{low}, {high}]; "
+        "R-hat, bulk and tail ESS",
+    )
 
 
 def format_fit(fit: Fit) -> str:
@@ -327,6 +343,7 @@ def format_fit(fit: Fit) -> str:
         f"Draws:   {settings['chains']} chains x {settings['draws']} "
         f"(warmup {settings['warmup']}), {info['method']}, "
         f"{timing['total_s']:.1f} s (compile {timing['compile_s']:.1f} s)",
+        "Estimates: posterior mean, sd and central 90% interval [q5, q95]",
         "",
         "Population-level effects:",
         _table(table.loc[[*spec.threshold_names, *spec.columns]]),  # thresholds first, as brms
@@ -364,8 +381,6 @@ def _unique_groups(spec: ModelSpec):
 
 
 def _table(frame: pd.DataFrame) -> str:
-    shown = frame.copy()
-    for col in ("ess_bulk", "ess_tail"):
-        shown[col] = shown[col].round().astype(int)
-    shown["r_hat"] = shown["r_hat"].map("{:.3f}".format)
-    return shown.to_string(float_format=lambda x: f"{x:.3g}")
+    """A block of the summary, each estimate to the precision its sd supports, never in
+    scientific notation for ordinary magnitudes (``tables.plain_numbers``), unwrapped."""
+    return tables.plain_numbers(frame).to_string()

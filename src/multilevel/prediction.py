@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from multilevel import tables
 from multilevel.design import (
     check_missing,
     encode_category_specific,
@@ -144,17 +145,21 @@ class Prediction:
         values = self.draws[self.response].values
         return values.reshape(-1, *values.shape[2:])
 
-    def summary(self) -> pd.DataFrame:
-        """The predicted rows' own columns, then mean, sd, q5, q50 and q95 of the draws,
-        and ``new_levels``: the grouping factors whose level in that row the fit never saw
-        (comma-separated; empty when every level was seen).
+    def summary(self, prob: float = 0.9) -> pd.DataFrame:
+        """The predicted rows' own columns, then mean, sd, median (q50) and the central
+        ``prob`` interval of the draws (``q5``, ``q95`` for 90%; ``q2.5``, ``q97.5`` for
+        ``prob=0.95``), and ``new_levels``: the grouping factors whose level in that row
+        the fit never saw (comma-separated; empty when every level was seen). A DataFrame
+        that prints every column, each prediction to the precision its sd supports.
 
         Per category instead: ``P(level)``, the mean probability (kind "mean" of an
         ordinal or categorical model) or the share of draws that drew it (kind
         "response", as brms' ``predict``); ``mean(level)``, a multinomial's mean count;
         ``link[k]``, a ``cs()`` model's mean linear predictor at threshold k."""
+        low, high = tables.interval_columns(tables.check_prob(prob)).items()
         values = self.values
         table = self.data.copy()
+        columns = []  # predictions with an sd
         if "threshold" in self.draws.dims:  # a cs() model's eta per threshold: their means
             for k in self.draws["threshold"].values:
                 table[f"link[{k}]"] = values[..., k - 1].mean(axis=0)
@@ -168,12 +173,13 @@ class Prediction:
         else:
             table["mean"] = values.mean(axis=0)
             table["sd"] = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.nan
-            for name, q in QUANTILES.items():
+            for name, q in (low, ("q50", 0.5), high):
                 table[name] = np.quantile(values, q, axis=0)
+            columns = ["mean", "sd", low[0], "q50", high[0]]
         flags = self.unseen.to_numpy()
         names = list(self.unseen.columns)
         table["new_levels"] = [",".join(n for n, f in zip(names, row) if f) for row in flags]
-        return table
+        return tables.table(table, precision=dict.fromkeys(columns, "sd"))
 
     def __repr__(self) -> str:
         chains, draws, rows = self.draws[self.response].shape[:3]

@@ -77,6 +77,8 @@ def add_predict_parser(commands) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``multilevel predict``: print (and ``--out``) the per-row prediction summary."""
+    from multilevel import tables
+
     check_writable(args.out, "--out")
     fit = load_fit(args.fit)
     newdata = read_data(args.newdata)
@@ -94,7 +96,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         table = prediction.summary()
         print(prediction)
         print()
-        print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        print(tables.plain_numbers(table).to_string(index=False))
     if args.out is not None:
         write_output(args.out, "--out", lambda temporary: table.to_csv(temporary, index=False))
     return EXIT_OK
@@ -343,15 +345,6 @@ def format_comparison(table: pd.DataFrame) -> str:
     --------
     >>> print(format_comparison(compare(fits)))  # doctest: +SKIP
     """
-    ic = table.attrs.get("ic", "loo")
-    title = "PSIS-LOO" if ic == "loo" else "WAIC"
-    return "\n".join(
-        [
-            f"Fits ranked by {title} (elpd_{ic}: higher predicts new rows better), best first:",
-            table.to_string(float_format=lambda x: f"{x:.2f}"),
-            "elpd_diff: how far below the best fit, a real difference when it is a few "
-            "se_diff or more.",
-            "p: effective parameters (n_params: nominal count). weight: stacking weights. "
-            "warning: the estimate is unreliable (see the Warning lines).",
-        ]
-    )
+    from multilevel import tables
+
+    return tables.format_table(table)

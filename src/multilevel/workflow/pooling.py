@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from formulaic.errors import FormulaicError
 
+from multilevel import tables
 from multilevel.errors import FormulaError, MultilevelError
 from multilevel.evaluation import LooWarning
 from multilevel.families import FAMILIES
@@ -251,7 +252,6 @@ class PoolingComparison:
     def __repr__(self) -> str:
         shown = ["group", "term", "n", "no_pooling", "partial_pooling", "complete_pooling"]
         top = self.table.sort_values("shrinkage", ascending=False, na_position="last").head(10)
-        fmt = {"float_format": lambda x: f"{x:.3g}", "index": False}
         lines = [
             f"Pooling comparison: {len(self.table)} rows, {self.group} x {', '.join(self.terms)}"
         ]
@@ -260,11 +260,11 @@ class PoolingComparison:
             "",
             "Groups shrunk most (shrinkage = (no_pooling - partial_pooling) / "
             "(no_pooling - population mean)):",
-            top[[*shown, "shrinkage"]].to_string(**fmt),
+            tables.plain_numbers(top[[*shown, "shrinkage"]]).to_string(index=False),
             "",
             "Leave-one-out cross-validation (higher elpd predicts new rows better; "
             "p_loo = effective number of parameters):",
-            self.loo.to_string(float_format=lambda x: f"{x:.1f}"),
+            tables.plain_numbers(self.loo).to_string(),
         ]
         return "\n".join(lines)
 
@@ -391,6 +391,7 @@ def compare_pooling(
     table = _table(plan, fits)
     loo = pd.DataFrame.from_dict({k: _loo_row(f) for k, f in fits.items()}, orient="index")
     loo.index.name = "variant"
+    loo = tables.table(loo, precision=dict.fromkeys(["elpd", "se", "p_loo"], 1))
     return PoolingComparison(plan.formulas, plan.group, plan.coefs, table, fits, loo)
 
 
@@ -459,4 +460,14 @@ def _table(plan: _Plan, fits: dict[str, Fit]) -> pd.DataFrame:
     table["_level"] = table["group"].map({lvl: i for i, lvl in enumerate(levels)})
     table["_term"] = table["term"].map(order)
     table = table.sort_values(["_level", "_term"], kind="stable").drop(columns=["_level", "_term"])
-    return table.reset_index(drop=True)
+    # One number of decimals for every estimate, from the typical partial-pooling sd (the
+    # 90% interval's width / 3.29), so each shows what its uncertainty supports.
+    width = table["partial_pooling_q95"] - table["partial_pooling_q5"]
+    decimals = tables.decimals_for(float(np.nanmedian(width)) / 3.29)
+    estimates = [c for c in table.columns if c.startswith(tuple(_COLUMNS.values()))]
+    return tables.table(
+        table.reset_index(drop=True),
+        precision={**dict.fromkeys(estimates, decimals), "shrinkage": 2},
+        caption=f"Per level of {plan.group}: posterior means, each with its central 90% "
+        "interval [_q5, _q95]",
+    )
