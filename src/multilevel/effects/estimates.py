@@ -27,6 +27,7 @@ from multilevel.errors import MultilevelError
 from multilevel.options import check_seed
 from multilevel.prediction import predict
 from multilevel.progress import progress_bar
+from multilevel.tables import check_prob, format_table, interval_columns, table
 
 GROUPS = {"fitted": "sample", "zero": "population", "integrated": "integrated"}
 SCALES = {"response": "mean", "link": "link"}
@@ -47,7 +48,7 @@ class Effects:
         self.what, self.keys, self.draws, self.prob, self.info = what, keys, draws, prob, info
 
     def summary(self, prob: float | None = None) -> pd.DataFrame:
-        prob = self.prob if prob is None else _check_prob(prob)
+        prob = self.prob if prob is None else check_prob(prob)
         draws = self.draws
         keys = self.keys
         if draws.ndim == 3:  # per category: long format, a row per (row, category)
@@ -55,26 +56,27 @@ class Effects:
             keys = keys.loc[keys.index.repeat(len(categories))].reset_index(drop=True)
             keys.insert(len(keys.columns), "category", categories * len(self.keys))
             draws = draws.reshape(draws.shape[0], -1)
-        low, high = (1 - prob) / 2, (1 + prob) / 2
-        table = keys.copy()
-        table["estimate"] = draws.mean(axis=0)
-        table["median"] = np.median(draws, axis=0)
-        table["sd"] = draws.std(axis=0, ddof=1)
-        table[f"q{_percent(low)}"] = np.quantile(draws, low, axis=0)
-        table[f"q{_percent(high)}"] = np.quantile(draws, high, axis=0)
-        return table
+        out = keys.copy()
+        out["estimate"] = draws.mean(axis=0)
+        out["median"] = np.median(draws, axis=0)
+        out["sd"] = draws.std(axis=0, ddof=1)
+        bounds = interval_columns(prob)
+        for name, quantile in bounds.items():
+            out[name] = np.quantile(draws, quantile, axis=0)
+        estimates = ["estimate", "median", *bounds]
+        return table(out, precision={c: "sd" for c in [*estimates, "sd"]})
 
     @property
     def table(self) -> pd.DataFrame:
         return self.summary()
 
     def __repr__(self) -> str:
-        low, high = _percent((1 - self.prob) / 2), _percent((1 + self.prob) / 2)
+        low, high = interval_columns(self.prob)
         header = (
             f"{self.what} ({self.info['scale']} scale, groups={self.info['groups']!r}; "
-            f"estimate = posterior mean; {self.prob:.0%} interval: q{low} to q{high})"
+            f"estimate = posterior mean; {self.prob:.0%} interval: {low} to {high})"
         )
-        return header + "\n" + self.summary().to_string(index=False, float_format=_format)
+        return header + "\n" + format_table(self.summary(), index=False)
 
 
 def predictions(fit, at=None, by=None, groups="fitted", scale="response", dpar=None,
@@ -170,7 +172,7 @@ class _Setting:
             raise MultilevelError(f"scale must be 'response' or 'link', not {scale!r}.")
         check_seed(seed)
         self.fit, self.groups, self.scale, self.dpar = fit, groups, scale, dpar
-        self.prob, self.data, self.draws, self.seed = _check_prob(prob), data, draws, seed
+        self.prob, self.data, self.draws, self.seed = check_prob(prob), data, draws, seed
         self.progress = progress  # a bar on a terminal when rows take several batches
         self.design, self.fitted = fit.rows(data, what="Effects")
         self.categories = None
@@ -320,20 +322,6 @@ def _group_codes(rows: pd.DataFrame, by: list) -> tuple[np.ndarray, pd.DataFrame
     index = pd.MultiIndex.from_frame(keys)
     codes, uniques = pd.factorize(index, sort=True)
     return codes.astype(np.intp), pd.DataFrame(list(uniques), columns=by)
-
-
-def _check_prob(prob) -> float:
-    if not isinstance(prob, int | float) or isinstance(prob, bool) or not 0 < prob < 1:
-        raise MultilevelError(f"prob must be a number between 0 and 1 (e.g. 0.9), got {prob!r}.")
-    return float(prob)
-
-
-def _percent(p: float) -> str:
-    return f"{100 * p:g}"
-
-
-def _format(x: float) -> str:
-    return f"{x:.4g}"
 
 
 __all__ = ["Effects", "comparisons", "predictions", "slopes", "typical_value"]
