@@ -303,10 +303,13 @@ def predict(
     aux = per_row(aux, rows.get("X_cs"))  # (C, D, 1); thresholds (C, D, 1 or n, K - 1)
     if groups == "integrated" and spec.terms and kind != "link":
         # E[eta + c] = eta on the link scale; on the others, average over the groups
-        values = _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar,
-                             (trials, se, seed, bounds))  # fmt: skip
-        return _prediction(spec, posterior, values, frame, kind, groups, seed,
-                           new_levels, unseen, dpar)  # fmt: skip
+        values, error = _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar,
+                                    (trials, se, seed, bounds))  # fmt: skip
+        prediction = _prediction(spec, posterior, values, frame, kind, groups, seed,
+                                 new_levels, unseen, dpar)  # fmt: skip
+        # the largest Monte Carlo se the integral left (0: quadrature, to ~1e-10)
+        prediction.draws.attrs["integration_error"] = error
+        return prediction
     aux.update(dpar_values(layout, etas))  # (C, D, n)
     if spec.cs_columns and kind == "link" and dpar == MU:
         # brms' linear predictor of a cs() model, one per threshold: eta + the
@@ -366,14 +369,15 @@ def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
     """Values on the scale ``kind`` ("mean" or "response") with group effects averaged
     over their fitted population distribution, draw by draw (``population_average``):
     "mean" integrates the expected value, "response" draws each row's group
-    contributions once from that distribution before drawing the response."""
+    contributions once from that distribution before drawing the response. Returns the
+    values and the largest Monte Carlo se of the integral (0 for quadrature)."""
     trials, se, seed, bounds = extras
     names = predictors_with_groups(spec)
     family = FAMILIES[spec.family]
     if kind == "mean" and dpar == MU and names == (MU,) and spec.link == "identity":
         if family.outcome == "real":  # a mean linear in eta: the typical group's, exactly
             params = {**aux, **dpar_values(layout, etas)}
-            return _on_scale(etas[MU], kind, spec, trials, se, params, seed, bounds)
+            return _on_scale(etas[MU], kind, spec, trials, se, params, seed, bounds), 0.0
     covariance = contribution_covariance(spec, posterior, rows["Z"])
 
     def value_at(shifted: dict) -> np.ndarray:
@@ -387,9 +391,8 @@ def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
         factor = np.linalg.cholesky(covariance + 1e-12 * np.eye(len(names)))
         shift = (factor @ rng.standard_normal((*covariance.shape[:-1], 1)))[..., 0]
         shifted = {**etas, **{p: etas[p] + shift[..., i] for i, p in enumerate(names)}}
-        return value_at(shifted)
-    values, _ = integrate(value_at, etas, covariance, names)
-    return values
+        return value_at(shifted), 0.0
+    return integrate(value_at, etas, covariance, names)
 
 
 def _check_dpar(spec, dpar, kind: str) -> str:

@@ -174,3 +174,38 @@ def test_a_family_parameter_averaged_over_groups():
     np.testing.assert_allclose(sigma, np.exp(s0 + sd**2 / 2)[:, None] * np.ones(2), rtol=1e-6)
     mean = fit.predictions(at=at, groups="integrated").draws
     np.testing.assert_allclose(mean, fit.predictions(at=at, groups="zero").draws, rtol=1e-6)
+
+
+def test_a_poisson_mean_averaged_over_groups_is_the_lognormal_mean():
+    """A log link: E[exp(eta + u)] = exp(eta + sd^2 / 2) per draw, exactly (1e-6: float32
+    draws); the typical group's mean exp(eta) is below it by exp(sd^2 / 2)."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(30), 10)
+    x = rng.normal(size=g.size)
+    counts = rng.poisson(np.exp(0.5 + 0.3 * x + rng.normal(0, 0.8, 30)[g]))
+    data = pd.DataFrame({"y": counts, "x": x, "g": g})
+    fit = ml.Model("y ~ x + (1 | g)", data, family="poisson").fit(
+        chains=2, warmup=200, draws=150, seed=4, progress=False, warn=False
+    )
+    mean = fit.predictions(at={"x": [0.0, 1.0]}, groups="integrated").draws
+    eta = _draws(fit, "Intercept")[:, None] + _draws(fit, "x")[:, None] * np.array([0.0, 1.0])
+    sd = _draws(fit, "sd(Intercept|g)")[:, None]
+    np.testing.assert_allclose(mean, np.exp(eta + sd**2 / 2), rtol=1e-6)
+    ratio = fit.comparisons("x", at={"x": [0.0]}, groups="integrated", comparison="ratio")
+    np.testing.assert_allclose(ratio.draws[:, 0], np.exp(_draws(fit, "x")), rtol=1e-6)
+
+
+def test_monte_carlo_integration_states_its_error():
+    """Four categories: three linear predictors with group terms, integrated by 512
+    quasi-random points; the printout says how large the Monte Carlo se is."""
+    rng = np.random.default_rng(6)
+    g = np.repeat(np.arange(12), 25)
+    choice = rng.choice(list("abcd"), size=g.size)
+    data = pd.DataFrame({"choice": choice, "x": rng.normal(size=g.size), "g": g})
+    fit = ml.Model("choice ~ x + (1 | g)", data, family="categorical").fit(
+        chains=2, warmup=150, draws=100, seed=5, progress=False, warn=False
+    )
+    effect = fit.predictions(at={"x": [0.0]}, groups="integrated")
+    assert 0 < effect.info["integration_error"] < 0.01
+    assert "Monte Carlo: its se is at most" in repr(effect)
+    np.testing.assert_allclose(effect.draws.sum(axis=-1), 1.0, rtol=1e-9)

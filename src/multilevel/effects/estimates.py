@@ -76,6 +76,11 @@ class Effects:
             f"{self.what} ({self.info['scale']} scale, groups={self.info['groups']!r}; "
             f"estimate = posterior mean; {self.prob:.0%} interval: {low} to {high})"
         )
+        if self.info.get("integration_error"):
+            header += (
+                f"\nGroups integrated out by Monte Carlo: its se is at most "
+                f"{self.info['integration_error']:.2g} per draw and row."
+            )
         return header + "\n" + format_table(self.summary(), index=False)
 
 
@@ -176,6 +181,7 @@ class _Setting:
         self.progress = progress  # a bar on a terminal when rows take several batches
         self.design, self.fitted = fit.rows(data, what="Effects")
         self.categories = None
+        self.integration_error = 0.0  # the largest Monte Carlo se of groups="integrated"
 
     def rows(self, at) -> pd.DataFrame:
         return effect_rows(self.fit.spec, self.fitted, at, fill_groups=self.groups != "fitted")
@@ -186,6 +192,8 @@ class _Setting:
             self.fit, frame, kind=SCALES[self.scale], groups=GROUPS[self.groups],
             seed=self.seed, draws=self.draws, data=self.data, dpar=self.dpar,
         )  # fmt: skip
+        error = prediction.draws.attrs.get("integration_error", 0.0)
+        self.integration_error = max(self.integration_error, error)
         values = prediction.draws[prediction.response]
         if "category" in values.dims:
             self.categories = [str(c) for c in values["category"].values]
@@ -230,7 +238,8 @@ class _Setting:
 
     def result(self, what: str, keys: pd.DataFrame, draws: np.ndarray) -> Effects:
         info = {"scale": self.scale, "groups": self.groups, "dpar": self.dpar,
-                "categories": self.categories}  # fmt: skip
+                "categories": self.categories,
+                "integration_error": self.integration_error}  # fmt: skip
         return Effects(what, keys.reset_index(drop=True), draws, self.prob, info)
 
 

@@ -5,7 +5,8 @@ Typical values (as ``marginaleffects``' ``datagrid`` and brms' ``conditional_eff
 a numeric column at its mean over the fitted rows; a categorical, text or True/False
 column at its reference level (the first category of a pandas categorical, else the
 smallest value, as formulaic codes it). The trials of a binomial response default to
-1, so that its mean is a probability. Grouping columns are needed only for
+1, also for the fitted rows (``at="data"``), so that its effects are probabilities, the
+same whatever ``at`` is (multiply by the trials for expected counts). Grouping columns are needed only for
 ``groups="fitted"`` (each row's own group); otherwise a placeholder fills them.
 """
 
@@ -38,7 +39,10 @@ def effect_rows(spec, fitted: pd.DataFrame, at, fill_groups: bool) -> pd.DataFra
     DataFrame or mapping leaves out take their ``typical_value``; grouping columns, with
     ``fill_groups`` (their effects unused), a placeholder."""
     if at is None or (isinstance(at, str) and at == "data"):
-        return fitted.reset_index(drop=True)
+        rows = fitted.reset_index(drop=True)
+        trials = parse_formula(spec.formula).trials
+        # per trial, as on a grid: a binomial's effects are probabilities, not counts
+        return rows if trials is None else rows.assign(**{trials: 1})
     if isinstance(at, pd.DataFrame):
         rows = at.reset_index(drop=True)
     elif isinstance(at, Mapping):
