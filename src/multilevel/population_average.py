@@ -24,9 +24,12 @@ number of linear predictors with group terms:
   quadrature was the first choice and is not good enough there: for the logistic with
   s = 3 its error with 32 nodes was 1e-5, with s = 5 8e-4 (the poles). The grid has 41
   points for s = 1, 86 for s = 3, 163 for s = 5.
-* P = 2 (a mean and a family parameter with group terms): a 20 x 20 Gauss-Hermite
-  grid, accurate for the smooth, slowly varying functions of sds below about 2 on the
-  link scale (exp's mean to 1e-6 there), less so for a logistic of a large sd.
+* P = 2 (a mean and a family parameter with group terms, a categorical model with
+  three categories): a 20 x 20 Gauss-Hermite grid where every contribution's sd is at
+  most 1.5 (its one-dimensional error for the logistic there: 1.4e-7; at sd 3 it would
+  be 1.5e-4), else the trapezoid rule on a disc of radius 6 + 2 min(s, 2) with the
+  spacing above (8,300 points at s = 4), and quasi-Monte Carlo where that would need
+  more than 40,000 points.
 * P >= 3 (categorical models with four or more categories): ``MC_NODES`` quasi-random
   normal vectors (a scrambled Sobol sequence, the same for every draw and row), whose
   Monte Carlo error ``integrate`` reports.
@@ -44,6 +47,9 @@ from scipy.stats import norm, qmc
 
 HALF_WIDTH = 8.0  # standard deviations covered in one dimension (mass beyond: 1e-15)
 NODES_2D = 20
+GAUSS_HERMITE_SPREAD = 1.5  # GH's error for the logistic: 1.4e-7 at sd 1.5, 5e-6 at 2
+HALF_WIDTH_2D = 6.0  # the disc's radius in sds (normal mass beyond: 1.5e-8)
+MAX_NODES_2D = 40_000  # beyond (sds above ~9), quasi-Monte Carlo with its error stated
 MC_NODES = 512
 
 
@@ -107,7 +113,8 @@ def integrate(
     n, ...) values."""
     size = len(names)
     spread = float(np.sqrt(np.max(np.diagonal(covariance, axis1=-2, axis2=-1), initial=0.0)))
-    nodes, weights = _nodes(size, spread)  # (J, P) standard normal points, (J,) weights
+    # (J, P) standard normal points, (J,) weights, and whether they are random
+    nodes, weights, monte_carlo = _nodes(size, spread)
     if size == 1:
         factor = np.sqrt(np.maximum(covariance[..., 0, 0], 0.0))[..., None]  # (C, D, n, 1)
     else:
@@ -121,31 +128,40 @@ def integrate(
             shifted[name] = etas[name] + shift[..., p]
         value = np.asarray(value_at(shifted), dtype=float)
         total = weight * value if total is None else total + weight * value
-        if size > 2:
+        if monte_carlo:
             squares = weight * value**2 if squares is None else squares + weight * value**2
     error = 0.0
-    if size > 2:  # the Monte Carlo se of the mean over the nodes
+    if monte_carlo:  # the Monte Carlo se of the mean over the nodes
         variance = np.maximum(squares - total**2, 0.0)
         error = float(np.sqrt(variance.max() / len(weights)))
     return total, error
 
 
-def _nodes(size: int, spread: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points of a standard ``size``-variate normal and their weights (summing to 1):
-    the trapezoid grid in one dimension (spacing from ``spread``, the largest sd of a
-    contribution; see the module doc), a Gauss-Hermite tensor grid in two,
-    quasi-random points beyond."""
+def _nodes(size: int, spread: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Points of a standard ``size``-variate normal, their weights (summing to 1) and
+    whether they are (quasi-)random: the trapezoid grid in one dimension (spacing from
+    ``spread``, the largest sd of a contribution), in two a Gauss-Hermite grid or the
+    trapezoid rule on a disc, quasi-random points beyond (see the module doc)."""
     if size == 1:
         step = min(0.5, np.pi / (4.0 * max(spread, 1e-12)))
         # exp-like means (log links) tilt the mass out by up to ~2 spread: cover that
         half = HALF_WIDTH + 2.0 * min(spread, 4.0)
         axis = np.arange(-half, half + step / 2, step)
         weights = np.exp(-0.5 * axis**2)
-        return axis[:, None], weights / weights.sum()
-    if size == 2:
+        return axis[:, None], weights / weights.sum(), False
+    if size == 2 and spread <= GAUSS_HERMITE_SPREAD:
         x, w = np.polynomial.hermite_e.hermegauss(NODES_2D)  # weight exp(-x^2 / 2)
         grid = np.stack(np.meshgrid(x, x, indexing="ij"), -1).reshape(-1, 2)
         weights = np.outer(w, w).ravel()
-        return grid, weights / weights.sum()
+        return grid, weights / weights.sum(), False
+    if size == 2:  # the trapezoid rule on the disc, unless it needs too many points
+        step = np.pi / (4.0 * spread)
+        half = HALF_WIDTH_2D + 2.0 * min(spread, 2.0)
+        axis = np.arange(-half, half + step / 2, step)
+        grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+        grid = grid[(grid**2).sum(axis=1) <= half**2]
+        if len(grid) <= MAX_NODES_2D:
+            weights = np.exp(-0.5 * (grid**2).sum(axis=1))
+            return grid, weights / weights.sum(), False
     sobol = qmc.Sobol(size, scramble=True, seed=20261207).random(MC_NODES)
-    return norm.ppf(sobol), np.full(MC_NODES, 1.0 / MC_NODES)
+    return norm.ppf(sobol), np.full(MC_NODES, 1.0 / MC_NODES), True

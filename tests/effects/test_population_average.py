@@ -85,3 +85,26 @@ def test_three_predictors_use_monte_carlo_within_its_stated_error():
     assert error > 0
     assert np.abs(value - expected).max() < 5 * error
     assert np.abs(value / expected - 1).max() < 0.02  # 512 quasi-random nodes: ~1%
+
+
+@pytest.mark.parametrize("sd", [1.0, 4.0])
+def test_two_predictors_with_a_logistic_match_quadrature(sd):
+    """A softmax of two categories against the reference (a categorical model with three
+    categories): independent contributions of sd 1 (Gauss-Hermite grid) and 4 (the
+    trapezoid disc), against nested adaptive quadrature, to 1e-7."""
+    etas = {"muB": np.array([[[0.4]]]), "muC": np.array([[[-0.7]]])}
+    covariance = np.diag([sd**2, (sd / 2) ** 2])[None, None, None]
+
+    def share_b(e):
+        b, c = e["muB"], e["muC"]
+        return np.exp(b) / (1 + np.exp(b) + np.exp(c))
+
+    value, error = integrate(share_b, etas, covariance, ["muB", "muC"])
+
+    def inner(zc, zb):
+        b, c = 0.4 + sd * zb, -0.7 + sd / 2 * zc
+        return np.exp(b) / (1 + np.exp(b) + np.exp(c)) * np.exp(-(zb**2 + zc**2) / 2)
+
+    exact, _ = scipy_integrate.dblquad(inner, -12, 12, -12, 12, epsabs=1e-12)
+    assert error == 0.0
+    assert value[0, 0, 0] == pytest.approx(exact / (2 * np.pi), abs=1e-7)
