@@ -374,10 +374,11 @@ def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
     trials, se, seed, bounds = extras
     names = predictors_with_groups(spec)
     family = FAMILIES[spec.family]
-    if kind == "mean" and dpar == MU and names == (MU,) and spec.link == "identity":
-        if family.outcome == "real":  # a mean linear in eta: the typical group's, exactly
-            params = {**aux, **dpar_values(layout, etas)}
-            return _on_scale(etas[MU], kind, spec, trials, se, params, seed, bounds), 0.0
+    # the mean's predictor enters a gaussian-like mean linearly, and a parameter not at all
+    linear = (MU,) if spec.link == "identity" and family.outcome == "real" else ()
+    if kind == "mean" and dpar == MU and names == linear:  # the typical group's, exactly
+        params = {**aux, **dpar_values(layout, etas)}
+        return _on_scale(etas[MU], kind, spec, trials, se, params, seed, bounds), 0.0
     covariance = contribution_covariance(spec, posterior, rows["Z"])
 
     def value_at(shifted: dict) -> np.ndarray:
@@ -392,7 +393,7 @@ def _integrated(spec, posterior, rows, layout, etas, aux, kind, dpar, extras):
         shift = (factor @ rng.standard_normal((*covariance.shape[:-1], 1)))[..., 0]
         shifted = {**etas, **{p: etas[p] + shift[..., i] for i, p in enumerate(names)}}
         return value_at(shifted), 0.0
-    return integrate(value_at, etas, covariance, names)
+    return integrate(value_at, etas, covariance, names, linear)
 
 
 def _check_dpar(spec, dpar, kind: str) -> str:
