@@ -53,17 +53,28 @@ MAX_NODES_2D = 40_000  # beyond (sds above ~9), quasi-Monte Carlo with its error
 MC_NODES = 512
 
 
+def correlation_matrix(owner, value_of) -> np.ndarray:
+    """(..., q, q) the correlation matrix of a term or of a set of linked terms (its
+    ``coefs``, ``cor_pairs`` and ``cor_names``), each correlation ``value_of(name)`` (a
+    number, or an array over draws); the identity where it has none."""
+    values = {name: np.asarray(value_of(name), dtype=float) for name in owner.cor_names}
+    lead = np.broadcast_shapes(*(v.shape for v in values.values()))
+    q = len(owner.coefs)
+    corr = np.broadcast_to(np.eye(q), (*lead, q, q)).copy()
+    for (i, j), name in zip(owner.cor_pairs, owner.cor_names):
+        corr[..., i, j] = corr[..., j, i] = values[name]
+    return corr
+
+
 def scale_trils(posterior, sd_names, correlations) -> np.ndarray:
     """(chain, draw, q, q) ``diag(sd) L`` per draw, ``L`` the Cholesky factor of the
     correlation matrix of ``correlations`` (a term or a set of linked terms, with
     ``cor_pairs`` and ``cor_names``; the identity where it has none)."""
     sd = np.stack([posterior[n].values.astype(float) for n in sd_names], axis=-1)
     q = sd.shape[-1]
-    chol = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q))
+    chol = np.eye(q)
     if correlations.cor_names:
-        corr = np.broadcast_to(np.eye(q), (*sd.shape[:-1], q, q)).copy()
-        for (i, j), name in zip(correlations.cor_pairs, correlations.cor_names):
-            corr[..., i, j] = corr[..., j, i] = posterior[name].values
+        corr = correlation_matrix(correlations, lambda name: posterior[name].values)
         chol = np.linalg.cholesky(corr + 1e-12 * np.eye(q))
     return sd[..., :, None] * chol
 
@@ -82,8 +93,7 @@ def contribution_covariance(spec, posterior, Z: tuple) -> np.ndarray:
     linked = {k for each in spec.linked_terms for k in each.terms}
     owners = [((k,), term.sd_names, term) for k, term in enumerate(spec.terms) if k not in linked]
     for each in spec.linked_terms:
-        sd_names = [n for k in each.terms for n in spec.terms[k].sd_names]
-        owners.append((each.terms, sd_names, each))
+        owners.append((each.terms, each.sd_names, each))
     n = Z[0].shape[0]
     total = None
     for members, sd_names, correlations in owners:

@@ -278,8 +278,7 @@ def predict(
             if k in linked:  # drawn jointly with the other terms of its ID (|p|)
                 each = linked[k]
                 if each.cor_key not in linked_draws:
-                    sd_names = [n for j in each.terms for n in spec.terms[j].sd_names]
-                    joint = _new_effects(posterior, sd_names, each, len(new), rng)
+                    joint = _new_effects(posterior, each.sd_names, each, len(new), rng)
                     starts = np.cumsum([0] + [len(spec.terms[j].coefs) for j in each.terms])
                     linked_draws[each.cor_key] = {
                         j: joint[..., starts[i] : starts[i + 1]] for i, j in enumerate(each.terms)

@@ -22,6 +22,7 @@ from multilevel.families import FAMILIES
 from multilevel.fitted_rows import distributional_formula
 from multilevel.formula import parse_formula
 from multilevel.options import check_count
+from multilevel.population_average import correlation_matrix
 
 __all__ = ["check_params", "design_columns", "draw_response", "resample_groups", "simulate"]
 
@@ -282,7 +283,7 @@ def check_params(model, params: Mapping) -> dict:
         for name in given:
             out[name] = _effect_values(name, params[name], term.levels)
     for each in spec.linked_terms:  # drawn jointly: all of a linked set's effects or none
-        names = [n for k in each.terms for n in spec.terms[k].effect_names]
+        names = each.effect_names
         absent = [n for n in names if n not in params]
         if 0 < len(absent) < len(names):
             raise MultilevelError(
@@ -319,15 +320,13 @@ def _check_correlations(term, values: dict) -> None:
     """The correlations of a term or of a set of linked terms form a valid matrix."""
     if not term.cor_names:
         return
-    corr = np.eye(len(term.coefs))
-    for (i, j), name in zip(term.cor_pairs, term.cor_names):
+    for name in term.cor_names:
         if not -1 < values[name] < 1:
             raise MultilevelError(
                 f"{name!r} is a correlation and must lie strictly between -1 and 1, "
                 f"got {values[name]}."
             )
-        corr[i, j] = corr[j, i] = values[name]
-    if np.linalg.eigvalsh(corr).min() <= 1e-8:
+    if np.linalg.eigvalsh(correlation_matrix(term, values.__getitem__)).min() <= 1e-8:
         raise MultilevelError(
             f"The correlations {', '.join(term.cor_names)} do not form a valid "
             "(positive definite) correlation matrix."

@@ -43,11 +43,11 @@ class TermSpec:
 
     @property
     def sd_names(self) -> tuple[str, ...]:
-        return tuple(f"sd({c}|{self.group})" for c in self.coefs)
+        return sd_names(self.coefs, self.group)
 
     @property
     def effect_names(self) -> tuple[str, ...]:
-        return tuple(f"{c}|{self.group}" for c in self.coefs)
+        return effect_names(self.coefs, self.group)
 
     @property
     def has_correlation(self) -> bool:
@@ -71,6 +71,16 @@ class TermSpec:
         return self.cor_names[0] if len(self.cor_names) == 1 else f"cor(|{self.group})"
 
 
+def sd_names(coefs: tuple[str, ...], group: str) -> tuple[str, ...]:
+    """``sd(c|g)`` for each covariate ``c`` of a term (or linked set) of group ``g``."""
+    return tuple(f"sd({c}|{group})" for c in coefs)
+
+
+def effect_names(coefs: tuple[str, ...], group: str) -> tuple[str, ...]:
+    """``c|g``: the group effects of each covariate ``c`` over the levels of ``g``."""
+    return tuple(f"{c}|{group}" for c in coefs)
+
+
 def correlation_pairs(q: int) -> tuple[tuple[int, int], ...]:
     """(i, j), i < j: the entries of a q x q correlation matrix, row by row."""
     return tuple((i, j) for i in range(q) for j in range(i + 1, q))
@@ -91,6 +101,16 @@ class LinkedTerms:
     id: str
     terms: tuple[int, ...]  # indices into ``ModelSpec.terms``, in order
     coefs: tuple[str, ...]  # every term's covariates, as their effects are named
+
+    @property
+    def sd_names(self) -> tuple[str, ...]:
+        """Every linked term's sds, in order (each term keeps its own)."""
+        return sd_names(self.coefs, self.group)
+
+    @property
+    def effect_names(self) -> tuple[str, ...]:
+        """Every linked term's group effects, in order: drawn jointly, given all or none."""
+        return effect_names(self.coefs, self.group)
 
     @property
     def cor_pairs(self) -> tuple[tuple[int, int], ...]:

@@ -46,6 +46,7 @@ from multilevel.linear_predictor import (
 )
 from multilevel.missing import predictor_column
 from multilevel.ordinal import ThresholdPrior
+from multilevel.population_average import correlation_matrix
 from multilevel.priors import standard_distribution
 from multilevel.program_cache import ProgramCache
 from multilevel.spec import ModelSpec
@@ -654,10 +655,7 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
         sd = np.array([named[n] for n in term.sd_names], dtype=float)
         chol = np.eye(len(term.coefs))
         if term.has_correlation:
-            corr = np.eye(len(term.coefs))
-            for (i, j), name in zip(term.cor_pairs, term.cor_names):
-                corr[i, j] = corr[j, i] = named[name]
-            chol = np.linalg.cholesky(corr)
+            chol = np.linalg.cholesky(correlation_matrix(term, named.__getitem__))
             out[f"L_{k}"] = chol
         if term.id or not all(n in named for n in term.effect_names):
             continue  # linked terms: below
@@ -676,17 +674,15 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
         else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
             out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
     for i, each in enumerate(spec.linked_terms):
-        corr = np.eye(len(each.coefs))
-        for (a, b), name in zip(each.cor_pairs, each.cor_names):
-            corr[a, b] = corr[b, a] = named[name]
-        chol = out[f"L_linked_{i}"] = np.linalg.cholesky(corr)
-        names = [n for k in each.terms for n in spec.terms[k].effect_names]
+        chol = np.linalg.cholesky(correlation_matrix(each, named.__getitem__))
+        out[f"L_linked_{i}"] = chol
+        names = each.effect_names
         given = [n in named for n in names]
         if any(given) and not all(given):  # drawn jointly: all or none
             absent = [n for n, g in zip(names, given) if not g]
             raise KeyError(f"values needed for {', '.join(absent)} (linked by |{each.id}|)")
         if all(given):
-            sd = np.array([named[n] for k in each.terms for n in spec.terms[k].sd_names])
+            sd = np.array([named[n] for n in each.sd_names])
             effects = np.stack([np.asarray(named[n], dtype=float) for n in names], -1)
             out[f"z_linked_{i}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
     return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
