@@ -448,21 +448,20 @@ def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
     column = spec.trials
     parsed = parse_formula(spec.formula)
     if FAMILIES[spec.family].multivariate_response and column is None:
-        return _new_totals(spec.response_levels, newdata, kind)
+        columns = spec.response_levels  # the count columns: their sum is each row's total
+        return _column_sum(newdata, columns, lambda absent: (
+            f"A multinomial model draws counts out of each row's total: kind={kind!r} needs "
+            f"the count columns {', '.join(map(repr, columns))} in newdata (their sum is the "
+            f"total; {absent} absent), or fit with `| trials(n)` and give n. For the category "
+            "probabilities use kind='mean'."
+        ))  # fmt: skip
     if column is None and parsed.failures is not None:  # cbind(k, f): k + f trials
-        needed = [spec.response, parsed.failures]
-        absent = [c for c in needed if c not in newdata.columns]
-        if absent:
-            raise DataError(
-                f"A binomial model written `cbind({spec.response}, {parsed.failures})` counts "
-                f"successes out of {spec.response} + {parsed.failures} trials: kind={kind!r} "
-                f"needs both columns in newdata ({', '.join(map(repr, absent))} absent). Or "
-                "refit it as `k | trials(n) ~ ...` and give n."
-            )
-        check_missing(newdata, needed, then="predict again")
-        values = newdata[needed].to_numpy(dtype=float).sum(axis=1)
-        check_trials(values, f"{spec.response} + {parsed.failures}")
-        return values
+        return _column_sum(newdata, (spec.response, parsed.failures), lambda absent: (
+            f"A binomial model written `cbind({spec.response}, {parsed.failures})` counts "
+            f"successes out of {spec.response} + {parsed.failures} trials: kind={kind!r} "
+            f"needs both columns in newdata ({absent} absent). Or refit it as "
+            "`k | trials(n) ~ ...` and give n."
+        ))  # fmt: skip
     if column not in newdata.columns:
         raise DataError(
             f"A binomial model predicts counts out of a number of trials: kind={kind!r} "
@@ -476,17 +475,13 @@ def _new_trials(spec, newdata: pd.DataFrame, kind: str) -> np.ndarray:
     return values.astype(float)
 
 
-def _new_totals(columns, newdata: pd.DataFrame, kind: str) -> np.ndarray:
-    """The total count of each new row of a multinomial model: the sum of its count
-    columns (the model has no trials column)."""
+def _column_sum(newdata: pd.DataFrame, columns, refusal) -> np.ndarray:
+    """Each new row's trials as the sum of ``columns`` (a multinomial's counts, lme4's
+    ``cbind(k, f)``), checked; ``refusal(absent)`` is the message when newdata lacks
+    some of them (``absent``: their names)."""
     absent = [c for c in columns if c not in newdata.columns]
     if absent:
-        raise DataError(
-            f"A multinomial model draws counts out of each row's total: kind={kind!r} needs "
-            f"the count columns {', '.join(map(repr, columns))} in newdata (their sum is the "
-            f"total; {', '.join(map(repr, absent))} absent), or fit with `| trials(n)` and "
-            "give n. For the category probabilities use kind='mean'."
-        )
+        raise DataError(refusal(", ".join(map(repr, absent))))
     check_missing(newdata, list(columns), then="predict again")
     values = newdata[list(columns)].to_numpy(dtype=float).sum(axis=1)
     check_trials(values, " + ".join(columns))
