@@ -697,21 +697,13 @@ def _group_block(term: GroupTerm, data: pd.DataFrame) -> GroupBlock:
     return GroupBlock(term, coefs, Z, codes, levels, scales, spec)
 
 
-# the family without its extra zeros (or zeros and ones), for a response that has none
-_WITHOUT_INFLATION = {
-    "zero_inflated_poisson": "poisson", "zero_inflated_negative_binomial": "negative_binomial",
-    "zero_inflated_binomial": "binomial", "zero_inflated_beta_binomial": "beta_binomial",
-    "hurdle_poisson": "poisson", "hurdle_negative_binomial": "negative_binomial",
-    "hurdle_gamma": "gamma", "hurdle_lognormal": "lognormal", "zero_one_inflated_beta": "beta",
-}  # fmt: skip
-
-
 def _warn_thin_response(y, family: Family, blocks, levels, column: str) -> None:
     """Warn where the response leaves part of the model to its prior: an inflated or
     hurdle family without a zero (or, for zero_one_inflated_beta, without a 0 or 1),
     and an ordinal category that a single group of a grouping factor holds."""
     y = np.asarray(y, dtype=float)
-    if family.name in _WITHOUT_INFLATION:
+    plain = family.without_inflation
+    if plain is not None:
         ends = (0.0, 1.0) if family.name == "zero_one_inflated_beta" else (0.0,)
         if not np.isin(y, ends).any():
             what = "0s or 1s" if len(ends) == 2 else "zeros"
@@ -719,7 +711,7 @@ def _warn_thin_response(y, family: Family, blocks, levels, column: str) -> None:
                 f"The response `{column}` has no {what}, so the {family.name} family's "
                 f"probability of an extra {'0 or 1' if len(ends) == 2 else 'zero'} can only "
                 f"be estimated near 0, by how close its prior lets it. Without {what}, "
-                f"family={_WITHOUT_INFLATION[family.name]!r} is the same model without it.",
+                f"family={plain!r} is the same model without it.",
                 DesignWarning,
                 stacklevel=4,
             )

@@ -202,6 +202,16 @@ class Family:
         return name in self.aux or (self.category_logits and category_predictor(name))
 
     @property
+    def without_inflation(self) -> str | None:
+        """The family an inflated or hurdle family extends, without its extra zeros (or
+        zeros and ones): ``zero_inflated_poisson`` -> ``poisson``,
+        ``zero_one_inflated_beta`` -> ``beta``; None for others."""
+        for prefix in ("zero_one_inflated_", "zero_inflated_", "hurdle_"):
+            if self.name.startswith(prefix):
+                return self.name.removeprefix(prefix)
+        return None
+
+    @property
     def ordinal(self) -> bool:
         """Ordered categories (cumulative, sratio, cratio, acat): thresholds in place of
         an intercept (``multilevel.ordinal``)."""
