@@ -34,6 +34,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "atomic_write",
         "options",
         "program_cache",
+        "shape_buckets",
         "tables",
     ),
     ("response_bounds", "ordinal"),

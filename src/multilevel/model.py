@@ -12,7 +12,7 @@ from multilevel import diagnostics as diag
 from multilevel import loglik
 from multilevel import missing as missing_values
 from multilevel._arviz import az
-from multilevel.backends import aggregate, centring, gaussian_collapsed, start
+from multilevel.backends import aggregate, centring, gaussian_collapsed, padding, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.design import check_category_specific
 from multilevel.errors import MultilevelError
@@ -435,11 +435,14 @@ class Model:
         chosen = self._collapse_plan(method)
         if chosen is not None:
             stats = self._sufficient_statistics(chosen)
+            # padded to the size bucket: data of another size in it reuse the program
+            run_st = padding.padded_structure(self.structure)
             with placement.placed(placement.work_of(stats)) as device:
                 result = collapsed.sample(
-                    self.structure, chosen, stats, backend.prior_arrays(self.spec),
-                    settings, seed, progress,
+                    run_st, chosen, padding.pad_statistics(self.structure, stats),
+                    backend.prior_arrays(self.spec), settings, seed, progress,
                 )  # fmt: skip
+            result.samples = padding.unpad(result.samples, self.structure)
             method_name = collapsed.method_name(chosen)
         else:
             st, data, note = self._joint_inputs()
@@ -447,18 +450,24 @@ class Model:
             # mass matrix unregularised for very narrow posteriors (backends.start)
             prior = backend.prior_arrays(self.spec)
             begin = start.plan(self.spec, st, data, prior, chains, seed, warmup)
+            run_st, args, points = st, begin.model_args, begin.points
+            if padding.paddable(st):  # rows and groups padded to their size bucket
+                run_st = padding.padded_structure(st)
+                args = (padding.pad_data(st, args[0]), args[1])
+                points = padding.pad_points(points, run_st)
             with placement.placed(placement.work_of(data)) as device, begin.precision():
                 result = nuts.sample(
-                    st,
-                    backend.make_model(st),
-                    begin.model_args,
+                    run_st,
+                    backend.make_model(run_st),
+                    args,
                     settings,
                     seed=seed,
-                    dense_sites=st.dense_sites,
+                    dense_sites=run_st.dense_sites,
                     progress=progress,
-                    start=begin.points,
+                    start=points,
                     regularize_mass=begin.regularize_mass,
                 )
+            result.samples = padding.unpad(result.samples, st)
             notes = "; ".join(n for n in (note, begin.note) if n)
             method_name = "NUTS" + (f" ({notes})" if notes else "")
         info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from multilevel.chunked.sums import (
-    bucket,
     collapsed_statistics,
     group_cross_products,
     group_products,
@@ -119,7 +118,6 @@ def test_statistics_solve_least_squares_whatever_the_shift(rows, shift):
 
 
 def test_padding_to_the_bucket():
-    assert [bucket(s) for s in (1, 8, 9, 10, 11, 100, 1000)] == [1, 8, 10, 10, 12, 112, 1024]
     a = np.arange(9.0).reshape(9, 1)
     padded = pad_groups(a)
     assert padded.shape == (10, 1) and padded[9, 0] == 0 and np.array_equal(padded[:9], a)

@@ -122,13 +122,6 @@ def test_auto_picks_collapsed_only_where_it_applies(small):
         small.fit(method="laplace")
 
 
-@pytest.mark.parametrize("size", [1, 8, 9, 85, 919, 1000, 73421])
-def test_buckets_pad_by_at_most_a_quarter(size):
-    padded = gc.bucket(size)
-    assert size <= padded <= max(8, 1.25 * size)
-    assert gc.bucket(padded) == padded  # a bucket is its own bucket
-
-
 @pytest.fixture(scope="module")
 def crossed():
     """Crossed factors a (11 levels: padded to 12) and b (4 levels) with a slope on a."""

@@ -50,8 +50,9 @@ from multilevel.backends.numpyro_model import (
     term_effects,
     term_scale_tril,
 )
-from multilevel.chunked.sums import bucket, group_cross_products, group_products
+from multilevel.chunked.sums import group_cross_products, group_products
 from multilevel.design import Design
+from multilevel.shape_buckets import bucket
 
 
 @dataclass(frozen=True)
@@ -363,8 +364,9 @@ def make_collapsed_model(st: Structure, chosen: Plan):
         parents = dict(zip(chosen.sampled, chosen.parents))
         codes = {k: stats["parents"][str(k)] for k, a in parents.items() if a >= 0}
         effects = term_effects(
-            st, order, centered, parents, _centring(st, chosen), beta, sd, prior, codes
-        )
+            st, order, centered, parents, _centring(st, chosen), beta, sd, prior, codes,
+            stats.get("level_counts"),
+        )  # fmt: skip
         other = fold_nested(chosen, effects, stats)
         loglik = marginal_log_likelihood(beta, aux[0], scale_tril, stats, other)
         numpyro.factor("y", loglik)

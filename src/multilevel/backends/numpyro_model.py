@@ -24,6 +24,7 @@ parameter per row (its inverse link of its linear predictor) in place of one val
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import jax
@@ -403,12 +404,23 @@ def parents_first(st: Structure) -> list[int]:
 
 
 def term_effects(
-    st: Structure, order, centered: dict, parents: dict, centring: dict, beta, sd, prior, codes
+    st: Structure,
+    order,
+    centered: dict,
+    parents: dict,
+    centring: dict,
+    beta,
+    sd,
+    prior,
+    codes,
+    counts=None,
 ) -> dict[int, jnp.ndarray]:
     """(L_k, q_k) effects of the terms in ``order`` (parents first). A term with a parent
     (``parents[k] >= 0``) is centred on the parent's coefficients at its levels' parent
     levels (``codes[k]``); a term in ``centring`` on the population coefficients; others
-    on zero. Shared by the joint and the partially collapsed Gaussian model."""
+    on zero. ``counts`` (terms,), if given, are the true numbers of groups of inputs
+    padded to their bucket (``backends.padding``). Shared by the joint and the partially
+    collapsed Gaussian model."""
     effects, coefficients = {}, {}  # parent term -> (L, q) its groups' coefficients
     linked = {k: i for i, members in enumerate(st.linked) for k in members}
     for k in order:
@@ -423,7 +435,8 @@ def term_effects(
                 i = linked[k]
                 effects.update(linked_effects(i, st, sd, prior["eta_linked"][i]))
         else:
-            effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered[k], mean)
+            count = None if counts is None else counts[k]
+            effects[k] = group_effects(k, term, term_sd, prior["eta"][k], centered[k], mean, count)
         if k in parents.values():
             coefficients[k] = effects[k] + (0.0 if mean is None else mean)
         numpyro.deterministic(f"effects_{k}", effects[k])
@@ -446,18 +459,27 @@ def linked_effects(i: int, st: Structure, sd: jnp.ndarray, eta) -> dict[int, jnp
 
 
 def group_effects(
-    k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool, mean=None
+    k: int, term: TermShape, sd: jnp.ndarray, eta, centered: bool, mean=None, count=None
 ) -> jnp.ndarray:
     """(L, q) effects of term k with covariance diag(sd) R diag(sd). ``mean`` (q,), for a
-    centred term: sample the coefficients ``mean + effects`` (hierarchical centring)."""
+    centred term: sample the coefficients ``mean + effects`` (hierarchical centring).
+    ``count``: the true number of groups when L is padded (``backends.padding``); a
+    centred term's padded groups are standard normal, apart from everything else (their
+    effects are read by no row), so the term's own density counts its true groups only."""
     scale_tril = term_scale_tril(k, term, sd, eta)
     if centered:
         loc = jnp.zeros(term.q) if mean is None else mean
+        real = None if count is None else jnp.arange(term.n_levels) < count  # (L,)
         if term.correlated:
-            law = dist.MultivariateNormal(loc, scale_tril=scale_tril)
-            r = numpyro.sample(f"r_{k}", law.expand([term.n_levels]))
+            law = dist.MultivariateNormal(loc, scale_tril=scale_tril).expand([term.n_levels])
+            mask = real
         else:
-            r = numpyro.sample(f"r_{k}", dist.Normal(loc, sd).expand([term.n_levels, term.q]))
+            law = dist.Normal(loc, sd).expand([term.n_levels, term.q])
+            mask = None if real is None else real[:, None]
+        with contextlib.nullcontext() if mask is None else numpyro.handlers.mask(mask=mask):
+            r = numpyro.sample(f"r_{k}", law)
+        if real is not None:
+            numpyro.factor(f"padded_r_{k}", -0.5 * jnp.sum(jnp.where(real[:, None], 0.0, r**2)))
         return r if mean is None else r - mean
     z = numpyro.sample(f"z_{k}", dist.Normal(0.0, 1.0).expand([term.n_levels, term.q]))
     if term.correlated:
@@ -482,6 +504,7 @@ def make_model(st: Structure):
             sd,
             prior,
             data.get("parents") or {},
+            data.get("level_counts"),
         )
         rows = {"X": X, "X_dpars": data.get("X_dpars"), "Z": Z, "codes": data["codes"],
                 "offset": data.get("offset")}  # fmt: skip

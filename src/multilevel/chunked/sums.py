@@ -20,25 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from multilevel.shape_buckets import bucket
+
 # the sums that add up across chunks as they are (the moments merge by ``merge``)
 _ADDITIVE = ("XtX", "Xty", "yy", "ZtZ", "ZtX", "Zty")
-
-
-def bucket(size: int) -> int:
-    """The padded size for ``size``: the next of 2^k x (1, 1.25, 1.5, 1.75), so data of a
-    somewhat different size reuses a compiled sampler (at most 25% padding).
-
-    Examples
-    --------
-    >>> bucket(5), bucket(9), bucket(100)
-    (5, 10, 112)
-    """
-    if size <= 8:
-        return size
-    power = 2 ** (size.bit_length() - 1)
-    return next(
-        s for s in (power, power * 5 // 4, power * 3 // 2, power * 7 // 4, 2 * power) if s >= size
-    )
 
 
 def pad_groups(a: np.ndarray) -> np.ndarray:
