@@ -114,6 +114,13 @@ def test_nested_centred_terms(data):
     assert any(t.parent >= 0 for t in st.terms)
 
 
+def test_censored_rows(data):
+    """Padded rows are copies of real rows, evaluated at their own values: with NumPyro's
+    mask handler a censored lognormal's masked rows were evaluated at 0 (nan gradients)."""
+    censored = data.assign(t=np.exp(data["y"]), c=np.where(data["x"] > 1, "right", "none"))
+    _check_joint(ml.Model("t | cens(c) ~ x + (1 | g)", censored, family="lognormal"))
+
+
 def test_linked_terms(data):
     st = _check_joint(ml.Model(ml.bf("y ~ x + (1 |p| g)", sigma="~ 1 + (1 |p| g)"), data))
     assert st.linked

@@ -528,11 +528,14 @@ def make_model(st: Structure):
         if weight is None:
             numpyro.sample("y", likelihood, obs=data["y"])
             return
-        # Each row's log-likelihood times its weight; weight 0 removes the row (mask: scale
-        # refuses 0). Shapes stay those of the full data, so every K-fold refit shares one program.
-        with numpyro.handlers.mask(mask=weight > 0):
-            with numpyro.handlers.scale(scale=jnp.where(weight > 0, weight, 1.0)):
-                numpyro.sample("y", likelihood, obs=data["y"])
+        # Each row's log-likelihood times its weight; weight 0 removes the row (K-fold's
+        # held-out rows, padding's copies of the first row). Shapes stay those of the full
+        # data, so every K-fold refit shares one program. Not NumPyro's mask handler: it
+        # evaluates a masked row at a point of the support instead of its own value (0 for
+        # a censored lognormal), where the gradient is nan (kidney: every draw divergent).
+        # The rows here are data, so their own values are valid.
+        log_lik = likelihood.log_prob(data["y"])
+        numpyro.factor("y", jnp.sum(jnp.where(weight > 0, weight * log_lik, 0.0)))
 
     return model
 
