@@ -14,6 +14,7 @@ caches (3,228 -> 1,508 maps in the measurement above).
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -25,26 +26,31 @@ _CACHES: weakref.WeakSet = weakref.WeakSet()
 
 
 class ProgramCache(OrderedDict):
-    """A dict of compiled programs that keeps the ``maxsize`` used most recently."""
+    """A dict of compiled programs that keeps the ``maxsize`` used most recently (reading
+    and setting an entry count as use). Safe to share between threads (the chains')."""
 
     def __init__(self, maxsize: int = MAX_PROGRAMS):
         super().__init__()
         self.maxsize = maxsize
+        self._lock = threading.RLock()
         _CACHES.add(self)
 
     def __getitem__(self, key):
-        value = super().__getitem__(key)
-        self.move_to_end(key)
-        return value
+        with self._lock:
+            value = super().__getitem__(key)
+            self.move_to_end(key)
+            return value
 
     def get(self, key, default=None):
-        return self[key] if key in self else default
+        with self._lock:
+            return self[key] if key in self else default
 
     def __setitem__(self, key, value):
-        super().__setitem__(key, value)
-        self.move_to_end(key)
-        while len(self) > self.maxsize:
-            self.popitem(last=False)
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            while len(self) > self.maxsize:
+                self.popitem(last=False)
 
     def __hash__(self):  # held in a WeakSet: by identity
         return id(self)

@@ -24,7 +24,7 @@ import functools
 import os
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -84,30 +84,6 @@ class NutsResult:
 MAX_SHAPES = 8
 
 
-class ExecutableCache(OrderedDict):
-    """A dict of at most ``size`` entries that forgets the least recently used first
-    (``get`` and setting an entry count as use). Safe to share between threads."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-        self._lock = threading.Lock()
-
-    def get(self, key, default=None):
-        with self._lock:
-            if key not in self:
-                return default
-            self.move_to_end(key)
-            return self[key]
-
-    def __setitem__(self, key, value) -> None:
-        with self._lock:
-            super().__setitem__(key, value)
-            self.move_to_end(key)
-            while len(self) > self.size:
-                self.popitem(last=False)
-
-
 @dataclass
 class _Program:
     """The traced pieces of one (structure, settings) pair: plain functions, jitted
@@ -117,7 +93,7 @@ class _Program:
     chunk: Callable
     site_shapes: dict[str, tuple[int, ...]]  # unconstrained, per chain
     value_shapes: dict[str, jax.ShapeDtypeStruct]  # constrained and deterministic, per draw
-    executables: ExecutableCache = field(default_factory=lambda: ExecutableCache(MAX_SHAPES))
+    executables: ProgramCache = field(default_factory=lambda: ProgramCache(MAX_SHAPES))
 
 
 @dataclass
