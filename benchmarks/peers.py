@@ -242,7 +242,7 @@ def make_data(case: Case, rows: int | None = None):
 # ---------------------------------------------------------------- child: one fit
 
 
-def _min_ess(posterior, names: list[str]) -> dict:
+def min_ess(posterior, names: list[str]) -> dict:
     """Smallest bulk ESS and largest R-hat over ``names`` (every element of each)."""
     import arviz as az
     import numpy as np
@@ -282,6 +282,11 @@ def _items(da):
 
 def fit_ours(case: Case, data, args) -> dict:
     fit, wall_s = core.timed_fit(case.formula, data, case.family, args)
+    return ours_result(fit, wall_s)
+
+
+def ours_result(fit, wall_s: float) -> dict:
+    """The row of one fit of ours: timings, sampler, divergences, ESS and R-hat."""
     post = fit.idata.posterior
     # population effects, sd(...), cor(...), sigma; group effects are named `term|group`
     names = [v for v in post.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
@@ -293,13 +298,18 @@ def fit_ours(case: Case, data, args) -> dict:
         "sampler": fit.info["method"],
         # "NUTS, group effects integrated out (collapsed Gaussian)" -> "collapsed Gaussian"
         "note": (re.findall(r"\((.*)\)", fit.info["method"]) or ["joint NUTS"])[0],
-        **_min_ess(post, names),
+        **min_ess(post, names),
     }
 
 
 def fit_bambi(case: Case, data, args, method: str) -> dict:
+    idata, wall_s = bambi_fit(case, data, args, method)
+    return bambi_result(case, idata, wall_s, method)
+
+
+def bambi_fit(case: Case, data, args, method: str):
+    """``bmb.Model(...)`` and ``fit`` with the benchmark's settings: (idata, wall s)."""
     import bambi as bmb
-    import pytensor
 
     kwargs = {}
     if method == "nutpie":
@@ -316,16 +326,27 @@ def fit_bambi(case: Case, data, args, method: str) -> dict:
         inference_method=method,
         **kwargs,
     )
-    wall_s = time.perf_counter() - t0
-    post = idata.posterior
+    return idata, time.perf_counter() - t0
+
+
+def bambi_names(posterior) -> list[str]:
+    """The parameters whose ESS and R-hat count: not the group-level effects."""
     # Group-level effects have a `<group>__factor_dim` dimension; everything else is a
     # population effect, a group sd (`1|county_sigma`) or sigma, except the unconstrained
     # values that nutpie also returns (`1|county_sigma_log__`).
-    names = [
+    return [
         v
-        for v in post.data_vars
-        if not v.endswith("__") and not any(d.endswith("__factor_dim") for d in post[v].dims)
+        for v in posterior.data_vars
+        if not v.endswith("__") and not any(d.endswith("__factor_dim") for d in posterior[v].dims)
     ]
+
+
+def bambi_result(case: Case, idata, wall_s: float, method: str) -> dict:
+    """The row of one bambi fit: timings, sampler, divergences, ESS and R-hat."""
+    import pytensor
+
+    post = idata.posterior
+    names = bambi_names(post)
     sampling_s = post.attrs.get("sampling_time")
     return {
         "wall_s": wall_s,
@@ -336,18 +357,24 @@ def fit_bambi(case: Case, data, args, method: str) -> dict:
         # empty: PyTensor found no BLAS to link its C code against (usual for a pip install)
         "pytensor_blas_ldflags": pytensor.config.blas__ldflags,
         "note": "fits ||" if case.correlated else "",
-        **_min_ess(post, names),
+        **min_ess(post, names),
     }
+
+
+def read_data(case: Case, path):
+    """The case's data frame as the parent wrote it (``make_data``) to Parquet."""
+    import pandas as pd
+
+    data = pd.read_parquet(path)
+    if case.family == "cumulative":  # Parquet gives back the categories 1..5 as integers
+        data["rating"] = pd.Categorical(data["rating"], ordered=True)
+    return data
 
 
 def child(args) -> None:
     """Fit one case with one tool; write the result to ``args.out``."""
-    import pandas as pd
-
     case = BY_NAME[args.child_case]
-    data = pd.read_parquet(args.data)
-    if case.family == "cumulative":  # Parquet gives back the categories 1..5 as integers
-        data["rating"] = pd.Categorical(data["rating"], ordered=True)
+    data = read_data(case, args.data)
     tool = args.child_tool
     if tool in (OURS, OURS_WARM):
         result = fit_ours(case, data, args)
@@ -441,6 +468,30 @@ def versions() -> dict:
     return out
 
 
+def child_base_env() -> dict:
+    """This process's environment for a child: the working tree's multilevel first on
+    PYTHONPATH, output unbuffered (a killed child's log is complete)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def peer_env(tool: str, folder: Path, args, base: dict) -> dict:
+    """``base`` with what a peer's fit process needs: empty PyTensor and numba caches
+    under ``folder`` (unless ``args.warm_peer_caches``), and one CPU device per chain
+    for NumPyro."""
+    env = dict(base)
+    if not args.warm_peer_caches:  # PyTensor's compiled C and numba code, fresh
+        flags = f"base_compiledir={folder / 'pytensor'}"
+        env["PYTENSOR_FLAGS"] = ",".join(filter(None, [env.get("PYTENSOR_FLAGS"), flags]))
+        env["NUMBA_CACHE_DIR"] = str(folder / "numba")
+    if tool == "bambi+numpyro":  # one CPU device per chain, so chains run in parallel
+        flag = f"--xla_force_host_platform_device_count={args.chains}"
+        env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), flag]))
+    return env
+
+
 def run_case(case: Case, tools: list[str], args, tmp: Path) -> list[dict]:
     data = make_data(case, args.rows)
     data_path = tmp / f"{case.name}.parquet"
@@ -448,9 +499,7 @@ def run_case(case: Case, tools: list[str], args, tmp: Path) -> list[dict]:
     n_rows = len(data)
     del data
 
-    base = dict(os.environ)
-    base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), base.get("PYTHONPATH")]))
-    base["PYTHONUNBUFFERED"] = "1"
+    base = child_base_env()
     cache = tmp / f"{case.name}.multilevel-cache"  # fresh: ours starts truly cold
 
     runs = []
@@ -460,23 +509,10 @@ def run_case(case: Case, tools: list[str], args, tmp: Path) -> list[dict]:
             runs.append(OURS_WARM)
     rows = []
     for tool in runs:
-        env = dict(base)
         if tool in (OURS, OURS_WARM):
-            env["MULTILEVEL_CACHE_DIR"] = str(cache)
-        elif not args.warm_peer_caches:  # PyTensor's compiled C and numba code, fresh
-            flags = f"base_compiledir={tmp / case.name / tool / 'pytensor'}"
-            env["PYTENSOR_FLAGS"] = ",".join(filter(None, [env.get("PYTENSOR_FLAGS"), flags]))
-            env["NUMBA_CACHE_DIR"] = str(tmp / case.name / tool / "numba")
-        if tool == "bambi+numpyro":  # one CPU device per chain, so chains run in parallel
-            env["XLA_FLAGS"] = " ".join(
-                filter(
-                    None,
-                    [
-                        env.get("XLA_FLAGS"),
-                        f"--xla_force_host_platform_device_count={args.chains}",
-                    ],
-                )
-            )
+            env = {**base, "MULTILEVEL_CACHE_DIR": str(cache)}
+        else:
+            env = peer_env(tool, tmp / case.name / tool, args, base)
         print(f"{case.name}: {LABELS[tool]} ...", file=sys.stderr, flush=True)
         r = run_child(tool, case, data_path, tmp, args, env)
         if r.get("min_ess_bulk") is not None:
