@@ -75,22 +75,25 @@ CLI_COMMANDS = [  # (arguments, the exit status that is right)
 
 
 def other_data(name: str, data):
-    """Data of the same structure and a similar size as ``data``, not the same rows: what
-    a user fitted before, whose compiled programs a bucketed cache would serve."""
-    import numpy as np
+    """Data of the same structure and another size in the same size bucket as ``data``
+    (``multilevel.shape_buckets``: rows and each factor's groups), not the same rows:
+    what a user fitted before, whose compiled programs the bucket shares."""
+    from multilevel.shape_buckets import bucket
 
-    if name == "radon":  # 9 of the 85 counties left out, at random
-        # (a random 85% of the houses kept every county: the collapsed sampler's arrays
-        # are per county, so that was the same shapes, not other data)
-        counties = sorted(data["county"].unique())
-        dropped = np.random.default_rng(peers.DATA_SEED).choice(counties, 9, replace=False)
-        return data[~data["county"].isin(dropped)].reset_index(drop=True)
-    if name == "sleepstudy":  # two of the 18 subjects left out
-        dropped = sorted(data["Subject"].unique())[:2]
-        return data[~data["Subject"].isin(dropped)].reset_index(drop=True)
-    if name == "cbpp":  # one of the 15 herds left out
-        return data[data["herd"] != data["herd"].iloc[0]].reset_index(drop=True)
-    raise ValueError(name)
+    if name == "radon":  # the smallest county left out: 84 counties, rows still > 896
+        county = data["county"].value_counts().index[-1]
+        other = data[data["county"] != county]
+    elif name == "sleepstudy":  # one of the 18 subjects left out: 17 (bucket 20), 170 rows
+        other = data[data["Subject"] != sorted(data["Subject"].unique())[0]]
+    elif name == "cbpp":  # the last period of three herds left out: 53 rows, 15 herds
+        last = data.groupby("herd", observed=True).tail(1).index[:3]
+        other = data.drop(index=last)
+    else:
+        raise ValueError(name)
+    sizes = [(len(data), len(other)), (data[GROUPS[name]].nunique(), other[GROUPS[name]].nunique())]
+    if all(a == b for a, b in sizes) or any(bucket(a) != bucket(b) for a, b in sizes):
+        raise AssertionError(f"{name}: other data's sizes {sizes} not other sizes in the buckets")
+    return other.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- children
