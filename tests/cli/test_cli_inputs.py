@@ -4,6 +4,7 @@ these import: test_cli_imports.py). Nothing here samples: every error is raised 
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -132,6 +133,17 @@ def test_help_texts_show_percent_signs_as_written():
     assert "90% intervals" in " ".join(texts["recover"].split())
     assert "5/50/95% quantiles" in " ".join(texts["predict"].split())
     assert not [name for name, text in texts.items() if "%%" in text]
+
+
+def test_family_help_names_every_family():
+    # The help is written by hand (with words on ordered and unordered categories), not
+    # read from multilevel.families, which imports JAX; this keeps it complete.
+    from multilevel.families import FAMILIES
+
+    parser = cli.build_parser()
+    fit = next(a for a in parser._actions if a.dest == "command").choices["fit"]
+    text = next(a for a in fit._actions if a.dest == "family").help
+    assert [name for name in FAMILIES if not re.search(rf"\b{name}\b", text)] == []
 
 
 def test_version_is_printed_and_returned_as_a_status(capsys):
