@@ -53,8 +53,10 @@ def test_names_match_registry() -> None:
 def test_load_shape_and_documented_columns(name: str) -> None:
     df = datasets.load(name)
     assert df.shape == EXPECTED_SHAPES[name]
-    # The registry documents every column, in the frame's order.
+    # The registry documents every column, in the frame's order, and states the rows
+    # (describe() and `multilevel datasets` show them without loading).
     assert list(df.columns) == list(datasets.DATASETS[name].columns)
+    assert len(df) == datasets.DATASETS[name].rows
     assert "rownames" not in df.columns
     assert not df.isna().any().any()
 

@@ -3,6 +3,7 @@ compiled or drawn, with one error type naming the option and the value."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -12,6 +13,7 @@ import pytest
 import multilevel as ml
 from multilevel.errors import MultilevelError, OptionError
 from multilevel.options import (
+    FIT_DEFAULTS,
     MAX_SEED,
     check_max_tree_depth,
     check_sampler_options,
@@ -79,6 +81,23 @@ def test_good_options_pass():
     check_sampler_options(**GOOD)
     assert check_target_accept(np.float32(0.95)) == pytest.approx(0.95)
     assert check_max_tree_depth(np.int64(12)) == 12
+
+
+def test_numpy_bools_are_no_numbers():
+    # The checks tell NumPy's bool from its integers through `numbers`, not NumPy itself.
+    with pytest.raises(OptionError):
+        check_seed(np.bool_(True))
+    with pytest.raises(OptionError):
+        check_target_accept(np.bool_(True))
+
+
+def test_fit_defaults_are_those_of_model_fit():
+    # The CLI's help shows FIT_DEFAULTS without importing the model; they must be the
+    # defaults Model.fit really applies (same values and types).
+    params = inspect.signature(ml.Model.fit).parameters
+    actual = {name: params[name].default for name in FIT_DEFAULTS}
+    assert actual == FIT_DEFAULTS
+    assert {k: type(v) for k, v in actual.items()} == {k: type(v) for k, v in FIT_DEFAULTS.items()}
 
 
 # Every public entry point that takes a seed refuses a bad one through check_seed, before

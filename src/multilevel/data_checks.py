@@ -33,10 +33,8 @@ import datetime
 import re
 from collections.abc import Iterable, Sequence
 
-import formulaic
 import numpy as np
 import pandas as pd
-from formulaic.errors import FormulaicError
 
 from multilevel.errors import DataError
 from multilevel.families import FAMILIES
@@ -97,6 +95,9 @@ def check_columns(parsed: ParsedFormula, data: pd.DataFrame, family: str) -> Non
 def predictor_uses(parsed: ParsedFormula) -> dict[str, bool]:
     """The columns of the formulaic parts (population terms and group covariates), each
     True when the formula uses it only as ``C(column, ...)`` (categorical on purpose)."""
+    import formulaic  # 45 ms: imported with the first model, not with multilevel.Model
+    from formulaic.errors import FormulaicError
+
     required: set[str] = set()
     other: set[str] = set()
     categorical: set[str] = set()

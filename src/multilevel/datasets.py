@@ -5,6 +5,9 @@ package (copies of R packages' data), ``eight_schools`` is written out here, and
 ``cafe`` is simulated with a fixed seed. Group identifiers are always strings so
 that a formula such as ``(1 | county)`` treats them as factors, never as numbers.
 
+The registry is plain text and numbers: listing and describing the data sets
+(``multilevel datasets``) imports neither pandas nor NumPy, which :func:`load` imports.
+
 Examples
 --------
 >>> from multilevel import datasets
@@ -20,11 +23,12 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from multilevel.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DATASETS",
@@ -49,6 +53,9 @@ class Dataset:
         Where the data comes from, with the citation to give.
     description : str
         One or two sentences on what the data is.
+    rows : int
+        Number of rows of the loaded frame (the tests check it against the data), so
+        that describing a data set needs no loading.
     columns : dict of str to str
         Column name -> meaning, in the column order of the loaded frame.
     loader : callable
@@ -58,6 +65,7 @@ class Dataset:
     name: str
     source: str
     description: str
+    rows: int
     columns: dict[str, str] = field(repr=False)
     loader: Callable[[], pd.DataFrame] = field(repr=False)
 
@@ -126,6 +134,8 @@ def _load_insteval() -> pd.DataFrame:
 
 
 def _load_eight_schools() -> pd.DataFrame:
+    import pandas as pd
+
     # Rubin (1981), Table 2; the same numbers as posteriordb's eight_schools data.
     return pd.DataFrame(
         {
@@ -217,6 +227,9 @@ def simulate_cafe(
     if not -1 < p["rho"] < 1:
         raise DataError(f"rho must lie strictly between -1 and 1, got {p['rho']}")
 
+    import numpy as np
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     # Draw the cafe effects through an explicit Cholesky factor rather than
     # rng.multivariate_normal, whose SVD can differ across LAPACK builds: the frame
@@ -296,6 +309,7 @@ DATASETS: dict[str, Dataset] = {
                 "(EPA survey). log_radon is log(pCi/L) with a reading of 0 set to 0.1 "
                 "before the log, as in Gelman & Hill."
             ),
+            rows=919,
             columns={
                 "log_radon": "log radon concentration, log pCi/L",
                 "floor": "floor of the measurement: 0 = basement, 1 = first floor",
@@ -312,6 +326,7 @@ DATASETS: dict[str, Dataset] = {
                 "Reaction times of 18 truck drivers over 10 days of sleep restriction "
                 "(3 hours a night)."
             ),
+            rows=180,
             columns={
                 "Reaction": "average reaction time, ms",
                 "Days": "days of sleep deprivation, 0..9",
@@ -326,6 +341,7 @@ DATASETS: dict[str, Dataset] = {
                 "Contagious bovine pleuropneumonia: new cases in 15 Ethiopian zebu "
                 "herds followed over 4 periods; a binomial (cases out of size) example."
             ),
+            rows=56,
             columns={
                 "herd": "herd id, 1..15",
                 "incidence": "new serological cases in the period",
@@ -341,6 +357,7 @@ DATASETS: dict[str, Dataset] = {
                 "Potency of 6 penicillin samples measured on 24 plates: a fully crossed "
                 "design with two grouping factors."
             ),
+            rows=144,
             columns={
                 "diameter": "diameter of the growth-inhibition zone, mm",
                 "plate": "assay plate, a..x",
@@ -355,6 +372,7 @@ DATASETS: dict[str, Dataset] = {
                 "Strength of a chemical paste: 10 delivery batches, 3 casks per batch, 2 "
                 "assays per cask; casks nested in batches."
             ),
+            rows=60,
             columns={
                 "strength": "paste strength",
                 "batch": "delivery batch, A..J",
@@ -370,6 +388,7 @@ DATASETS: dict[str, Dataset] = {
                 "73,421 ratings of 1,128 lecturers by 2,972 students: a large crossed "
                 "random-effects example."
             ),
+            rows=73421,
             columns={
                 "s": "student id",
                 "d": "lecturer id",
@@ -391,6 +410,7 @@ DATASETS: dict[str, Dataset] = {
                 "Estimated effects of SAT coaching in 8 schools with known standard "
                 "errors: the classic meta-analysis example."
             ),
+            rows=8,
             columns={
                 "school": "school, A..H",
                 "y": "estimated coaching effect, SAT points",
@@ -409,6 +429,7 @@ DATASETS: dict[str, Dataset] = {
                 "afternoon, with correlated cafe intercepts and afternoon slopes. The "
                 "true values are in df.attrs['truth'] and cafe_truth()."
             ),
+            rows=200,
             columns={
                 "cafe": "cafe id, cafe01..cafe20",
                 "afternoon": "1 for an afternoon visit, 0 for a morning one",
@@ -498,10 +519,8 @@ def describe(name: str) -> str:
     eight_schools: 8 rows, 3 columns.
     """
     ds = _lookup(name)
-    # Count rows from the data itself so the text can never disagree with it.
-    n_rows = len(ds.loader())
     lines = [
-        f"{ds.name}: {n_rows} rows, {len(ds.columns)} columns.",
+        f"{ds.name}: {ds.rows} rows, {len(ds.columns)} columns.",
         ds.description,
         f"Source: {ds.source}.",
         "Columns:",

@@ -14,10 +14,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
-from formulaic.errors import DataMismatchWarning, FormulaicError
 
 from multilevel.addition_terms import (
     censoring_of,
@@ -473,6 +471,8 @@ def _encode(spec, data: pd.DataFrame, where: str) -> tuple[np.ndarray, tuple[str
     it encodes (a text cell in a numeric column records the column as categorical), and
     the record stayed after the error, so every later prediction of valid rows failed
     ("a category the model never saw: 5"). The copy costs 1-2 ms."""
+    from formulaic.errors import DataMismatchWarning, FormulaicError  # 45 ms, so not at import
+
     spec = copy.deepcopy(spec)
     data = _align_categories(spec, data)
     with warnings.catch_warnings():
@@ -604,6 +604,9 @@ def _model_matrix(
     expr: str, data: pd.DataFrame, where: str
 ) -> tuple[np.ndarray, tuple[str, ...], object]:
     """The design matrix, its column names and its formulaic ModelSpec (the encoding)."""
+    import formulaic  # 45 ms: imported with the first design, not with multilevel.Model
+    from formulaic.errors import FormulaicError
+
     try:
         # a context of our own: formulaic would otherwise see this module's names
         matrix = formulaic.model_matrix(expr, data, context=evaluation_context(), na_action="raise")

@@ -52,7 +52,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
-from scipy.stats import gaussian_kde
 
 from multilevel.errors import MultilevelError
 
@@ -432,6 +431,8 @@ def _savage_dickey(h: Parsed, d: np.ndarray, prior, extra: dict):
     prior_d = prior_d[np.isfinite(prior_d)]
     if np.ptp(d) == 0 or len(prior_d) < 2 or np.ptp(prior_d) == 0:
         return np.nan, None, "the posterior or prior draws of d do not vary"
+    from scipy.stats import gaussian_kde  # 0.3 s: imported for a Bayes factor only
+
     posterior_density = gaussian_kde(d, bw_method="silverman")(0.0)[0]
     prior_density = gaussian_kde(prior_d, bw_method="silverman")(0.0)[0]
     if prior_density <= 0:

@@ -5,14 +5,16 @@ Without them a bad value fails deep inside NumPy or JAX (``seed=-1``: NumPy's
 quietly read as something else (``seed=True`` as 1, ``seed=1.5`` as 1). Every public
 function that takes these options calls the functions here first, so each bad value
 gets the same ``OptionError`` naming the option, the value and what is allowed.
+
+``FIT_DEFAULTS`` states the defaults of :meth:`multilevel.Model.fit`'s sampler options
+for code that shows them without importing the model (``multilevel fit --help``). This
+module imports no NumPy: the command line builds its parser from it in milliseconds.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-
-import numpy as np
 
 from multilevel.errors import OptionError
 
@@ -21,10 +23,26 @@ MAX_SEED = 2**63 - 1
 # NumPyro counts a tree's leapfrog steps (up to 2^depth - 1) in 32-bit integers.
 MAX_TREE_DEPTH = 30
 
+# The defaults of Model.fit's sampler keywords, shown by `multilevel fit --help` without
+# importing the model (JAX, 2.5 s). tests/test_options.py checks them against the
+# signature of Model.fit, so the two cannot drift apart.
+FIT_DEFAULTS = {
+    "chains": 4,
+    "warmup": 1000,
+    "draws": 1000,
+    "seed": 0,
+    "target_accept": 0.8,
+    "max_tree_depth": 10,
+    "method": "auto",
+}
+
 
 def _whole(value: object) -> bool:
-    """An int or NumPy integer, but not a bool (True is not a seed or a count)."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    """An int or NumPy integer, but not a bool (True is not a seed or a count).
+
+    NumPy's integers are ``numbers.Integral`` and its ``bool_`` is not, so the check
+    needs no NumPy import."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_seed(seed: object) -> int:
@@ -32,6 +50,7 @@ def check_seed(seed: object) -> int:
 
     Examples
     --------
+    >>> import numpy as np
     >>> check_seed(np.int64(7))
     7
     >>> check_seed(-1)
@@ -59,7 +78,7 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
 
 def check_target_accept(value: object) -> float:
     """The NUTS step-size adaptation's target acceptance rate: strictly between 0 and 1."""
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)  # bool_ is not Real
     if not number or not math.isfinite(value) or not 0 < value < 1:
         raise OptionError(
             f"target_accept must be a number strictly between 0 and 1 (e.g. 0.9 or 0.95 "

@@ -39,16 +39,19 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from multilevel.design import group_codes
 from multilevel.errors import MultilevelError
 from multilevel.families import FAMILIES
 from multilevel.figures import check_figure_path, new_figure, save_figure
 from multilevel.prediction import predict
+
+if TYPE_CHECKING:  # matplotlib is imported by new_figure, when a check is plotted
+    from matplotlib.figure import Figure
 
 __all__ = ["KINDS", "count_bins", "group_check", "posterior_predictive", "ppc"]
 

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from multilevel import tables
 from multilevel.design import (
@@ -327,6 +326,8 @@ def predict(
 
 def _prediction(spec, posterior, values, frame, kind, groups, seed, new_levels, unseen, dpar):
     """The ``Prediction`` of ``values`` (chain, draw, obs[, category or threshold])."""
+    import xarray as xr  # 50 ms: imported with the first prediction, not with multilevel.Fit
+
     name = spec.response if dpar == MU else dpar
     dims, coords = ("chain", "draw", "obs"), {}
     if values.ndim == 4 and kind == "link":  # a cs() model's eta per threshold

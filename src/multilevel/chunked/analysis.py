@@ -9,12 +9,11 @@ and categories only of columns (whose levels pass one collects over the whole da
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 
-import formulaic
 import numpy as np
 import pandas as pd
-from formulaic.errors import FormulaicError
 
 from multilevel.design import plain_error
 from multilevel.errors import FormulaError, MultilevelError
@@ -24,12 +23,18 @@ from multilevel.formula.expressions import required_columns
 
 IN_MEMORY = "load the data in memory (a pandas DataFrame) and use ml.Model instead"
 
-# formulaic transforms whose value depends on the rows they see (a chunk, not the data).
-_STATEFUL = frozenset(
-    name
-    for name, fn in formulaic.transforms.TRANSFORMS.items()
-    if getattr(fn, "__is_stateful_transform__", False) and name != "Q"  # Q: look up by name
-) | {"lag"}
+
+@functools.cache
+def _stateful_transforms() -> frozenset[str]:
+    """formulaic transforms whose value depends on the rows they see (a chunk, not the
+    data). Read from formulaic when first needed: importing it costs 45 ms."""
+    import formulaic
+
+    return frozenset(
+        name
+        for name, fn in formulaic.transforms.TRANSFORMS.items()
+        if getattr(fn, "__is_stateful_transform__", False) and name != "Q"  # Q: by name
+    ) | {"lag"}
 
 
 def check_model(parsed: ParsedFormula, family: str) -> None:
@@ -78,6 +83,9 @@ def analyse_formula(parsed: ParsedFormula) -> Analysis:
     FormulaError
         For a stateful transform, or categories of an expression without given levels.
     """
+    import formulaic
+    from formulaic.errors import FormulaicError
+
     variables: set[str] = set()
     c_vars: set[str] = set()
     c_factors: set[str] = set()
@@ -109,7 +117,7 @@ def _check_calls(expr: str, term: str, c_factors: set[str]) -> set[str]:
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
             continue
         name = node.func.id
-        if name in _STATEFUL:
+        if name in _stateful_transforms():
             raise FormulaError(
                 f"`{ast.unparse(node)}` (in the term `{term}`) is computed from the rows it "
                 "sees, which chunk by chunk would be each chunk on its own, not the whole "

@@ -2,31 +2,19 @@
 ``--seed``, ``--target-accept``, ``--max-tree-depth``, ``--method``, ``--quiet``).
 
 Each flag is a keyword of :meth:`multilevel.Model.fit`. A flag left unset is not passed,
-so the library's own defaults apply, and the help text shows them, read from the
-signature.
+so the library's own defaults apply, and the help text shows them, read from
+:data:`multilevel.options.FIT_DEFAULTS` (light: building the parser imports no model).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 
-# CLI flag (underscores for dashes) -> the type of the keyword of Model.fit.
-FIT_OPTIONS = {
-    "chains": int,
-    "warmup": int,
-    "draws": int,
-    "seed": int,
-    "target_accept": float,
-    "max_tree_depth": int,
-    "method": str,
-}
+from multilevel.options import FIT_DEFAULTS
 
 
 def sampler_parser() -> argparse.ArgumentParser:
     """A parent parser (``parents=[sampler_parser()]``) with the sampler options.
-
-    Building it imports the model (to read the defaults of ``Model.fit``).
 
     Returns
     -------
@@ -38,15 +26,15 @@ def sampler_parser() -> argparse.ArgumentParser:
     >>> commands.add_parser("fit", parents=[sampler_parser()])  # doctest: +SKIP
     """
     parser = argparse.ArgumentParser(add_help=False)
-    defaults = _fit_defaults()
-    for name, kind in FIT_OPTIONS.items():
+    for name, default in FIT_DEFAULTS.items():
         flag = "--" + name.replace("_", "-")
+        kind = type(default)  # int, float or str: what the flag's value is read as
         parser.add_argument(
             flag,
             type=kind,
             default=None,
             metavar={float: "X", int: "N"}.get(kind, "NAME"),
-            help=f"default {defaults[name]}",
+            help=f"default {default}",
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -59,11 +47,4 @@ def sampler_options(args: argparse.Namespace) -> dict:
     --------
     >>> model.fit(progress=not args.quiet, **sampler_options(args))  # doctest: +SKIP
     """
-    return {k: getattr(args, k) for k in FIT_OPTIONS if getattr(args, k) is not None}
-
-
-def _fit_defaults() -> dict:
-    from multilevel.model import Model
-
-    params = inspect.signature(Model.fit).parameters
-    return {k: params[k].default for k in FIT_OPTIONS}
+    return {k: getattr(args, k) for k in FIT_DEFAULTS if getattr(args, k) is not None}

@@ -24,15 +24,16 @@ interaction operator: ``(a + b)^2`` is ``a + b + a:b``.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from types import MappingProxyType, SimpleNamespace
 
-import formulaic
 import numpy as np
-from formulaic.errors import FormulaicError
-from formulaic.parser import DefaultFormulaParser
 
 from multilevel.errors import FormulaError
+
+# formulaic (45 ms) is imported by the functions that use it: importing multilevel.Model
+# costs none of it until a formula is read.
 
 # name -> what it does (shown in messages and the README's formula table)
 TRANSFORMS = MappingProxyType(
@@ -97,7 +98,6 @@ UNSUPPORTED = MappingProxyType(
     }
 )
 
-_PARSER = DefaultFormulaParser()
 _DUNDER = re.compile(r"__")
 _BACKTICKED = re.compile(r"`[^`]*`")
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
@@ -119,6 +119,13 @@ def allowed_text() -> str:
     )
 
 
+@functools.cache
+def _formulaic_parser():
+    from formulaic.parser import DefaultFormulaParser
+
+    return DefaultFormulaParser()
+
+
 def check_expression(expr: str, formula: str) -> str:
     """Check the formulaic part ``expr`` of ``formula``; return it with ``^`` inside
     Python code written as ``**``. Raises ``FormulaError`` naming the offending term.
@@ -126,9 +133,11 @@ def check_expression(expr: str, formula: str) -> str:
     >>> check_expression("x + I(x^2)", "y ~ x + I(x^2)")
     'x + I(x**2)'
     """
+    from formulaic.errors import FormulaicError
+
     rewritten = power_as_python(expr)
     try:
-        tokens = _PARSER.get_tokens(rewritten)
+        tokens = _formulaic_parser().get_tokens(rewritten)
     except FormulaicError as exc:
         raise FormulaError(f"Cannot read `{expr}` in `{formula}`: {exc}") from None
     for token in tokens:
@@ -194,6 +203,9 @@ def required_columns(expr: str) -> set[str]:
     >>> sorted(required_columns("sqrt(x) + C(g) + `my z`"))
     ['g', 'my z', 'x']
     """
+    import formulaic
+    from formulaic.errors import FormulaicError
+
     try:
         variables = set(formulaic.Formula(expr).required_variables)
     except FormulaicError as exc:
