@@ -36,13 +36,17 @@ HEAVY = (
     "dask",
 )
 
-# `multilevel ARGS...` through the entry point; at exit (SystemExit included) the last
-# line of stderr names the heavy top-level packages the process imported.
+# `multilevel ARGS...` through the entry point; at exit the last line of stderr names the
+# heavy top-level packages the process imported. The command ends with os._exit (no
+# teardown), help and usage errors with SystemExit (atexit): the report hooks both.
 RUN_AND_REPORT = """
-import atexit, sys
+import atexit, os, sys
 heavy = set(sys.argv[1].split(","))
 imported = lambda: sorted(heavy & {name.split(".")[0] for name in sys.modules})
-atexit.register(lambda: print("imported:", *imported(), file=sys.stderr))
+report = lambda: print("imported:", *imported(), file=sys.stderr, flush=True)
+atexit.register(report)
+exit_now = os._exit
+os._exit = lambda status: (report(), exit_now(status))
 sys.argv = ["multilevel", *sys.argv[2:]]
 from multilevel.cli import run
 run()
