@@ -71,12 +71,16 @@ def main(argv=None) -> None:
     parser.add_argument("--smallest", type=int, default=150)
     parser.add_argument("--largest", type=int, default=3000)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument(
+        "--clear", action="store_true", help="ml.clear_compiled() after each fit (a control)"
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
 
     import multilevel as ml
     from multilevel.inference import nuts
+    from multilevel.program_cache import clear_compiled
     from multilevel.shape_buckets import bucket
 
     compiles = CompileCounter()
@@ -91,6 +95,8 @@ def main(argv=None) -> None:
             chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
             progress=False, warn=False,
         )  # fmt: skip
+        if args.clear:
+            clear_compiled()
         rows_out.append(
             {
                 "fit": i + 1,

@@ -38,3 +38,23 @@ def test_clearing_frees_the_memory_maps_of_compiled_programs():
     after = _maps()
     assert during > before
     assert during - after >= (during - before) / 2, (before, during, after)
+
+
+def test_an_eviction_clears_jax_caches_at_the_next_release():
+    """JAX keeps per-shape traces and executables of every jitted function it has run;
+    they are dropped (``release_evicted``) only once some cache here forgot a program,
+    so a process that keeps its few programs does not trace them again."""
+    import jax
+
+    from multilevel.program_cache import release_evicted
+
+    add_one = jax.jit(lambda x: x + 1)
+    add_one(1.0)
+    release_evicted()  # whatever earlier tests evicted
+    cache = ProgramCache(maxsize=1)
+    cache["a"] = 1
+    release_evicted()
+    assert add_one._cache_size() == 1  # nothing evicted: JAX's caches kept
+    cache["b"] = 2  # "a" evicted
+    release_evicted()
+    assert add_one._cache_size() == 0

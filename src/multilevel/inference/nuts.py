@@ -43,7 +43,7 @@ from multilevel import interrupt
 from multilevel.inference import precondition
 from multilevel.inference.compile import compile_async, jit, prng_key, signature
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
-from multilevel.program_cache import ProgramCache
+from multilevel.program_cache import ProgramCache, release_evicted
 from multilevel.progress import progress_bar
 
 # How often each cached program has been traced; tests use it to prove "no recompile".
@@ -74,14 +74,17 @@ class NutsResult:
     companion: Any = None  # what ``sample(..., companion=)`` returned
 
 
-# Compiled programs kept per model structure and settings: those of the MAX_SHAPES
-# most recently used input shapes (number of rows, of groups, ...). One shape's programs
-# take about 30 MB of memory (a Poisson model with one varying intercept): a process that
-# fitted data of 20 sizes held 1.15 GB and grew 35 MB a size; with 8 kept, 0.82 GB, and
-# 6.5 MB a size after the eighth (JAX's own caches of small per-shape programs). A
-# refit at an evicted shape compiles again (seconds; less from the persistent cache); a
-# process alternating between up to 8 data sizes never recompiles.
-MAX_SHAPES = 8
+# Compiled samplers kept: those of the MAX_SAMPLERS model structures (with settings)
+# used most recently, each for the MAX_SHAPES input shapes (size buckets of rows and
+# groups) used most recently. One shape's programs take 30-60 MB of memory (a Poisson
+# model with a correlated intercept and slope). Sizes are padded to buckets
+# (``backends.padding``), and a group count in a new bucket is a new structure, so a
+# process fitting data of 40 sizes met 25 structures; with 16 kept it held 1.2 GB more
+# after the 12th than after the first (``benchmarks/soak.py``). A refit of an evicted
+# structure or shape traces again and reads its programs from the persistent
+# compilation cache (about 1 s), so a small bound costs little.
+MAX_SAMPLERS = 4
+MAX_SHAPES = 4
 
 
 @dataclass
@@ -104,7 +107,7 @@ class _Executables:
     chunk: Future
 
 
-_PROGRAMS: ProgramCache = ProgramCache()  # bounded: program_cache
+_PROGRAMS: ProgramCache = ProgramCache(MAX_SAMPLERS)  # bounded: program_cache
 
 
 def _chunk_length(settings: NutsSettings) -> int:
@@ -308,6 +311,7 @@ def sample(
     ``compile_s`` is the wall time before the first transition, ``sampling_s`` the rest."""
     t0 = time.perf_counter()
     enable_compilation_cache()
+    release_evicted()  # bounded memory: JAX's caches of forgotten programs
     key = (structure_key, settings, regularize_mass, precondition_start)
     program = _PROGRAMS.get(key)
     if program is None:
