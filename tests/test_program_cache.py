@@ -27,9 +27,12 @@ def test_clearing_frees_the_memory_maps_of_compiled_programs():
     """A fit's programs hold hundreds of memory maps; clear_compiled gives most back
     (measured: 759 -> 3,228 -> 1,508 after three radon fits). Asserted loosely: at least
     half of what the fits added is returned."""
+    from multilevel._arviz import az
+
+    assert az.InferenceData  # imported on first use, with its shared libraries' maps: not ours
+    data = ml.datasets.load("sleepstudy")
     clear_compiled()
     before = _maps()
-    data = ml.datasets.load("sleepstudy")
     ml.Model("Reaction ~ Days + (Days | Subject)", data).fit(
         chains=1, warmup=50, draws=50, seed=1, progress=False, warn=False, method="nuts"
     )
