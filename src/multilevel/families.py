@@ -884,7 +884,7 @@ _LIKELIHOODS = {
     ("poisson", "log"): lambda eta, aux, n: dist.Poisson(jnp.exp(eta)),
     ("student_t", "identity"): lambda eta, aux, n: dist.StudentT(aux["nu"], eta, aux["sigma"]),
     # mean exp(eta), variance mu + mu^2 / shape (brms' and Stan's neg_binomial_2)
-    ("negative_binomial", "log"): lambda eta, aux, n: dist.NegativeBinomial2(
+    ("negative_binomial", "log"): lambda eta, aux, n: extra.NegativeBinomial(
         jnp.exp(eta), aux["shape"]
     ),
     # mean exp(eta), shape alpha: rate alpha / mean (brms' gamma family)
@@ -901,15 +901,15 @@ _LIKELIHOODS = {
     ("zero_inflated_poisson", "log"): lambda eta, aux, n: dist.ZeroInflatedPoisson(
         gate=aux["zi"], rate=jnp.exp(eta)
     ),
-    ("zero_inflated_negative_binomial", "log"): lambda eta, aux, n: (
-        dist.ZeroInflatedNegativeBinomial2(jnp.exp(eta), aux["shape"], gate=aux["zi"])
+    ("zero_inflated_negative_binomial", "log"): lambda eta, aux, n: dist.ZeroInflatedDistribution(
+        extra.NegativeBinomial(jnp.exp(eta), aux["shape"]), gate=aux["zi"]
     ),
     # zero with probability hu, else a zero-truncated count of mean parameter exp(eta)
-    ("hurdle_poisson", "log"): lambda eta, aux, n: dist.HurdlePoisson(
-        gate=aux["hu"], rate=jnp.exp(eta)
+    ("hurdle_poisson", "log"): lambda eta, aux, n: extra.HurdleCounts(
+        extra.Poisson(jnp.exp(eta)), gate=aux["hu"]
     ),
-    ("hurdle_negative_binomial", "log"): lambda eta, aux, n: dist.HurdleNegativeBinomial2(
-        gate=aux["hu"], mean=jnp.exp(eta), concentration=aux["shape"]
+    ("hurdle_negative_binomial", "log"): lambda eta, aux, n: extra.HurdleCounts(
+        extra.NegativeBinomial(jnp.exp(eta), aux["shape"]), gate=aux["hu"]
     ),
     # gaussian with a log link: mean exp(eta), sd sigma (brms' gaussian(link = "log"))
     ("gaussian", "log"): lambda eta, aux, n: dist.Normal(jnp.exp(eta), aux["sigma"]),
@@ -936,14 +936,14 @@ _LIKELIHOODS = {
         eta, aux["sigma"], aux["ndt"]
     ),
     # k ~ Binomial(n, p), p ~ Beta(mu phi, (1 - mu) phi), mu = logistic(eta)
-    ("beta_binomial", "logit"): lambda eta, aux, n: dist.BetaBinomial(
+    ("beta_binomial", "logit"): lambda eta, aux, n: extra.BetaBinomial(
         aux["phi"] * expit(eta), aux["phi"] * expit(-eta), total_count=n
     ),
     ("zero_inflated_binomial", "logit"): lambda eta, aux, n: dist.ZeroInflatedDistribution(
         dist.BinomialLogits(eta, total_count=n), gate=aux["zi"]
     ),
     ("zero_inflated_beta_binomial", "logit"): lambda eta, aux, n: dist.ZeroInflatedDistribution(
-        dist.BetaBinomial(aux["phi"] * expit(eta), aux["phi"] * expit(-eta), total_count=n),
+        extra.BetaBinomial(aux["phi"] * expit(eta), aux["phi"] * expit(-eta), total_count=n),
         gate=aux["zi"],
     ),
     # zero with probability hu, else Gamma(shape, rate shape / mu) or LogNormal(eta, sigma)
@@ -996,7 +996,7 @@ def _poisson(link):
 def _negative_binomial(link):
     def law(eta, aux, n):
         mean, valid = _positive_mean(link, eta)
-        return _guarded(dist.NegativeBinomial2(mean, aux["shape"]), valid)
+        return _guarded(extra.NegativeBinomial(mean, aux["shape"]), valid)
 
     return law
 
