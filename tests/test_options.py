@@ -92,8 +92,8 @@ def test_numpy_bools_are_no_numbers():
 
 
 def test_fit_defaults_are_those_of_model_fit():
-    # The CLI's help shows FIT_DEFAULTS without importing the model; they must be the
-    # defaults Model.fit really applies (same values and types).
+    # The CLI's help shows FIT_DEFAULTS without importing the model; Model.fit's signature
+    # reads them too, and must not be given literals of its own (same values and types).
     params = inspect.signature(ml.Model.fit).parameters
     actual = {name: params[name].default for name in FIT_DEFAULTS}
     assert actual == FIT_DEFAULTS

@@ -22,7 +22,7 @@ from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
 from multilevel.inference import collapsed, nuts, placement
 from multilevel.inference.compile import prng_key
-from multilevel.options import check_sampler_options, check_seed
+from multilevel.options import FIT_DEFAULTS, check_sampler_options, check_seed
 from multilevel.prediction import add_predicted_responses
 from multilevel.prior_check import prior_predictive_check
 from multilevel.prior_rules import (
@@ -396,15 +396,16 @@ class Model:
 
     def fit(
         self,
-        chains: int = 4,
-        warmup: int = 1000,
-        draws: int = 1000,
-        seed: int = 0,
-        target_accept: float = 0.8,
-        max_tree_depth: int = 10,
+        # the defaults' one home: options.FIT_DEFAULTS (the CLI's help shows them from there)
+        chains: int = FIT_DEFAULTS["chains"],
+        warmup: int = FIT_DEFAULTS["warmup"],
+        draws: int = FIT_DEFAULTS["draws"],
+        seed: int = FIT_DEFAULTS["seed"],
+        target_accept: float = FIT_DEFAULTS["target_accept"],
+        max_tree_depth: int = FIT_DEFAULTS["max_tree_depth"],
         progress: bool = True,
         warn: bool = True,
-        method: str = "auto",
+        method: str = FIT_DEFAULTS["method"],
         log_likelihood: bool | None = None,
     ) -> Fit:
         """Sample the posterior with NUTS, all chains vectorised in one process.

@@ -23,9 +23,8 @@ MAX_SEED = 2**63 - 1
 # NumPyro counts a tree's leapfrog steps (up to 2^depth - 1) in 32-bit integers.
 MAX_TREE_DEPTH = 30
 
-# The defaults of Model.fit's sampler keywords, shown by `multilevel fit --help` without
-# importing the model (JAX, 2.5 s). tests/test_options.py checks them against the
-# signature of Model.fit, so the two cannot drift apart.
+# The defaults of Model.fit's sampler keywords: Model.fit's signature reads them from
+# here, and `multilevel fit --help` shows them without importing the model (JAX, 2.5 s).
 FIT_DEFAULTS = {
     "chains": 4,
     "warmup": 1000,
@@ -35,6 +34,8 @@ FIT_DEFAULTS = {
     "max_tree_depth": 10,
     "method": "auto",
 }
+# ml.sbc's chains (many cheap fits): its signature and `multilevel sbc --help` read it
+SBC_CHAINS = 2
 
 
 def _whole(value: object) -> bool:

@@ -146,6 +146,23 @@ def test_family_help_names_every_family():
     assert [name for name in FAMILIES if not re.search(rf"\b{name}\b", text)] == []
 
 
+def test_help_shows_the_chains_each_command_uses():
+    """fit uses Model.fit's 4 chains, sbc ml.sbc's 2 (the help said 4 for sbc too)."""
+    import inspect
+
+    from multilevel.model import Model
+    from multilevel.workflow.sbc import sbc
+
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    chains = {
+        name: next(a for a in commands[name]._actions if a.dest == "chains").help
+        for name in ("fit", "sbc")
+    }
+    assert chains["fit"] == f"default {inspect.signature(Model.fit).parameters['chains'].default}"
+    assert chains["sbc"] == f"default {inspect.signature(sbc).parameters['chains'].default}"
+    assert chains == {"fit": "default 4", "sbc": "default 2"}
+
+
 def test_version_is_printed_and_returned_as_a_status(capsys):
     assert cli.main(["--version"]) == 0  # not argparse's SystemExit
     assert capsys.readouterr().out.startswith("multilevel ")

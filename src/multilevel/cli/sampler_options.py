@@ -13,8 +13,10 @@ import argparse
 from multilevel.options import FIT_DEFAULTS
 
 
-def sampler_parser() -> argparse.ArgumentParser:
+def sampler_parser(**defaults) -> argparse.ArgumentParser:
     """A parent parser (``parents=[sampler_parser()]``) with the sampler options.
+    ``defaults`` (e.g. ``chains=2``) are a command's own defaults where they differ from
+    ``Model.fit``'s, for the help text (the command applies them itself).
 
     Returns
     -------
@@ -26,7 +28,7 @@ def sampler_parser() -> argparse.ArgumentParser:
     >>> commands.add_parser("fit", parents=[sampler_parser()])  # doctest: +SKIP
     """
     parser = argparse.ArgumentParser(add_help=False)
-    for name, default in FIT_DEFAULTS.items():
+    for name, default in {**FIT_DEFAULTS, **defaults}.items():
         flag = "--" + name.replace("_", "-")
         kind = type(default)  # int, float or str: what the flag's value is read as
         parser.add_argument(

@@ -17,6 +17,7 @@ from multilevel.cli.io import (
 )
 from multilevel.cli.model_options import build_model, model_arguments, model_parser
 from multilevel.cli.sampler_options import sampler_options, sampler_parser
+from multilevel.options import SBC_CHAINS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -199,7 +200,7 @@ def add_sbc_parser(commands) -> None:
     """Register ``multilevel sbc`` with ``commands``."""
     sbc_cmd = commands.add_parser(
         "sbc",
-        parents=[model_parser(), sampler_parser()],
+        parents=[model_parser(), sampler_parser(chains=SBC_CHAINS)],
         help="simulation-based calibration of the model and sampler",
         description="Draw parameters and data from the priors, refit, and test that the "
         "ranks of the truths among the posterior draws are uniform. Exits 1 when they "
@@ -233,7 +234,7 @@ def cmd_sbc(args: argparse.Namespace) -> int:
     for path, flag in ((args.plot, "--plot"), (args.csv, "--csv")):
         check_writable(path, flag)
     options = sampler_options(args)
-    options.setdefault("chains", 2)  # SBC needs many cheap fits
+    options.setdefault("chains", SBC_CHAINS)
     client = _cluster_client(args.cluster)
     try:
         with reported_warnings():

@@ -44,7 +44,7 @@ import pandas as pd
 
 from multilevel.errors import MultilevelError
 from multilevel.model import Model
-from multilevel.options import check_count, check_sampler_options
+from multilevel.options import SBC_CHAINS, check_count, check_sampler_options
 from multilevel.progress import progress_bar
 from multilevel.workflow.sbc_plot import plot_ecdf_difference
 from multilevel.workflow.sbc_ranks import ecdf_band, ecdf_counts, ecdf_inside, uniformity_table
@@ -63,7 +63,7 @@ def sbc(
     n_sims: int = 100,
     draws: int = 1000,
     warmup: int = 1000,
-    chains: int = 2,
+    chains: int = SBC_CHAINS,
     seed: int = 0,
     thin: int | None = None,
     processes: int | None = None,
