@@ -452,11 +452,12 @@ class Model:
             prior = backend.prior_arrays(self.spec)
             begin = start.plan(self.spec, st, data, prior, chains, seed, warmup)
             run_st, args, points = st, begin.model_args, begin.points
-            if padding.paddable(st):  # rows and groups padded to their size bucket
-                run_st = padding.padded_structure(st)
-                args = (padding.pad_data(st, args[0]), args[1])
-                points = padding.pad_points(points, run_st)
             with placement.placed(placement.work_of(data)) as device, begin.precision():
+                if padding.paddable(st):  # rows and groups padded to their size bucket
+                    # (in the sampler's precision: a float64 start's arrays stay float64)
+                    run_st = padding.padded_structure(st)
+                    args = (padding.pad_data(st, args[0]), args[1])
+                    points = padding.pad_points(points, run_st)
                 result = nuts.sample(
                     run_st,
                     backend.make_model(run_st),

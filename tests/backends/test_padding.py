@@ -157,3 +157,34 @@ def test_draws_are_cut_back_to_the_true_groups():
     cut = padding.unpad(samples, st)
     assert cut["z_0"].shape == cut["effects_0"].shape == (2, 3, 9, 2)
     assert cut["beta"].shape == (2, 3, 2)
+
+
+def test_padding_keeps_a_float64_start_in_float64(monkeypatch):
+    """Counts near 1e6 run in float64 (``backends.start``); padded outside that precision,
+    the arrays came back float32 (``jax.device_put`` without x64). Checked on what
+    ``Model.fit`` hands the sampler, and on ``pad_data`` itself."""
+    from multilevel.backends import start
+    from multilevel.inference import nuts
+
+    class SamplerHandedError(Exception):
+        pass
+
+    def sampler(structure, model, model_args, *args, **kwargs):
+        raise SamplerHandedError({k: model_args[0][k].dtype for k in ("X", "y", "weight")})
+
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(10), 20)
+    x = rng.normal(size=200)
+    y = rng.poisson(np.exp(13 + 0.1 * x + rng.normal(0, 0.1, 10)[g]))
+    model = ml.Model("y ~ x + (1 | g)", pd.DataFrame({"y": y, "x": x, "g": g}), family="poisson")
+    data, prior = model.model_args()
+    begin = start.plan(model.spec, model.structure, data, prior, 2, 0, 100)
+    assert begin.float64
+    with begin.precision():
+        padded = padding.pad_data(model.structure, begin.model_args[0])
+    assert len(padded["y"]) == 224
+    assert {padded[k].dtype for k in ("X", "y", "weight")} == {np.dtype(np.float64)}
+    monkeypatch.setattr(nuts, "sample", sampler)
+    with pytest.raises(SamplerHandedError) as handed:
+        model.fit(chains=2, warmup=100, draws=100, progress=False)
+    assert set(handed.value.args[0].values()) == {np.dtype(np.float64)}
