@@ -19,8 +19,9 @@ import threading
 import weakref
 from collections import OrderedDict
 
-#: Programs each cache keeps: a K-fold or SBC run reuses one; 16 distinct models in a
-#: session stay compiled (about 13,000 maps at most per cache).
+#: Programs a cache keeps unless it says otherwise: a K-fold or SBC run reuses one; 16
+#: distinct models in a session stay compiled (about 13,000 maps at most per cache). The
+#: sampler keeps fewer, as its programs are the largest (``nuts.MAX_SAMPLERS``).
 MAX_PROGRAMS = 16
 
 _CACHES: weakref.WeakSet = weakref.WeakSet()

@@ -7,9 +7,10 @@ NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so 
     number of transitions up to a fixed length), so a progress bar can update and
     Ctrl-C can stop the chains between chunks without compiling anything new;
   * compilation is timed apart from sampling, and compiled programs are cached by model
-    structure and array shapes: a refit on data of the same shapes never retraces (the
-    ``MAX_SHAPES`` most recently used shapes per structure are kept, which bounds the
-    memory of a process that fits data of many sizes);
+    structure and array shapes: a refit on data of the same shapes (or of another size in
+    the same size bucket: ``backends.padding``) never retraces; the ``MAX_SAMPLERS``
+    structures and ``MAX_SHAPES`` shapes used most recently are kept, which bounds the
+    memory of a process that fits data of many sizes;
   * a cold start (new process, empty compilation cache) is mostly compiling, so there are
     few programs and small ones (no ``vmap`` over chains; draws leave the loop already
     constrained), XLA's CPU compiler runs with cheaper options (``COMPILER_OPTIONS``),
