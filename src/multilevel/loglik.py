@@ -29,7 +29,7 @@ from multilevel.linear_predictor import (
     row_arrays,
 )
 from multilevel.program_cache import ProgramCache
-from multilevel.shape_buckets import bucket
+from multilevel.shape_buckets import bucket, pad_groups
 
 #: A fit stores its pointwise log-likelihood when chains x draws x rows is at most this.
 MAX_STORED_VALUES = 2e8
@@ -120,15 +120,16 @@ def log_likelihood_values(spec, design, posterior, rows=None) -> np.ndarray:
     rows = np.arange(design.n) if rows is None else np.asarray(rows)
     n = len(rows)
     shift = fitted_eta_shift(spec, design, posterior, rows)  # imputed predictors' draws
-    if shift is None and n:
-        # rows and groups padded to their size bucket (``shape_buckets``), so that data of
-        # another size in it reuse the compiled program: copies of the first row, cut
-        # off below; groups with no rows (zero effects)
+    # rows and groups padded to their size bucket (``shape_buckets``), so that data of
+    # another size in it reuse the compiled program: copies of the first row, cut off
+    # below; groups with no rows (zero effects). Not with imputed predictors' draws.
+    padded = shift is None and n > 0
+    if padded:
         rows = np.concatenate([rows, np.full(bucket(n) - n, rows[0])])
     fixed = row_arrays(design, rows)
     beta, effects, aux = named_draws(spec, posterior)  # (C, D, p), [(C, D, L, q)], {(C, D)}
-    if shift is None:
-        effects = [_pad_levels(e) for e in effects]
+    if padded:
+        effects = [pad_groups(e, axis=2) for e in effects]
     chains, draws = beta.shape[:2]
     out = np.empty((chains, draws, len(rows)))
     # with cs() every row has its own K - 1 thresholds: fewer draws per batch
@@ -153,12 +154,6 @@ def log_likelihood_values(spec, design, posterior, rows=None) -> np.ndarray:
                     draw["shift"] = add_shift(dense, columns, values[c, d])
                 out[c, d] = np.asarray(program(jax.tree.map(jnp.asarray, draw), fixed))
     return out[..., :n]
-
-
-def _pad_levels(effects: np.ndarray) -> np.ndarray:
-    """(C, D, L, q) effects with zero effects of empty groups up to L's bucket."""
-    extra = bucket(effects.shape[2]) - effects.shape[2]
-    return np.pad(effects, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra else effects
 
 
 def _dtype(v: np.ndarray):

@@ -457,7 +457,7 @@ class Model:
                     # (in the sampler's precision: a float64 start's arrays stay float64)
                     run_st = padding.padded_structure(st)
                     args = (padding.pad_data(st, args[0]), args[1])
-                    points = padding.pad_points(points, run_st)
+                    points = padding.pad_points(points, st)
                 result = nuts.sample(
                     run_st,
                     backend.make_model(run_st),

@@ -24,9 +24,13 @@ Examples
 --------
 >>> bucket(5), bucket(9), bucket(100), bucket(919)
 (5, 10, 112, 1024)
+>>> pad_groups(np.ones((9, 2))).shape
+(10, 2)
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 
 def bucket(size: int) -> int:
@@ -38,3 +42,16 @@ def bucket(size: int) -> int:
     return next(
         s for s in (power, power * 5 // 4, power * 3 // 2, power * 7 // 4, 2 * power) if s >= size
     )
+
+
+def pad_groups(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``a`` with zeros appended along its group ``axis`` up to ``bucket`` of its length,
+    in ``a``'s dtype: empty groups' statistics, no effects, or group 0 as a padded
+    group's parent (a valid index that nothing reads)."""
+    a = np.asarray(a)
+    extra = bucket(a.shape[axis]) - a.shape[axis]
+    if not extra:
+        return a
+    width = [(0, 0)] * a.ndim
+    width[axis] = (0, extra)
+    return np.pad(a, width)

@@ -12,7 +12,6 @@ from multilevel.chunked.sums import (
     merge,
     moments,
     no_rows,
-    pad_groups,
     refused,
 )
 
@@ -115,10 +114,3 @@ def test_statistics_solve_least_squares_whatever_the_shift(rows, shift):
     zte = group_products(codes, Z, e, levels)
     np.testing.assert_allclose(stats["Zte"], zte, rtol=1e-8, atol=1e-9)
     assert stats["n"] == len(y) and stats["ZtZ"].shape == (levels, 2, 2)
-
-
-def test_padding_to_the_bucket():
-    a = np.arange(9.0).reshape(9, 1)
-    padded = pad_groups(a)
-    assert padded.shape == (10, 1) and padded[9, 0] == 0 and np.array_equal(padded[:9], a)
-    assert pad_groups(np.ones((8, 2, 2))).shape == (8, 2, 2)

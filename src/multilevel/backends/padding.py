@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from multilevel.backends.numpyro_model import Structure
-from multilevel.shape_buckets import bucket
+from multilevel.shape_buckets import bucket, pad_groups
 
 # sites with a group axis first (after any chain and draw axes): z_<k>, r_<k>,
 # effects_<k> of term k and z_linked_<i> of linked set i
@@ -63,13 +63,12 @@ def pad_data(st: Structure, data: dict) -> dict:
             out[key] = tuple(_pad_rows(a, extra) for a in data[key])
     if data.get("bounds"):
         out["bounds"] = {k: _pad_rows(v, extra) for k, v in data["bounds"].items()}
-    dtype = np.asarray(data["X"]).dtype  # float64 where the start asked for it
+    dtype = data["X"].dtype  # float64 where the start asked for it
     weight = np.ones(n, dtype) if data.get("weight") is None else np.asarray(data["weight"])
     out["weight"] = jax.device_put(np.concatenate([weight, np.zeros(extra, weight.dtype)]))
     if data.get("parents") is not None:
         out["parents"] = tuple(
-            None if a is None else _pad_groups(a, bucket(t.n_levels))
-            for a, t in zip(data["parents"], st.terms)
+            None if a is None else jax.device_put(pad_groups(a)) for a in data["parents"]
         )
     out["level_counts"] = jax.device_put(level_counts(st))
     return out
@@ -81,25 +80,18 @@ def pad_statistics(st: Structure, stats: dict) -> dict:
     parent levels padded to their group buckets, and the true group counts added."""
     out = dict(stats)
     if stats.get("parents"):
-        out["parents"] = {
-            k: _pad_groups(a, bucket(st.terms[int(k)].n_levels))
-            for k, a in stats["parents"].items()
-        }
+        out["parents"] = {k: pad_groups(a) for k, a in stats["parents"].items()}
     out["level_counts"] = level_counts(st)
     return out
 
 
-def pad_points(points: dict[str, np.ndarray], padded: Structure) -> dict[str, np.ndarray]:
-    """Chains' starting points (site -> (chains, L, ...)) with zeros for padded groups."""
-    out = {}
-    for name, value in points.items():
-        levels = _site_levels(name, padded)
-        if levels is not None and value.shape[1] < levels:
-            width = [(0, 0)] * value.ndim
-            width[1] = (0, levels - value.shape[1])
-            value = np.pad(value, width)
-        out[name] = value
-    return out
+def pad_points(points: dict[str, np.ndarray], st: Structure) -> dict[str, np.ndarray]:
+    """Chains' starting points (site -> (chains, L, ...), ``st``'s true groups) with zeros
+    for the padded groups."""
+    return {
+        name: value if _site_levels(name, st) is None else pad_groups(value, axis=1)
+        for name, value in points.items()
+    }
 
 
 def unpad(samples: dict[str, np.ndarray], st: Structure) -> dict[str, np.ndarray]:
@@ -133,9 +125,3 @@ def _pad_rows(values, extra: int):
     values = np.asarray(values)
     copies = np.repeat(values[:1], extra, axis=0)
     return jax.device_put(np.concatenate([values, copies]))
-
-
-def _pad_groups(values, levels: int):
-    """(L,) per-group integers with zeros (a valid group) up to ``levels``."""
-    values = np.asarray(values)
-    return jax.device_put(np.concatenate([values, np.zeros(levels - len(values), values.dtype)]))

@@ -20,23 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from multilevel.shape_buckets import bucket
+from multilevel.shape_buckets import pad_groups
 
 # the sums that add up across chunks as they are (the moments merge by ``merge``)
 _ADDITIVE = ("XtX", "Xty", "yy", "ZtZ", "ZtX", "Zty")
-
-
-def pad_groups(a: np.ndarray) -> np.ndarray:
-    """``a`` (L, ...) with empty groups appended up to ``bucket(L)`` (they add nothing to
-    the likelihood; a sampler compiled for one padded size serves them all).
-
-    Examples
-    --------
-    >>> pad_groups(np.ones((9, 2))).shape
-    (10, 2)
-    """
-    extra = bucket(a.shape[0]) - a.shape[0]
-    return np.concatenate([a, np.zeros((extra, *a.shape[1:]))]) if extra else a
 
 
 def group_sums(codes: np.ndarray, weights: np.ndarray, levels: int) -> np.ndarray:
