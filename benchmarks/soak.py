@@ -110,9 +110,10 @@ def main(argv=None) -> None:
                 "peak_rss_mib": peak_rss_mib(),
             }
         )
-        print_table(rows_out[-1:], COLUMNS) if i == 0 else print(
-            "  ".join(format(rows_out[-1][k], f) for _, k, f in COLUMNS)
-        )
+        if i == 0:  # the header, then a line per fit as it ends (the table needs them all)
+            print_table(rows_out, COLUMNS)
+        else:
+            print("  ".join(format(rows_out[-1][k], f) for _, k, f in COLUMNS))
     first, last = rows_out[0]["rss_mib"], rows_out[-1]["rss_mib"]
     report = {
         "settings": vars(args) | {"json": str(args.json)},
