@@ -134,7 +134,7 @@ def _sample(st, chosen, stats, prior, settings, seed, progress) -> nuts.NutsResu
         # dimensions whose posterior scales span orders of magnitude (InstEval: log sigma
         # 0.003, a lecturer 0.15); from the identity the first warmup window ran at the
         # maximum tree depth (InstEval, 250 + 250 draws: 310 s -> 140 s with this start).
-        precondition_start=bool(chosen.sampled),
+        start_mass="mode" if chosen.sampled else "identity",
         companion=start_effects,
     )
     samples = result.samples
