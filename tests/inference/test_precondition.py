@@ -17,11 +17,11 @@ def _gaussian(z):
     return sum(jnp.sum(0.5 * ((z[k] - MODE[k]) / SCALES[k]) ** 2) for k in z)
 
 
-def _start(potential, z):
+def _start(potential, z, search=True):
     """In float64, as the collapsed sampler runs it."""
     with jax.enable_x64(True):
-        point, inverse = jax.jit(precondition.start, static_argnums=0)(
-            potential, z, jax.random.key(3)
+        point, inverse = jax.jit(precondition.start, static_argnums=(0, 3))(
+            potential, z, jax.random.key(3), search
         )
         return jax.tree.map(np.asarray, point), jax.tree.map(np.asarray, inverse)
 
@@ -43,6 +43,19 @@ def test_the_start_moves_towards_the_mode():
     point, _ = _start(_gaussian, z0)
     before, after = float(_gaussian(z0)), float(_gaussian(point))
     assert after < 1e-3 * before, (before, after)
+
+
+def test_without_search_the_curvature_is_probed_at_the_start():
+    """The joint sampler's chains start near the typical set: the point is kept and the
+    inverse mass is the (constant) Gaussian variance, probed there."""
+    z0 = {"a": np.array([1.5, 1.0]), "b": np.full((3, 1), -1.0)}
+    point, inverse = _start(_gaussian, z0, search=False)
+    for k in z0:
+        np.testing.assert_array_equal(point[k], z0[k])
+    low, high = precondition.INVERSE_MASS_BOUNDS
+    for k in SCALES:
+        expected = np.clip(np.asarray(SCALES[k]) ** 2, low, high)
+        np.testing.assert_allclose(inverse[k], expected, rtol=1e-6)
 
 
 def test_a_potential_that_is_nowhere_finite_keeps_the_start_and_the_identity():
