@@ -468,11 +468,11 @@ class Model:
                     progress=progress,
                     start=points,
                     regularize_mass=begin.regularize_mass,
-                    # from the curvature at starts near the typical set (the pooled GLM's
-                    # and each group's estimate): a bernoulli (1 + x | g) of 20,000 rows
+                    # from the curvature where every site starts near the typical set (the
+                    # pooled GLM's and each group's estimate): a bernoulli (1 + x | g) of 20,000 rows
                     # ran its first 100 warmup draws at 265 gradients each from the
                     # identity, at 18 from this (precondition)
-                    start_mass="curvature" if points else "identity",
+                    start_mass="curvature" if begin.complete else "identity",
                 )
             result.samples = padding.unpad(result.samples, st)
             notes = "; ".join(n for n in (note, begin.note) if n)
