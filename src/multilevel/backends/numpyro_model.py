@@ -36,6 +36,7 @@ from numpyro.infer import Predictive
 
 from multilevel.backends.centring import parent_levels
 from multilevel.design import Design
+from multilevel.distributions import log_prob_kernel
 from multilevel.errors import PriorError
 from multilevel.families import FAMILIES
 from multilevel.linear_predictor import (
@@ -553,8 +554,9 @@ def row_likelihood(st: Structure, params: dict, rows: dict):
 
 
 def weighted_log_likelihood(st: Structure, params: dict, rows: dict) -> jnp.ndarray:
-    """Sum over ``rows`` of each row's log-likelihood times its weight (weight 0: none)."""
-    log_lik = row_likelihood(st, params, rows).log_prob(rows["y"])
+    """Sum over ``rows`` of each row's log-likelihood times its weight (weight 0: none),
+    less the terms that depend on the data alone (``log_prob_kernel``): the sampler's."""
+    log_lik = log_prob_kernel(row_likelihood(st, params, rows), rows["y"])
     weight = rows["weight"]
     return jnp.sum(jnp.where(weight > 0, weight * log_lik, 0.0))
 
