@@ -1,4 +1,4 @@
-"""multilevel against bambi (PyMC, nutpie, NumPyro samplers): same models, seeds and draws.
+"""multilevel against bambi (PyMC, nutpie, NumPyro samplers) and lme4: same models, seeds, draws.
 
 Needs the ``bench`` extra in its own virtual environment; run from the repository root::
 
@@ -6,6 +6,7 @@ Needs the ``bench`` extra in its own virtual environment; run from the repositor
     .venv-bench/bin/python benchmarks/peers.py                    # radon, sleepstudy, cbpp, synth100k
     .venv-bench/bin/python benchmarks/peers.py --all --warm-cache
     .venv-bench/bin/python benchmarks/peers.py --only radon --peers multilevel,bambi+nutpie
+    .venv-bench/bin/python benchmarks/peers.py --glmm    # issue 16: GLMMs, crossed factors, lme4
 
 Every (model, tool) pair is fitted in its own fresh subprocess of this interpreter, so each
 figure is a cold start: the first fit in a new process. See benchmarks/README.md for the
@@ -20,6 +21,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,11 +45,21 @@ PEERS = {  # tool -> bambi inference_method
     "bambi+nutpie": "nutpie",
     "bambi+numpyro": "numpyro",
 }
-TOOLS = [OURS, *PEERS]
+LME4 = "lme4"  # maximum likelihood (point estimates), R in a fresh process: no ESS
+TOOLS = [OURS, *PEERS, LME4]
 LABELS = {
     OURS: "multilevel (cold cache)",
     OURS_WARM: "multilevel (new process, warm cache)",
     **{t: t for t in PEERS},
+    LME4: LME4,
+}
+LME4_SCRIPT = Path(__file__).resolve().parent / "lme4_fit.R"
+LME4_MISSING = "skipped: R/lme4 not installed (install r-base-core r-cran-lme4)"
+LME4_FUNCTIONS = {  # family -> lme4 function and its family argument
+    "gaussian": ("lmer", "gaussian"),  # REML = FALSE: maximum likelihood, as glmer
+    "bernoulli": ("glmer", "binomial"),  # Laplace (nAGQ = 1)
+    "binomial": ("glmer", "binomial"),
+    "poisson": ("glmer", "poisson"),
 }
 
 
@@ -64,6 +76,7 @@ class Case:
     correlated: bool = False  # bambi cannot fit it as written: it fits `||`
     truth: dict = field(default_factory=dict)
     items: int = 0  # synthetic ordinal only: a second grouping factor, crossed with `groups`
+    lme4_formula: str | None = None  # where lme4's syntax differs from ours
 
 
 SYNTH_TRUTH = {
@@ -75,6 +88,17 @@ SYNTH_TRUTH = {
     "sigma": 1.0,
 }
 BERN_TRUTH = {"Intercept": -0.5, "x": 0.5, "sd(Intercept|g)": 0.7}
+# Issue 16: bernoulli (logit) and Poisson (log) with a continuous x and correlated
+# intercepts and slopes, x standard normal. Poisson's mean count is about 2.5
+# (exp(0.5 + var(eta) / 2), var(eta) = 0.49 + 0.25 + 0.09).
+GLMM_TRUTH = {
+    "Intercept": -0.5,
+    "x": 0.5,
+    "sd(Intercept|g)": 0.7,
+    "sd(x|g)": 0.3,
+    "cor(Intercept,x|g)": -0.4,
+}
+POIS_TRUTH = {**GLMM_TRUTH, "Intercept": 0.5}
 # Ordinal (cumulative logit, 5 categories): P(rating <= k) = logistic(Intercept[k] - eta).
 # bambi calls the thresholds threshold[0..3] and the sds `1|rater_sigma`, `1|item_sigma`.
 ORDINAL_TRUTH = {
@@ -131,6 +155,7 @@ CASES = [
         family="binomial",
         dataset="cbpp",
         default=True,
+        lme4_formula="cbind(incidence, size - incidence) ~ period + (1 | herd)",
     ),
     *[
         Case(
@@ -158,6 +183,35 @@ CASES = [
         "y ~ service + (1 | s) + (1 | d) + (1 | dept)",
         dataset="InstEval",
     ),
+    # Issue 16: GLMMs with a continuous covariate, correlated `(1 + x | g)` (bambi's `|`
+    # is uncorrelated: it fits `||`), and a crossed logistic model on real data.
+    *[
+        Case(
+            name,
+            "y ~ x + (1 + x | g)",
+            "y ~ x + (1 + x | g)",
+            family=family,
+            rows=rows,
+            groups=groups,
+            correlated=True,
+            truth=truth,
+        )
+        for family, truth, prefix in [
+            ("bernoulli", GLMM_TRUTH, "bern"),
+            ("poisson", POIS_TRUTH, "pois"),
+        ]
+        for name, rows, groups in [
+            (f"{prefix}20k", 20_000, 200),
+            (f"{prefix}200k", 200_000, 1000),
+        ]
+    ],
+    Case(
+        "VerbAgg",
+        "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        family="bernoulli",
+        dataset="VerbAgg",
+    ),
     Case(  # issue 13: ordinal responses, raters crossed with items
         "ordinal10k",
         "rating ~ x + (1 | rater) + (1 | item)",
@@ -178,6 +232,7 @@ CASES = [
     ),
 ]
 BY_NAME = {c.name: c for c in CASES}
+GLMM_CASES = ["bern20k", "bern200k", "pois20k", "pois200k", "VerbAgg", "InstEval"]  # issue 16
 
 
 # ---------------------------------------------------------------- data
@@ -218,14 +273,19 @@ def make_data(case: Case, rows: int | None = None):
         )
     g = rng.integers(0, k, n)
     labels = pd.Categorical.from_codes(g, categories=[f"g{i:04d}" for i in range(k)])
-    if case.family == "gaussian":
+    if "sd(x|g)" in t:  # correlated intercepts and slopes, x standard normal
         sd = np.array([t["sd(Intercept|g)"], t["sd(x|g)"]])
         r = t["cor(Intercept,x|g)"]
         cov = np.outer(sd, sd) * np.array([[1.0, r], [r, 1.0]])
         u = rng.multivariate_normal(np.zeros(2), cov, size=k)
         x = rng.standard_normal(n)
         mu = t["Intercept"] + u[g, 0] + (t["x"] + u[g, 1]) * x
-        y = mu + t["sigma"] * rng.standard_normal(n)
+        if case.family == "gaussian":
+            y = mu + t["sigma"] * rng.standard_normal(n)
+        elif case.family == "poisson":
+            y = rng.poisson(np.exp(mu))
+        else:  # bernoulli, logit link
+            y = (rng.random(n) < 1 / (1 + np.exp(-mu))).astype(np.int64)
     elif case.family == "zero_inflated_poisson":
         u = t["sd(Intercept|g)"] * rng.standard_normal(k)
         x = rng.standard_normal(n)
@@ -294,6 +354,7 @@ def ours_result(fit, wall_s: float) -> dict:
         "wall_s": wall_s,
         "compile_s": fit.timing["compile_s"],
         "sampling_s": fit.timing["sampling_s"],
+        "timing": fit.timing,  # with warmup's and sampling's seconds and gradients
         "divergences": int(fit.diagnostics.divergences),
         "sampler": fit.info["method"],
         # "NUTS, group effects integrated out (collapsed Gaussian)" -> "collapsed Gaussian"
@@ -385,6 +446,110 @@ def child(args) -> None:
     kids_rss = kids / 2**20 if sys.platform == "darwin" else kids / 2**10
     result.update(peak_rss_mib=self_rss, peak_rss_children_mib=kids_rss)
     Path(args.out).write_text(json.dumps(result) + "\n")
+
+
+# ---------------------------------------------------------------- lme4, in R
+
+
+def factor_columns(data) -> list[str]:
+    """The columns R must read as factors: group ids and text (not numbers, which
+    ``read.csv`` would otherwise make numeric: cbpp's period 1..4 is a factor)."""
+    import pandas as pd
+
+    return [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+
+
+def lme4_command(case: Case, csv_path: Path, factors: list[str], rscript: str) -> list[str]:
+    """The command line that fits ``case`` with lme4 (``lme4_fit.R``); the case's family
+    must be one of ``LME4_FUNCTIONS``."""
+    function, family = LME4_FUNCTIONS[case.family]
+    formula = case.lme4_formula or case.formula  # ours is lme4's syntax but for trials()
+    return [
+        rscript,
+        "--vanilla",
+        str(LME4_SCRIPT),
+        str(csv_path),
+        formula,
+        function,
+        family,
+        ",".join(factors),
+    ]
+
+
+def _lme4_name(term: str) -> str:
+    return "Intercept" if term == "(Intercept)" else term
+
+
+def parse_lme4_output(text: str, function: str) -> dict:
+    """The row of one lme4 fit from ``lme4_fit.R``'s tab-separated lines: ``wall_s`` is
+    the fit alone; ``estimates`` under our names (``sd(x|g)``, ``cor(Intercept,x|g)``,
+    ``sigma``) where lme4's can be mapped, else as lme4 names them (``GenderM``)."""
+    out, estimates, warnings = {}, {}, []
+    for line in text.splitlines():
+        kind, *rest = line.split("\t")
+        if kind == "version" and len(rest) == 2:
+            out["r_version"], out["lme4_version"] = rest
+        elif kind == "fit_s":
+            out["wall_s"] = float(rest[0])
+        elif kind == "fixef":
+            estimates[_lme4_name(rest[0])] = float(rest[1])
+        elif kind == "varcorr":
+            group, first, second, value = rest
+            if group == "Residual":
+                name = "sigma"
+            elif second == "NA":
+                name = f"sd({_lme4_name(first)}|{group})"
+            else:
+                name = f"cor({_lme4_name(first)},{_lme4_name(second)}|{group})"
+            estimates[name] = float(value)
+        elif kind == "warning":
+            warnings.append(rest[0])
+    if "wall_s" not in out:
+        raise ValueError(f"lme4_fit.R printed no fit time: {text[-200:]!r}")
+    method = "lmer, ML (REML = FALSE)" if function == "lmer" else "glmer, Laplace (nAGQ = 1)"
+    note = "ML point estimates" + (f"; warned: {warnings[0][:60]}" if warnings else "")
+    return {
+        **out,
+        "compile_s": None,
+        "sampling_s": None,
+        "sampler": f"lme4 {method}",
+        "estimates": estimates,
+        "lme4_warnings": warnings,
+        "note": note,
+    }
+
+
+def run_lme4(case: Case, data_path: Path, tmp: Path, args) -> dict:
+    """Fit ``case`` with lme4 in a fresh ``Rscript`` process, reading a CSV of the data:
+    the row has the fit's seconds (``wall_s``) and the whole process's
+    (``process_wall_s``: R's start, loading lme4, reading the CSV, the fit). Where R or
+    lme4 is missing, or lme4 has no such model, the row only says so."""
+    if case.family not in LME4_FUNCTIONS:
+        return {"status": f"skipped: lme4 has no {case.family} model"}
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return {"status": LME4_MISSING}
+    data = read_data(case, data_path)
+    csv_path = tmp / f"{case.name}.csv"
+    data.to_csv(csv_path, index=False)
+    cmd = lme4_command(case, csv_path, factor_columns(data), rscript)
+    del data
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout (> {args.timeout:.0f} s)"}
+    finally:
+        csv_path.unlink()
+    result = {"process_wall_s": time.perf_counter() - t0}
+    if proc.returncode == 3:  # lme4_fit.R: no lme4
+        return {"status": LME4_MISSING}
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        status = f"failed: {lines[-1][:200] if lines else f'exit {proc.returncode}'}"
+        return {**result, "status": status, "log_tail": (proc.stdout + proc.stderr)[-4000:]}
+    function = LME4_FUNCTIONS[case.family][0]
+    return {**result, **parse_lme4_output(proc.stdout, function), "status": "ok"}
 
 
 # ---------------------------------------------------------------- parent: run and watch
@@ -514,37 +679,60 @@ def run_case(case: Case, tools: list[str], args, tmp: Path) -> list[dict]:
         else:
             env = peer_env(tool, tmp / case.name / tool, args, base)
         print(f"{case.name}: {LABELS[tool]} ...", file=sys.stderr, flush=True)
-        r = run_child(tool, case, data_path, tmp, args, env)
+        if tool == LME4:
+            r = run_lme4(case, data_path, tmp, args)
+        else:
+            r = run_child(tool, case, data_path, tmp, args, env)
         if r.get("min_ess_bulk") is not None:
             r["ess_per_wall_s"] = r["min_ess_bulk"] / r["wall_s"]
             if r.get("sampling_s"):
                 r["ess_per_sampling_s"] = r["min_ess_bulk"] / r["sampling_s"]
         if r["status"] != "ok":
             r["note"] = r["status"]
+        formula = case.bambi_formula if tool in PEERS else case.formula
+        if tool == LME4:
+            formula = case.lme4_formula or case.formula
         rows.append(
             {
                 "model": case.name,
                 "tool": LABELS[tool],
-                "formula": case.bambi_formula if tool in PEERS else case.formula,
+                "formula": formula,
                 "family": case.family,
                 "rows": n_rows,
                 **r,
             }
         )
     data_path.unlink()
+    compare(rows)
+    return rows
 
+
+def compare(rows: list[dict]) -> None:
+    """Add the ratios to one case's rows: on each bambi row ours over its ESS/s
+    (``ratio``, ``ours_ess_per_wall_ratio``); on ours, our ESS/s over the best bambi
+    row's (``best_peer_ratio``, ``best_peer``) and our wall time over lme4's fit time
+    (``lme4_time_ratio``: how many times lme4's time we take, for a full posterior)."""
     ours = {  # ESS/s of our cold and warm rows, where they ran
         key: row["ess_per_wall_s"]
         for key, label in (("cold", LABELS[OURS]), ("warm", LABELS[OURS_WARM]))
         for row in rows
         if row["tool"] == label and row.get("ess_per_wall_s")
     }
+    peers = [row for row in rows if row["tool"] in PEERS and row.get("ess_per_wall_s")]
+    for row in peers:
+        ratios = {key: x / row["ess_per_wall_s"] for key, x in ours.items()}
+        row["ours_ess_per_wall_ratio"] = ratios
+        row["ratio"] = ratios.get("cold")
+    best = max(peers, key=lambda row: row["ess_per_wall_s"], default=None)
+    lme4 = next((r for r in rows if r["tool"] == LME4 and r.get("wall_s")), None)
     for row in rows:
-        if row["tool"] in PEERS and row.get("ess_per_wall_s"):
-            ratios = {key: x / row["ess_per_wall_s"] for key, x in ours.items()}
-            row["ours_ess_per_wall_ratio"] = ratios
-            row["ratio"] = ratios.get("cold")
-    return rows
+        if row["tool"] not in (LABELS[OURS], LABELS[OURS_WARM]):
+            continue
+        if best is not None and row.get("ess_per_wall_s"):
+            row["best_peer"] = best["tool"]
+            row["best_peer_ratio"] = row["ess_per_wall_s"] / best["ess_per_wall_s"]
+        if lme4 is not None and row.get("wall_s"):
+            row["lme4_time_ratio"] = row["wall_s"] / lme4["wall_s"]
 
 
 COLUMNS = [  # (header, result key, format spec); text columns are left-aligned
@@ -558,6 +746,8 @@ COLUMNS = [  # (header, result key, format spec); text columns are left-aligned
     ("min_ess", "min_ess_bulk", ".0f"),
     ("ess/wall_s", "ess_per_wall_s", ".1f"),
     ("ours_x", "ratio", ".1f"),
+    ("vs_best", "best_peer_ratio", ".1f"),
+    ("t/lme4", "lme4_time_ratio", ".1f"),
     ("max_rhat", "max_r_hat", ".3f"),
     ("div", "divergences", "d"),
     ("rss_mib", "peak_rss_mib", ".0f"),
@@ -585,8 +775,8 @@ def print_report(report: dict) -> None:
             "`(1 + x | g)` gives independent intercepts and slopes"
         )
     for r in results:
-        if r["status"] != "ok" and not r["status"].startswith("failed"):
-            tail = [ln for ln in r["log_tail"].splitlines() if ln.strip()][-1:]
+        if r["status"] != "ok" and not r["status"].startswith(("failed", "skipped")):
+            tail = [ln for ln in r.get("log_tail", "").splitlines() if ln.strip()][-1:]
             print(
                 f"{r['model']} {r['tool']}: {r['status']}" + (f"; log: {tail[0]}" if tail else "")
             )
@@ -609,6 +799,9 @@ def main(argv=None) -> None:
         help="PyMC's `cores`, nutpie's threads (default: min(4, CPUs))",
     )
     parser.add_argument("--all", action="store_true", help="every model")
+    parser.add_argument(
+        "--glmm", action="store_true", help=f"issue 16's models: {', '.join(GLMM_CASES)}"
+    )
     parser.add_argument(
         "--only", action="append", choices=list(BY_NAME), help="run only NAME (repeatable)"
     )
@@ -651,6 +844,8 @@ def main(argv=None) -> None:
 
     if args.only:
         cases = [c for c in CASES if c.name in args.only]
+    elif args.glmm:
+        cases = [BY_NAME[name] for name in GLMM_CASES]
     else:
         cases = [c for c in CASES if args.all or c.default]
     sys.path.insert(0, str(SRC))  # the working tree's multilevel, as in the children
@@ -659,9 +854,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="peers-") as tmp:
         for case in cases:
             results += run_case(case, args.peers, args, Path(tmp))
+    r_fit = next((r for r in results if r.get("lme4_version")), {})
     report = {
         "machine": {**core.machine(), "load_avg_1m_before": load_before},
-        "versions": versions(),
+        "versions": {**versions(), "R": r_fit.get("r_version"), "lme4": r_fit.get("lme4_version")},
         "settings": {
             **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "cores")},
             "timeout_s": args.timeout,

@@ -21,6 +21,7 @@ EXPECTED_SHAPES = {
     "Penicillin": (144, 3),
     "Pastes": (60, 4),
     "InstEval": (73421, 7),
+    "VerbAgg": (7584, 9),
     "eight_schools": (8, 3),
     "cafe": (200, 3),
 }
@@ -32,6 +33,7 @@ GROUP_COLUMNS = {
     "Penicillin": ["plate", "sample"],
     "Pastes": ["batch", "cask", "sample"],
     "InstEval": ["s", "d", "dept", "studage", "lectage"],
+    "VerbAgg": ["id", "item"],
     "eight_schools": ["school"],
     "cafe": ["cafe"],
 }
@@ -77,6 +79,18 @@ def test_numeric_columns_stay_numeric() -> None:
     assert set(inst["studage"]) == {"2", "4", "6", "8"}
     assert set(datasets.load("cbpp")["period"]) == {"1", "2", "3", "4"}
     assert datasets.load("sleepstudy")["Subject"].nunique() == 18
+
+
+def test_verbagg_is_lme4s_crossed_design_with_a_0_1_response() -> None:
+    df = datasets.load("VerbAgg")
+    assert (df["id"].nunique(), df["item"].nunique()) == (316, 24)
+    assert df.groupby(["id", "item"]).size().eq(1).all()  # fully crossed, once each
+    assert pd.api.types.is_integer_dtype(df["r2"]) and set(df["r2"]) == {0, 1}
+    # lme4's r2 is "Y" for the answers perhaps and yes
+    assert (df["r2"] == df["resp"].isin(["perhaps", "yes"])).all()
+    assert pd.api.types.is_integer_dtype(df["Anger"])
+    assert set(df["btype"]) == {"curse", "scold", "shout"}
+    assert set(df["situ"]) == {"other", "self"}
 
 
 def test_load_returns_fresh_copy() -> None:

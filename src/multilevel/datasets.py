@@ -133,6 +133,13 @@ def _load_insteval() -> pd.DataFrame:
     return df.astype({"service": "int64"})
 
 
+def _load_verbagg() -> pd.DataFrame:
+    df = _as_str(_rdata("lme4", "VerbAgg"), ["id"])
+    # r2 is a factor N/Y in lme4, whose binomial models count Y (the second level) as
+    # the success; as 0/1 every tool (bambi, a CSV for R) reads it the same way.
+    return df.assign(r2=(df["r2"] == "Y").astype("int64"))
+
+
 def _load_eight_schools() -> pd.DataFrame:
     import pandas as pd
 
@@ -399,6 +406,28 @@ DATASETS: dict[str, Dataset] = {
                 "y": "rating, 1 (poor) .. 5 (very good)",
             },
             loader=_load_insteval,
+        ),
+        Dataset(
+            name="VerbAgg",
+            source=f"De Boeck & Wilson (2004), Explanatory Item Response Models; {_LME4}",
+            description=(
+                "Verbally aggressive reactions: 316 people answered 24 items (4 "
+                "frustrating situations x 3 behaviours x wanting or doing); a crossed "
+                "logistic example (r2 ~ ... + (1 | id) + (1 | item))."
+            ),
+            rows=7584,
+            columns={
+                "Anger": "the person's trait anger score",
+                "Gender": "F or M",
+                "item": "item, e.g. S1WantCurse (situation, mode, behaviour)",
+                "resp": "answer: no, perhaps or yes",
+                "id": "person id, 1..316",
+                "btype": "behaviour: curse, scold or shout",
+                "situ": "situation: other (others to blame) or self",
+                "mode": "want (would want to) or do (would do)",
+                "r2": "1 if the answer is perhaps or yes, 0 if no",
+            },
+            loader=_load_verbagg,
         ),
         Dataset(
             name="eight_schools",

@@ -603,11 +603,7 @@ class Model:
                 "target_accept": s.target_accept,
                 "max_tree_depth": s.max_tree_depth,
             },
-            "timing": {
-                "compile_s": result.compile_s,
-                "sampling_s": result.sampling_s,
-                "total_s": result.compile_s + result.sampling_s,
-            },
+            "timing": result.timing(),  # with warmup's and sampling's gradients and seconds
         }
 
 

@@ -68,6 +68,14 @@ SETTINGS = {
     "max_tree_depth": int,
 }
 TIMING = {"compile_s": float, "sampling_s": float, "total_s": float}
+TIMING_OPTIONAL = {  # fits saved since the sampler reports its phases (nuts.ChainCost)
+    "warmup_s": float,
+    "draws_s": float,
+    "gradients_warmup": list,
+    "gradients_sampling": list,
+    "chain_workers": int,
+    "seconds_per_gradient": float,
+}
 
 
 # --------------------------------------------------------------------------- writing
@@ -240,7 +248,7 @@ def check_info(text: str) -> dict:
         raise FitFileError(f"its info must be a JSON object, got {type(info).__name__}.")
     _check_fields(info, INFO_REQUIRED, INFO_OPTIONAL, "info")
     _check_fields(info["settings"], SETTINGS, {}, "info.settings")
-    _check_fields(info["timing"], TIMING, {}, "info.timing")
+    _check_fields(info["timing"], TIMING, TIMING_OPTIONAL, "info.timing")
     settings = info["settings"]
     if (
         min(settings["chains"], settings["draws"], settings["max_tree_depth"]) < 1

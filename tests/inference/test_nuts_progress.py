@@ -50,7 +50,7 @@ def test_bar_counts_every_transition_and_the_divergences_after_warmup(monkeypatc
         return bar
 
     monkeypatch.setattr(nuts, "progress_bar", fake_progress_bar)
-    values, stats = nuts._run_chunks(divergent_loop, STATE, (), SETTINGS, progress=True)
+    values, stats, _ = nuts._run_chunks(divergent_loop, STATE, (), SETTINGS, progress=True)
     assert values["mu"].shape == (CHAINS, DRAWS)
     assert asked == {
         "total": CHAINS * (WARMUP + DRAWS),

@@ -63,6 +63,34 @@ class NutsSettings:
     chunk: int = 100
 
 
+@dataclass(frozen=True)
+class ChainCost:
+    """Where the chains' time went, per chain and phase (column 0 warmup, 1 sampling):
+    gradients of the log density (leapfrog steps, NumPyro's ``num_steps``; the few of
+    the step-size searches at the start of warmup windows are not counted) and the wall
+    seconds of the chain's thread."""
+
+    gradients: np.ndarray  # (chains, 2) int
+    seconds: np.ndarray  # (chains, 2)
+    workers: int  # chains running at once, one thread per core (``_chain_workers``)
+
+    def timing(self) -> dict:
+        """The keys ``fit.info["timing"]`` gains. A phase's seconds are its chain-seconds
+        over the chains running at once: the run's wall time in that phase when the
+        chains are alike. ``seconds_per_gradient`` is every chain-second of the loop
+        (warmup and sampling) over every gradient: one core's cost of a gradient with
+        NUTS's bookkeeping (tree building, adaptation, dispatch), so that
+        gradients x seconds_per_gradient / workers is the loop's wall time."""
+        return {
+            "warmup_s": float(self.seconds[:, 0].sum() / self.workers),
+            "draws_s": float(self.seconds[:, 1].sum() / self.workers),
+            "gradients_warmup": [int(g) for g in self.gradients[:, 0]],  # per chain
+            "gradients_sampling": [int(g) for g in self.gradients[:, 1]],
+            "chain_workers": int(self.workers),
+            "seconds_per_gradient": float(self.seconds.sum() / max(1, self.gradients.sum())),
+        }
+
+
 @dataclass
 class NutsResult:
     """Draws in the constrained space plus per-draw sampler statistics."""
@@ -73,6 +101,17 @@ class NutsResult:
     sampling_s: float
     settings: NutsSettings
     companion: Any = None  # what ``sample(..., companion=)`` returned
+    cost: ChainCost | None = None
+
+    def timing(self) -> dict:
+        """``fit.info["timing"]``: ``sampling_s`` is warmup and sampling together (plus
+        turning draws into values), ``warmup_s`` and ``draws_s`` its two phases."""
+        out = {
+            "compile_s": self.compile_s,
+            "sampling_s": self.sampling_s,
+            "total_s": self.compile_s + self.sampling_s,
+        }
+        return out if self.cost is None else {**out, **self.cost.timing()}
 
 
 # Compiled samplers kept: those of the MAX_SAMPLERS model structures (with settings)
@@ -347,10 +386,11 @@ def sample(
     compile_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    samples, stats = _run_chunks(run_chunk, state, model_args, settings, progress)
+    samples, stats, cost = _run_chunks(run_chunk, state, model_args, settings, progress)
     sampling_s = time.perf_counter() - t1
     names = ("diverging", "n_steps", "acceptance_rate", "energy", "potential_energy", "step_size")
-    return NutsResult(samples, dict(zip(names, stats)), compile_s, sampling_s, settings, extra)
+    stats = dict(zip(names, stats))
+    return NutsResult(samples, stats, compile_s, sampling_s, settings, extra, cost)
 
 
 def _compile(program: _Program, z0, chain_key, model_args) -> _Executables:
@@ -411,7 +451,8 @@ def _next_count(count: int, elapsed: float, length: int) -> int:
 
 def _run_chunks(executable, state, model_args, settings: NutsSettings, progress: bool):
     """Run every chain's warmup then sampling, chunk by chunk; keep draws after warmup.
-    Returns draws {site: (chains, draws, ...)} and the statistics (chains, draws) each.
+    Returns draws {site: (chains, draws, ...)}, the statistics (chains, draws) each and
+    the gradients and seconds of each chain's warmup and sampling (``ChainCost``).
 
     Each chain runs on its own thread, as many at once as there are cores: XLA releases
     the GIL while it runs a program, and on CPU one program uses one core. A chain's
@@ -450,6 +491,8 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
 
     def run_chain_x64(state):
         kept = []
+        gradients, seconds = [0, 0], [0.0, 0.0]  # warmup, sampling
+        last = time.perf_counter()
         done, count = 0, min(FIRST_CHUNK, length)
         while done < total:
             if stop.is_set():
@@ -468,9 +511,13 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
                 report(count, int(diverging.sum()))
             else:
                 report(count, 0)
+            phase = int(done >= settings.warmup)
+            gradients[phase] += int(np.asarray(stats[1])[:count].sum())  # num_steps
+            now = time.perf_counter()
+            seconds[phase], last = seconds[phase] + now - last, now
             done += count
             count = _next_count(count, elapsed, length)
-        return jax.tree.map(lambda *xs: np.concatenate(xs), *kept)
+        return jax.tree.map(lambda *xs: np.concatenate(xs), *kept), gradients, seconds
 
     workers = _chain_workers(settings.chains)
     pool = None
@@ -496,5 +543,6 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
                 pool.shutdown(wait=True, cancel_futures=True)
         finally:
             bar.close()
-    values, stats = jax.tree.map(lambda *xs: np.stack(xs), *runs)
-    return values, stats
+    values, stats = jax.tree.map(lambda *xs: np.stack(xs), *(draws for draws, _, _ in runs))
+    cost = ChainCost(np.array([g for _, g, _ in runs]), np.array([s for _, _, s in runs]), workers)
+    return values, stats, cost
