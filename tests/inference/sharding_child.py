@@ -1,7 +1,15 @@
-"""Run by test_sharding.py in a process of its own with two CPU devices
-(XLA_FLAGS=--xla_force_host_platform_device_count=2, read when JAX is imported): fits
-each model with one chain unsharded and sharded over both devices, and prints one JSON
-line of what the test checks."""
+"""Run by test_sharding.py in processes of their own.
+
+``python sharding_child.py``: one process with two CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=2, read when JAX is imported) fits
+each model unsharded and sharded over both devices, and prints one JSON line of what the
+test checks.
+
+``python sharding_child.py hosts PORT PROCESS``: one of two processes joined by
+``jax.distributed`` on this machine (one CPU device each, collectives over gloo) fits a
+small model with its rows split across both processes' devices; ``python
+sharding_child.py devices``: the same fit in one process with two CPU devices. Each
+prints one JSON line: the device label and the draws."""
 
 import json
 import sys
@@ -145,5 +153,23 @@ def main() -> None:
     print(json.dumps(out))
 
 
+def small_fit() -> dict:
+    """One chain, few draws: the multi-process collectives are slow (TCP on one machine)."""
+    model = ml.Model("y ~ x + (1 + x | g)", data("bernoulli", n=400, groups=10), family="bernoulli")
+    fit = model.fit(
+        chains=1, warmup=40, draws=40, seed=3, progress=False, warn=False, shard_rows=True
+    )
+    draws = {n: fit.draws(n).tolist() for n in fit.spec.hyper_names}
+    return {"device": fit.info["device"], "draws": draws}
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["hosts"]:
+        port, process = sys.argv[2:4]
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(process))
+        print(json.dumps(small_fit()))
+    elif sys.argv[1:2] == ["devices"]:
+        print(json.dumps(small_fit()))
+    else:
+        sys.exit(main())

@@ -25,7 +25,10 @@ them all (``placed`` builds each array from its host copy with
 ``jax.make_array_from_callback``, which puts on each process's devices only their rows).
 Every process builds the same ``Model`` from the same data and calls ``fit`` with the
 same arguments; the chains then run one after another (``serial_chains``), so that every
-process launches the same programs in the same order. Not tested here: one machine.
+process launches the same programs in the same order. Tested on one machine only: two
+processes with one CPU device each, joined over TCP (gloo), draw exactly what one process
+with two devices draws (``tests/inference/test_sharding.py``, slow); never across real
+hosts or GPUs.
 
 Same seed, same draws? Not exactly: a device's partial sum adds its rows in another
 order than one device adds them all, so the potential and gradient differ in the last
