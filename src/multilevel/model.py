@@ -15,12 +15,13 @@ from multilevel._arviz import az
 from multilevel.backends import aggregate, centring, gaussian_collapsed, padding, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.design import check_category_specific
-from multilevel.errors import MultilevelError
+from multilevel.errors import MultilevelError, OptionError
 from multilevel.families import FAMILIES, check_truncated_draws, dpar_link, get_family
 from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
 from multilevel.inference import collapsed, nuts, placement
+from multilevel.inference import sharding as row_sharding
 from multilevel.inference.compile import prng_key
 from multilevel.options import FIT_DEFAULTS, check_sampler_options, check_seed
 from multilevel.prediction import add_predicted_responses
@@ -407,6 +408,7 @@ class Model:
         warn: bool = True,
         method: str = FIT_DEFAULTS["method"],
         log_likelihood: bool | None = None,
+        shard_rows: bool | None = None,
     ) -> Fit:
         """Sample the posterior with NUTS, all chains vectorised in one process.
 
@@ -424,17 +426,27 @@ class Model:
         ``fit.waic()``, ``ml.compare``) is stored in ``fit.idata.log_likelihood`` unless
         it would exceed 2e8 values (``log_likelihood=None``); ``True``/``False`` override
         that, and ``fit.info["log_likelihood"]`` says what was done.
+        ``shard_rows``: the joint sampler splits each chain's rows across the devices of
+        its kind (CPU devices, GPUs, hosts: docs/several_devices.md) when there are fewer
+        chains than devices and the data are large (None, the default), always (True)
+        or never (False); ``fit.info["device"]`` says what ran.
         """
         check_sampler_options(
             chains=chains, warmup=warmup, draws=draws, seed=seed,
             target_accept=target_accept, max_tree_depth=max_tree_depth,
         )  # fmt: skip
+        row_sharding.check_shard_rows(shard_rows)
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
         keep_ll, ll_note = loglik.log_likelihood_plan(
             self.in_memory, self.design.n, chains * draws, log_likelihood
         )
         chosen = self._collapse_plan(method)
         if chosen is not None:
+            _no_rows_to_shard(
+                shard_rows,
+                "integrates group effects out and reads per-group sums, not rows "
+                "(method='nuts' samples the rows)",
+            )
             stats = self._sufficient_statistics(chosen)
             # padded to the size bucket: data of another size in it reuse the program
             run_st = padding.padded_structure(self.structure)
@@ -452,12 +464,20 @@ class Model:
             prior = backend.prior_arrays(self.spec)
             begin = start.plan(self.spec, st, data, prior, chains, seed, warmup)
             run_st, args, points = st, begin.model_args, begin.points
-            with placement.placed(placement.work_of(data)) as device, begin.precision():
+            work = placement.work_of(data)
+            with placement.placed(work) as device, begin.precision():
+                shards = None
                 if padding.paddable(st):  # rows and groups padded to their size bucket
                     # (in the sampler's precision: a float64 start's arrays stay float64)
+                    shards = row_sharding.plan(work, chains, shard_rows)
+                    rows_divide = 1 if shards is None else shards.devices
                     run_st = padding.padded_structure(st)
-                    args = (padding.pad_data(st, args[0]), args[1])
+                    args = (padding.pad_data(st, args[0], multiple=rows_divide), args[1])
                     points = padding.pad_points(points, st)
+                else:
+                    _no_rows_to_shard(shard_rows, "samples missing predictor values")
+                if shards is not None:  # each chain's rows split across devices
+                    args, device = shards.placed(args, padding.ROW_KEYS), shards.label
                 result = nuts.sample(
                     run_st,
                     backend.make_model(run_st),
@@ -468,11 +488,12 @@ class Model:
                     progress=progress,
                     start=points,
                     regularize_mass=begin.regularize_mass,
-                    # from the curvature where every site starts near the typical set (the
-                    # pooled GLM's and each group's estimate): a bernoulli (1 + x | g) of 20,000 rows
-                    # ran its first 100 warmup draws at 265 gradients each from the
-                    # identity, at 18 from this (precondition)
+                    # from the curvature where every site starts near the typical set
+                    # (the pooled GLM's and each group's estimate): a bernoulli
+                    # (1 + x | g) of 20,000 rows ran its first 100 warmup draws at 265
+                    # gradients each from the identity, at 18 from this (precondition)
                     start_mass="curvature" if begin.complete else "identity",
+                    sharding=shards,
                 )
             result.samples = padding.unpad(result.samples, st)
             notes = "; ".join(n for n in (note, begin.note) if n)
@@ -605,6 +626,15 @@ class Model:
             },
             "timing": result.timing(),  # with warmup's and sampling's gradients and seconds
         }
+
+
+def _no_rows_to_shard(shard_rows: bool | None, because: str) -> None:
+    """``shard_rows=True`` where the sampler's rows are not split: say why."""
+    if shard_rows:
+        raise OptionError(
+            f"shard_rows=True splits the joint sampler's rows across devices, but this fit "
+            f"{because}: leave shard_rows unset."
+        )
 
 
 def _check_centring_applies(design, choice) -> None:

@@ -49,16 +49,29 @@ def level_counts(st: Structure) -> np.ndarray:
     return np.array([t.n_levels for t in st.terms], dtype=np.int32)
 
 
-def pad_data(st: Structure, data: dict) -> dict:
+# The joint sampler's data keys whose arrays have one row per data row (axis 0): arrays,
+# tuples of arrays (one per group term or family parameter) and a dict of arrays, and
+# the weight (which ``pad_data`` always adds). ``pad_data`` pads them; ``ROW_KEYS`` are
+# what ``inference.sharding`` splits across devices.
+ROW_ARRAYS = ("X", "y", "trials", "offset", "X_cs", "se")
+ROW_TUPLES = ("Z", "codes", "X_dpars")
+ROW_KEYS = (*ROW_ARRAYS, *ROW_TUPLES, "bounds", "weight")
+
+
+def pad_data(st: Structure, data: dict, multiple: int = 1) -> dict:
     """The joint sampler's data (``numpyro_model.data_arrays``, or pooled rows) padded to
     the row bucket with weight-0 copies of the first row, per-group arrays (nested terms'
-    parent levels) to the group buckets, and the true group counts added."""
+    parent levels) to the group buckets, and the true group counts added.
+
+    ``multiple``: the padded row count is also a multiple of it (rows split evenly across
+    that many devices, ``inference.sharding``); a bucket of more than 8 rows is even, so
+    for 2 devices the rows are padded only to their bucket."""
     n = int(np.shape(data["X"])[0])
-    extra = bucket(n) - n
+    extra = -(-bucket(n) // multiple) * multiple - n
     out = dict(data)
-    for key in ("X", "y", "trials", "offset", "X_cs", "se"):
+    for key in ROW_ARRAYS:
         out[key] = _pad_rows(data.get(key), extra)
-    for key in ("Z", "codes", "X_dpars"):
+    for key in ROW_TUPLES:
         if data.get(key) is not None:
             out[key] = tuple(_pad_rows(a, extra) for a in data[key])
     if data.get("bounds"):

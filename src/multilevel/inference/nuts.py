@@ -42,6 +42,7 @@ from numpyro.infer.util import get_potential_fn
 
 from multilevel import interrupt
 from multilevel.inference import precondition
+from multilevel.inference import sharding as row_sharding
 from multilevel.inference.compile import compile_async, jit, prng_key, signature
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
 from multilevel.program_cache import ProgramCache, release_evicted
@@ -329,6 +330,7 @@ def sample(
     start_mass: str = "identity",
     companion: Callable[[dict[str, jax.ShapeDtypeStruct]], Any] | None = None,
     start: dict[str, np.ndarray] | None = None,
+    sharding: row_sharding.RowSharding | None = None,
 ) -> NutsResult:
     """Run NUTS on every chain; compile only what this structure and shape have not seen.
 
@@ -353,6 +355,9 @@ def sample(
     (e.g. ``backends.start``: the pooled GLM's coefficients); the sites it leaves out
     start near their standardised prior's centre (``initial_points``).
 
+    ``sharding`` (``inference.sharding``): ``model_args`` are placed by its ``placed``,
+    rows split across its devices, and the programs are compiled for them.
+
     ``compile_s`` is the wall time before the first transition, ``sampling_s`` the rest."""
     t0 = time.perf_counter()
     enable_compilation_cache()
@@ -367,10 +372,10 @@ def sample(
         )
     z0 = initial_points(program.site_shapes, settings.chains, seed, start)
     chain_key = prng_key(seed)
-    shapes = signature((z0, model_args))
+    shapes = (signature((z0, model_args)), None if sharding is None else sharding.key)
     executables = program.executables.get(shapes)
     if executables is None:
-        executables = _compile(program, z0, chain_key, model_args)
+        executables = _compile(program, z0, chain_key, model_args, sharding)
     extra = None if companion is None else companion(program.value_shapes)
     try:
         state = executables.init.result()(z0, chain_key, model_args)
@@ -386,27 +391,35 @@ def sample(
     compile_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    samples, stats, cost = _run_chunks(run_chunk, state, model_args, settings, progress)
+    serial = sharding is not None and sharding.serial_chains
+    samples, stats, cost = _run_chunks(run_chunk, state, model_args, settings, progress, serial)
     sampling_s = time.perf_counter() - t1
     names = ("diverging", "n_steps", "acceptance_rate", "energy", "potential_energy", "step_size")
     stats = dict(zip(names, stats))
     return NutsResult(samples, stats, compile_s, sampling_s, settings, extra, cost)
 
 
-def _compile(program: _Program, z0, chain_key, model_args) -> _Executables:
+def _compile(program: _Program, z0, chain_key, model_args, sharding=None) -> _Executables:
     """Trace and lower both programs here, compile them on background threads: the
     initialisation compiles while the sampling loop is traced.
 
     Each shape jits its own copy of the functions (``_fresh``): JAX keeps what it traced,
     lowered and compiled for a jitted function in caches keyed weakly on the function,
     for as long as it lives. Per copy, that memory goes when ``program.executables``
-    forgets the shape; with one long-lived jitted function it would stay."""
-    init = jit(_fresh(program.init)).trace(z0, chain_key, model_args).lower()
+    forgets the shape; with one long-lived jitted function it would stay.
+
+    With ``sharding``, the data keep their placement and everything else (starts, keys,
+    chain states, draws) is replicated: XLA partitions the programs along the rows."""
+    shardings = {}
+    if sharding is not None:
+        inputs = (sharding.replicated, sharding.replicated, sharding.shardings(model_args))
+        shardings = {"in_shardings": inputs, "out_shardings": sharding.replicated}
+    init = jit(_fresh(program.init), **shardings).trace(z0, chain_key, model_args).lower()
     init_future = compile_async(init)
     # shapes and dtypes of one chain's state
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init.out_info)
     count = jax.ShapeDtypeStruct((), np.int32)
-    chunk = jit(_fresh(program.chunk)).trace(state, count, model_args).lower()
+    chunk = jit(_fresh(program.chunk), **shardings).trace(state, count, model_args).lower()
     chunk_future = compile_async(chunk)
     return _Executables(init_future, chunk_future)
 
@@ -449,7 +462,9 @@ def _next_count(count: int, elapsed: float, length: int) -> int:
     return max(1, min(length, 2 * count, int(count * CHUNK_SECONDS / elapsed)))
 
 
-def _run_chunks(executable, state, model_args, settings: NutsSettings, progress: bool):
+def _run_chunks(
+    executable, state, model_args, settings: NutsSettings, progress: bool, serial: bool = False
+):
     """Run every chain's warmup then sampling, chunk by chunk; keep draws after warmup.
     Returns draws {site: (chains, draws, ...)}, the statistics (chains, draws) each and
     the gradients and seconds of each chain's warmup and sampling (``ChainCost``).
@@ -519,7 +534,7 @@ def _run_chunks(executable, state, model_args, settings: NutsSettings, progress:
             count = _next_count(count, elapsed, length)
         return jax.tree.map(lambda *xs: np.concatenate(xs), *kept), gradients, seconds
 
-    workers = _chain_workers(settings.chains)
+    workers = 1 if serial else _chain_workers(settings.chains)
     pool = None
     try:
         if workers == 1:
