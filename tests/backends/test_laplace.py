@@ -36,8 +36,9 @@ def _rows(X, y, Z, codes, levels, trials=None, offset=None, weight=None):
     return jax.tree.map(jnp.asarray, laplace.prepare(data, levels, FLOAT64))
 
 
-def _eta_base(rows, beta, offset=None):
-    base = rows["X"] @ beta
+def _eta_base(rows, beta):
+    """(slots, m) X beta plus the offset, in ``prepare``'s layout."""
+    base = (rows["X"] @ jnp.asarray(beta)).reshape(rows["y"].shape)
     return base if rows["offset"] is None else base + rows["offset"]
 
 
@@ -67,7 +68,8 @@ def test_layout_holds_every_row_once_in_its_group():
         kept = (codes == j) & (weight > 0)
         # each group's weighted sums agree: rows neither lost, duplicated nor moved
         expected = (weight[kept, None] * X[kept]).sum(0)
-        got = (rows["weight"][mine][..., None] * rows["X"][mine]).sum((0, 1))
+        cells = rows["X"].reshape(*rows["weight"].shape, -1)
+        got = (rows["weight"][mine][..., None] * cells[mine]).sum((0, 1))
         np.testing.assert_allclose(got, expected, atol=1e-12)
         assert np.count_nonzero(rows["weight"][mine]) == kept.sum()
         low, high = (X[kept, :2].min(0), X[kept, :2].max(0)) if kept.any() else ([0, 0], [0, 0])
@@ -120,7 +122,7 @@ def test_log_marginal_is_laplace_and_close_to_quadrature(n, error_max):
     X, y, beta = _bernoulli_group(n, seed=n)
     sd = 1.0
     rows = _rows(X, y, np.ones((n, 1)), np.zeros(n, int), 1)
-    value = float(_log_marginal("bernoulli", jnp.array([[sd]]), X @ beta, rows))
+    value = float(_log_marginal("bernoulli", jnp.array([[sd]]), _eta_base(rows, beta), rows))
 
     def minus_f(r):
         eta = X @ beta + r
@@ -187,7 +189,7 @@ def test_newton_reaches_far_modes_of_a_log_link():
     effects = np.array([3.0, -3.0, 2.0, -1.0, 0.0, 3.2])
     y = rng.poisson(np.exp(1.0 + effects[codes])).astype(float)
     rows = _rows(X, y, np.ones((n, 1)), codes, levels)
-    scale_tril, base = jnp.array([[0.75]]), rows["X"] @ jnp.array([1.0])
+    scale_tril, base = jnp.array([[0.75]]), _eta_base(rows, np.array([1.0]))
     u, iterations, _, _ = jax.jit(laplace.newton_modes, static_argnums=(0, 1))(
         "poisson", "log", scale_tril, base, rows
     )
@@ -277,9 +279,10 @@ def bernoulli_model():
 
 @pytest.mark.usefixtures("float64")
 def test_draws_follow_the_gaussian_and_their_weights_the_formula(bernoulli_model):
-    """For fixed hyper-parameters, 4,000 draws (vmapped, as the sampler's effect draws
+    """For fixed hyper-parameters, 2,000 draws (vmapped, as the sampler's effect draws
     are): their mean and covariance per group are the Newton mode r_hat and S H^-1 S'
-    (4.5 Monte Carlo ses for the mean, 10% for the variances); every draw equals the
+    (4.5 Monte Carlo ses for the mean; 12% for the variances, whose relative se is
+    sqrt(2 / 2000) = 3.2%); every draw equals the
     same draw computed alone (under vmap XLA's CPU backend once miscompiled these
     loops); the log weight of one draw equals log p(y | r) + log N(r; 0, Sigma) -
     log_marginal - log N(r; r_hat, S H^-1 S'), each written out with scipy."""
@@ -292,7 +295,7 @@ def test_draws_follow_the_gaussian_and_their_weights_the_formula(bernoulli_model
     beta = jnp.array([-0.2, 0.6])
     cov = np.array([[0.64, -0.1], [-0.1, 0.16]])
     scale_tril = jnp.asarray(np.linalg.cholesky(cov))
-    draws = 4000
+    draws = 2000
     keys = jax.random.split(jax.random.PRNGKey(0), draws)
     out = jax.jit(jax.vmap(lambda k: laplace.draw_effects(k, st, beta, scale_tril, rows)))(keys)
     effects = np.asarray(out["effects"])  # (draws, L, q)
@@ -313,7 +316,7 @@ def test_draws_follow_the_gaussian_and_their_weights_the_formula(bernoulli_model
     se = np.sqrt(np.diagonal(posterior_cov, axis1=1, axis2=2) / draws)
     assert np.all(np.abs(effects.mean(0) - r_hat) < 4.5 * se)
     np.testing.assert_allclose(
-        np.var(effects, axis=0), np.diagonal(posterior_cov, axis1=1, axis2=2), rtol=0.1
+        np.var(effects, axis=0), np.diagonal(posterior_cov, axis1=1, axis2=2), rtol=0.12
     )
 
     # one draw's log weight, term by term
@@ -458,6 +461,14 @@ def test_group_effects_and_downstream_work_unchanged(pairs):
     predicted = fit.predict().draws[fit.spec.response].values
     assert predicted.shape == (2, 500, len(fit.model.data))
     assert np.isfinite(fit.loo().elpd)
+
+
+def test_the_command_line_offers_the_method(capsys):
+    from multilevel import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["fit", "--help"])
+    assert "auto/nuts/collapsed/laplace" in capsys.readouterr().out
 
 
 def test_poor_accuracy_warns():

@@ -136,11 +136,11 @@ def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
     per-group sums are sums along a slot's axis and a segment sum over the few slots
     (``slot_group``, sorted), and no row gathers its group's effects one by one.
     NumPy arrays of ``dtype`` (the caller puts them on the device; float64 inside
-    ``jax.enable_x64``): ``X`` (slots, m, p), ``y``, ``trials``, ``offset``, ``weight``
-    (slots, m; ``weight`` always, 0 in unused cells), ``Z`` (slots, m, q) of the one
-    term, ``slot_group`` (slots,) and ``zmax`` (levels, q), the largest |z_ik| of each
-    covariate among each group's rows, which bounds a Newton step's change of the
-    linear predictor."""
+    ``jax.enable_x64``): ``X`` (slots * m, p), ``y``, ``trials``, ``offset``, ``weight``
+    (slots, m; ``weight`` always, 0 in unused cells), ``Z`` (q, slots, m) of the one
+    term, one covariate after the other, ``slot_group`` (slots,) and ``z_range`` (2,
+    levels, q), the smallest and largest z_ik of each covariate among each group's
+    rows, which bound a Newton step's change of the linear predictor."""
     codes = np.asarray(data["codes"][0])
     n = codes.size
     weight = np.ones(n) if data.get("weight") is None else np.asarray(data["weight"], float)
@@ -157,13 +157,13 @@ def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
     cell = (first_slot[group] + rank // width) * width + rank % width
     cells = slot_group.size * width
 
-    def layout(values):
+    def layout(values, shape=(slot_group.size, width)):
         if values is None:
             return None
         values = np.asarray(values, dtype=np.float64)
         out = np.zeros((cells, *values.shape[1:]))
         out[cell] = values[order]
-        return out.reshape(slot_group.size, width, *values.shape[1:]).astype(dtype)
+        return out.reshape(*shape, *values.shape[1:]).astype(dtype)
 
     Z = np.asarray(data["Z"][0], dtype=np.float64)
     z_high, z_low = np.full((levels, Z.shape[1]), -np.inf), np.full((levels, Z.shape[1]), np.inf)
@@ -172,12 +172,12 @@ def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
     empty = sizes == 0  # no rows: nothing bounds a step of effects that nothing reads
     z_high[empty], z_low[empty] = 0.0, 0.0
     return {
-        "X": layout(data["X"]),
+        "X": layout(data["X"], (cells,)),
         "y": layout(data["y"]),
         "trials": layout(data.get("trials")),
         "offset": layout(data.get("offset")),
         "weight": layout(weight),
-        "Z": layout(Z),
+        "Z": np.moveaxis(layout(Z), -1, 0),
         "slot_group": slot_group,
         "z_range": np.stack([z_low, z_high]).astype(dtype),
     }
@@ -185,9 +185,10 @@ def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
 
 def population_eta(st: Structure, rows: dict, beta) -> jnp.ndarray:
     """(slots, m) ``X beta`` plus the offset: the linear predictor without group effects."""
-    layout_rows = {"X": rows["X"], "Z": (rows["Z"],), "codes": (rows["slot_group"],)}
-    layout_rows["offset"] = rows.get("offset")
-    return linear_predictors(st.layout, layout_rows, beta, [None])["mu"]
+    layout_rows = {"X": rows["X"], "Z": (None,), "codes": (None,), "offset": None}
+    eta = linear_predictors(st.layout, layout_rows, beta, [None])["mu"]
+    eta = eta.reshape(rows["y"].shape)
+    return eta if rows.get("offset") is None else eta + rows["offset"]
 
 
 def scale_tril_of(st: Structure, sd, chol=None) -> jnp.ndarray:
@@ -229,20 +230,43 @@ def _group_sum(values, rows: dict, levels: int):
 def _eta(u, scale_tril, base, rows):
     """(slots, m) each row's linear predictor with its group's effects S u_j."""
     r = (u @ scale_tril.T)[rows["slot_group"]]  # (slots, q): r_j = S u_j of each slot's group
-    # einsum, not jnp.sum(Z * r[:, None, :], -1): that form, vmapped inside a while loop
-    # (the effect draws), gave every draw but the first of a batch wrong values on
-    # XLA's CPU backend (JAX 0.10.2; tests/backends/test_laplace.py checks the draws)
-    return base + jnp.einsum("kmq,kq->km", rows["Z"], r)
+    Z = rows["Z"]
+    # Covariate by covariate, elementwise: XLA's CPU dot with tiny dims (einsum "kmq,kq")
+    # took 4 times as long for a pass over the rows (0.95 vs 0.23 ms, 20,000 rows).
+    # jnp.sum(Z * r[:, None, :], -1) on (slots, m, q), vmapped inside a while loop (the
+    # effect draws), gave every draw but the first of a batch wrong values on XLA's CPU
+    # backend (JAX 0.10.2); test_laplace checks vmapped draws against single ones.
+    return base + sum(Z[k] * r[:, k, None] for k in range(Z.shape[0]))
+
+
+def _pairs(q: int) -> list[tuple[int, int]]:
+    """(j, k), j <= k: the entries of a symmetric q x q matrix that are summed."""
+    return [(j, k) for j in range(q) for k in range(j, q)]
+
+
+def _symmetric(entries, q: int):
+    """(L, q, q) from (L, q (q + 1) / 2) entries in ``_pairs`` order."""
+    index = np.zeros((q, q), dtype=np.intp)
+    for i, (j, k) in enumerate(_pairs(q)):
+        index[j, k] = index[k, j] = i
+    return entries[:, index]
+
+
+def _sums(d, w, rows: dict, levels: int):
+    """Per group: b_j = sum_i d_i z_i (L, q) and A_j = sum_i w_i z_i z_i' (L, q, q)."""
+    Z = rows["Z"]
+    q = Z.shape[0]
+    b = jnp.stack([jnp.sum(d * Z[k], axis=1) for k in range(q)], axis=-1)  # (slots, q)
+    a = jnp.stack([jnp.sum(w * Z[j] * Z[k], axis=1) for j, k in _pairs(q)], axis=-1)
+    return _group_sum(b, rows, levels), _symmetric(_group_sum(a, rows, levels), q)
 
 
 def curvature(family, link, u, scale_tril, base, rows):
     """The total log-likelihood, each group's gradient g_j (L, q) and negative Hessian
     H_j (L, q, q) of f_j at u (L, q)."""
     levels, q = u.shape
-    Z = rows["Z"]
     loglik, d, w = _row_terms(family, link, _eta(u, scale_tril, base, rows), rows)
-    b = _group_sum(jnp.einsum("km,kmq->kq", d, Z), rows, levels)  # sum_i d_i z_i
-    a = _group_sum(jnp.einsum("km,kmq,kmr->kqr", w, Z, Z), rows, levels)  # sum_i w_i z_i z_i'
+    b, a = _sums(d, w, rows, levels)
     g = b @ scale_tril - u  # rows: S' b_j - u_j
     H = jnp.eye(q, dtype=u.dtype) + scale_tril.T @ a @ scale_tril  # (L, q, q)
     return jnp.sum(loglik), g, H
@@ -300,13 +324,18 @@ def _log_det_slope(family, link, eta, u, scale_tril, chol, rows):
     """t_j = d log det H_j / d u_j (L, q), with H_j = chol chol' near u:
     S' sum_i (dw_i/deta) (z_i' S H_j^-1 S' z_i) z_i."""
     levels, q = u.shape
+    Z = rows["Z"]
     # V_j = C_j^-1 S' (columns solved one by one), so that S H_j^-1 S' = V_j' V_j
     columns = [solve_lower(chol, jnp.broadcast_to(scale_tril[k], (levels, q))) for k in range(q)]
     v = jnp.stack(columns, axis=-1)  # (L, q, q)
-    spread = jnp.einsum("lak,lam->lkm", v, v)[rows["slot_group"]]  # (slots, q, q)
-    leverage = jnp.einsum("kmq,kqr,kmr->km", rows["Z"], spread, rows["Z"])
+    spread = (jnp.swapaxes(v, -1, -2) @ v)[rows["slot_group"]]  # (slots, q, q)
+    leverage = sum(
+        (1.0 if j == k else 2.0) * spread[:, j, k, None] * Z[j] * Z[k] for j, k in _pairs(q)
+    )  # (slots, m): z_i' S H_j^-1 S' z_i
     _, _, _, dw = _row_terms(family, link, eta, rows, slope=True)
-    return _group_sum(jnp.einsum("km,kmq->kq", dw * leverage, rows["Z"]), rows, levels) @ scale_tril
+    weighted = dw * leverage
+    sums = jnp.stack([jnp.sum(weighted * Z[k], axis=1) for k in range(q)], axis=-1)
+    return _group_sum(sums, rows, levels) @ scale_tril
 
 
 def log_marginal(family: str, link: str, scale_tril, base, rows: dict) -> jnp.ndarray:
@@ -320,19 +349,17 @@ def log_marginal(family: str, link: str, scale_tril, base, rows: dict) -> jnp.nd
     more Newton step) and t = d log det H / du. So the function below is evaluated at
     the frozen mode, with ``c' (g - stop_gradient(g))``, c = H^-1 (g - t/2) frozen, added:
     zero in value, that term in derivative. One pass over the rows with gradients, where
-    a Newton step with gradients on and the value at its end took two (20% of the
+    a Newton step with gradients on and the value at its end took two (30% of the
     gradient's time on 20,000 rows); t needs dw/deta, a third derivative. Exact to
     first order in g (about 1e-4 after Newton's method here: the sampler is exact for
     any gradient, which only steers its trajectories); t reads H from the last Newton
     iterate (about 1% off, a small term)."""
     frozen = lax.stop_gradient
     u_hat, _, _, chol_last = newton_modes(family, link, frozen(scale_tril), frozen(base), rows)
+    levels, q = u_hat.shape
     eta = _eta(u_hat, scale_tril, base, rows)
     loglik, d, w = _row_terms(family, link, eta, rows)
-    levels, q = u_hat.shape
-    Z = rows["Z"]
-    b = _group_sum(jnp.einsum("km,kmq->kq", d, Z), rows, levels)
-    a = _group_sum(jnp.einsum("km,kmq,kmr->kqr", w, Z, Z), rows, levels)
+    b, a = _sums(d, w, rows, levels)
     g = b @ scale_tril - u_hat
     H = jnp.eye(q, dtype=u_hat.dtype) + scale_tril.T @ a @ scale_tril
     chol = cholesky(H)

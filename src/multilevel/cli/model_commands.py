@@ -74,7 +74,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def fit_report(fit) -> dict:
-    """The ``fit --json`` document: parameters, diagnostics, timing and the model.
+    """The ``fit --json`` document: parameters, diagnostics, timing and the model (and,
+    for ``--method laplace``, ``laplace``: the approximation's accuracy report).
 
     Parameters
     ----------
