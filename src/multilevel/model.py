@@ -508,7 +508,8 @@ class Model:
 
     def _laplace_sample(self, settings: nuts.NutsSettings, seed: int, progress: bool):
         """``method="laplace"``: (result, accuracy report, device). The joint sampler's
-        data (pooled rows where they pool) and chains' start, padded to size buckets."""
+        data (pooled rows where they pool) and chains' start (its population effects and
+        sds; the group effects are not sampled)."""
         reason = laplace.unsupported(self.spec, self.design)  # (chunked models: gaussian)
         if reason is not None:
             raise MultilevelError(
@@ -518,14 +519,12 @@ class Model:
         st, data, note = self._joint_inputs()
         prior = backend.prior_arrays(self.spec)
         begin = start.plan(self.spec, st, data, prior, settings.chains, seed, settings.warmup)
-        run_st, points = st, begin.points
-        if padding.paddable(st):  # rows (weight 0) and groups (no rows) padded to buckets
-            run_st = padding.padded_structure(st)
-            data = padding.pad_data(st, data)
-            points = padding.pad_points(points, st)
+        # groups padded to their bucket (padded groups have no rows); the rows' slots are
+        # padded by laplace.prepare
+        run_st = padding.padded_structure(st)
         with placement.placed(placement.work_of(data)) as device:
             result, report = laplace_sampler.sample(
-                run_st, data, prior, settings, seed, progress, points, begin.regularize_mass,
+                run_st, data, prior, settings, seed, progress, begin.points, begin.regularize_mass,
                 begin.float64,
             )  # fmt: skip
         result.samples = padding.unpad(result.samples, st)

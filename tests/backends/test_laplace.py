@@ -17,6 +17,7 @@ from multilevel._arviz import az
 from multilevel.backends import laplace
 from multilevel.diagnostics import ConvergenceWarning
 from multilevel.errors import MultilevelError
+from multilevel.shape_buckets import bucket
 
 FLOAT64 = np.float64
 
@@ -50,8 +51,9 @@ def _log_marginal(family, scale_tril, base, rows):
 
 # ------------------------------------------------------------------ the rows' layout
 def test_layout_holds_every_row_once_in_its_group():
-    """Unbalanced groups (one of them empty), weights with zeros: every row of positive
-    weight lands in one cell of a slot of its own group, nothing else is counted."""
+    """Unbalanced groups (one of them empty), weights with zeros: every row lands in one
+    cell of a slot of its own group, with its weight; the number of slots is a size
+    bucket; other weights (K-fold's folds) give the same shapes."""
     rng = np.random.default_rng(0)
     sizes = np.array([1, 7, 0, 30, 3, 12])
     codes = np.repeat(np.arange(sizes.size), sizes)
@@ -63,17 +65,21 @@ def test_layout_holds_every_row_once_in_its_group():
     rows = laplace.prepare(data, sizes.size, FLOAT64)
     slot_of_group = rows["slot_group"]
     assert np.all(np.diff(slot_of_group) >= 0)
+    assert slot_of_group.size == bucket(slot_of_group.size)
+    cells = rows["X"].reshape(*rows["weight"].shape, -1)
     for j in range(sizes.size):
         mine = slot_of_group == j
         kept = (codes == j) & (weight > 0)
         # each group's weighted sums agree: rows neither lost, duplicated nor moved
         expected = (weight[kept, None] * X[kept]).sum(0)
-        cells = rows["X"].reshape(*rows["weight"].shape, -1)
         got = (rows["weight"][mine][..., None] * cells[mine]).sum((0, 1))
         np.testing.assert_allclose(got, expected, atol=1e-12)
         assert np.count_nonzero(rows["weight"][mine]) == kept.sum()
-        low, high = (X[kept, :2].min(0), X[kept, :2].max(0)) if kept.any() else ([0, 0], [0, 0])
+        own = codes == j
+        low, high = (X[own, :2].min(0), X[own, :2].max(0)) if own.any() else ([0, 0], [0, 0])
         np.testing.assert_allclose(rows["z_range"][:, j], np.stack([low, high]))
+    other = laplace.prepare({**data, "weight": (weight == 0).astype(float)}, sizes.size, FLOAT64)
+    assert jax.tree.map(np.shape, other) == jax.tree.map(np.shape, rows)
 
 
 def test_slot_width_fits_balanced_groups_in_one_slot_each():

@@ -59,6 +59,7 @@ from multilevel.backends.numpyro_model import (
 )
 from multilevel.families import FAMILIES
 from multilevel.linear_predictor import linear_predictors
+from multilevel.shape_buckets import bucket
 
 # Family -> link whose log-likelihood the approximation handles: concave in eta, with
 # d = y - E[y] and w = Var(y) (canonical links).
@@ -130,9 +131,10 @@ def slot_width(sizes: np.ndarray) -> int:
 
 
 def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
-    """The joint sampler's data arrays (``numpyro_model.data_arrays``, pooled or padded)
+    """The joint sampler's data arrays (``numpyro_model.data_arrays`` or pooled rows)
     laid out for ``log_marginal``: each group's rows in slots of ``m`` rows (a group of
-    n_j rows takes ceil(n_j / m) slots, the last filled with rows of weight 0), so that
+    n_j rows takes ceil(n_j / m) slots, the last filled with rows of weight 0; empty
+    slots make the number of slots that of its size bucket), so that
     per-group sums are sums along a slot's axis and a segment sum over the few slots
     (``slot_group``, sorted), and no row gathers its group's effects one by one.
     NumPy arrays of ``dtype`` (the caller puts them on the device; float64 inside
@@ -144,17 +146,21 @@ def prepare(data: dict, levels: int, dtype=np.float32) -> dict:
     codes = np.asarray(data["codes"][0])
     n = codes.size
     weight = np.ones(n) if data.get("weight") is None else np.asarray(data["weight"], float)
-    used = weight > 0  # rows of weight 0 (padding, K-fold's held-out rows) need no cell
-    sizes = np.bincount(codes[used], minlength=levels)
+    # Every row has a cell, those of weight 0 too (K-fold's held-out rows): each fold's
+    # refit then has the same shapes and reuses the compiled sampler.
+    sizes = np.bincount(codes, minlength=levels)
     width = slot_width(sizes)
     slots_per_group = np.ceil(sizes / width).astype(int)
     slot_group = np.repeat(np.arange(levels), slots_per_group).astype(np.int32)
     first_slot = np.concatenate([[0], np.cumsum(slots_per_group)[:-1]])
-    rows_used = np.flatnonzero(used)
-    order = rows_used[np.argsort(codes[rows_used], kind="stable")]
+    order = np.argsort(codes, kind="stable")
     group = codes[order]
-    rank = np.arange(order.size) - np.concatenate([[0], np.cumsum(sizes)[:-1]])[group]
+    rank = np.arange(n) - np.concatenate([[0], np.cumsum(sizes)[:-1]])[group]
     cell = (first_slot[group] + rank // width) * width + rank % width
+    # empty slots up to the size bucket (``shape_buckets``), in the last group (sorted):
+    # data of a somewhat different size reuse the compiled programs
+    extra = bucket(slot_group.size) - slot_group.size
+    slot_group = np.concatenate([slot_group, np.full(extra, levels - 1, np.int32)])
     cells = slot_group.size * width
 
     def layout(values, shape=(slot_group.size, width)):
