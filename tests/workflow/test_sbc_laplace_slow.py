@@ -25,9 +25,9 @@ SAMPLER = dict(chains=2, warmup=1000, draws=1000, seed=2024, method="laplace")
 
 
 def _bernoulli_slopes():
-    """12 groups x 40 rows, x varying within groups; correlated intercepts and slopes."""
+    """12 groups x 100 rows, x varying within groups; correlated intercepts and slopes."""
     rng = np.random.default_rng(5)
-    g = np.repeat(np.arange(12), 40)
+    g = np.repeat(np.arange(12), 100)
     data = pd.DataFrame({"g": [f"g{i:02d}" for i in g], "x": rng.normal(size=g.size)})
     data["y"] = rng.integers(0, 2, g.size)
     priors = {
