@@ -50,6 +50,14 @@ class ConvergenceWarning(UserWarning):
     """The sampler reported a problem; the message says what to try."""
 
 
+# method="laplace": Pareto k-hat of the importance weights of its draws against the
+# joint posterior (Vehtari, Simpson, Gelman, Yao & Gabry 2024, "Pareto smoothed
+# importance sampling"): below 0.5 the approximation is close, up to 0.7 importance
+# sampling could still correct it, above 0.7 it cannot.
+LAPLACE_K_GOOD = 0.5
+LAPLACE_K_MAX = 0.7
+
+
 @dataclass(frozen=True)
 class Diagnostics:
     """Sampler diagnostics of a fit (``fit.diagnostics``).
@@ -221,6 +229,36 @@ def warn(diagnostics: Diagnostics, centered: bool, hints: tuple[str, ...] = ()) 
         warnings.warn(verdict, ConvergenceWarning, stacklevel=3)
     for problem in diagnostics.problems(centered):
         warnings.warn(problem, ConvergenceWarning, stacklevel=3)
+
+
+def laplace_verdict(k_hat: float) -> str:
+    """The Laplace approximation's accuracy in plain words, from its PSIS k-hat."""
+    if not np.isfinite(k_hat) or k_hat > LAPLACE_K_MAX:
+        return 'the approximation is poor: refit with method="nuts"'
+    if k_hat > LAPLACE_K_GOOD:
+        return "fair"
+    return "good"
+
+
+def warn_laplace(k_hat: float, newton_converged: bool = True) -> None:
+    """``ConvergenceWarning``s when the Laplace approximation is poor (k-hat > 0.7) or
+    Newton's method did not reach some group's mode."""
+    if not np.isfinite(k_hat) or k_hat > LAPLACE_K_MAX:
+        warnings.warn(
+            f"The Laplace approximation of the group effects is far from the joint "
+            f"posterior (PSIS k-hat {k_hat:.2f} > {LAPLACE_K_MAX}): its estimates may be "
+            'biased. Refit with method="nuts", which samples the group effects exactly.',
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    if not newton_converged:
+        warnings.warn(
+            "Newton's method did not reach every group's mode in some draws, so the "
+            "Laplace approximation there is not the one intended (extreme groups, e.g. "
+            'counts far above the population mean). Refit with method="nuts".',
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
 
 # ------------------------------------------------------------------------- suspects

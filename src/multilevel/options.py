@@ -34,6 +34,8 @@ FIT_DEFAULTS = {
     "max_tree_depth": 10,
     "method": "auto",
 }
+# Model.fit's samplers: "auto" chooses between the exact two, "laplace" is only ever asked for
+METHODS = ("auto", "nuts", "collapsed", "laplace")
 # ml.sbc's chains (many cheap fits): its signature and `multilevel sbc --help` read it
 SBC_CHAINS = 2
 
@@ -96,6 +98,16 @@ def check_max_tree_depth(value: object) -> int:
             f"a tree of depth d takes up to 2^d - 1 leapfrog steps per draw), got {value!r}."
         )
     return int(value)
+
+
+def check_method(value: object) -> str:
+    """``Model.fit``'s ``method``: one of ``METHODS``."""
+    if value not in METHODS:
+        raise OptionError(
+            f"method must be {', '.join(repr(m) for m in METHODS[:-1])} or "
+            f"{METHODS[-1]!r}, got {value!r}."
+        )
+    return value
 
 
 def check_sampler_options(

@@ -59,6 +59,7 @@ INFO_OPTIONAL = {
     "device": str,
     "missing": str,
     "hints": list,  # causes of non-convergence found in the data (format_fit reads str items)
+    "laplace": dict,  # method="laplace": its accuracy report (k_hat, Newton's convergence)
 }
 SETTINGS = {
     "chains": int,

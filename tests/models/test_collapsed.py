@@ -118,8 +118,10 @@ def test_auto_picks_collapsed_only_where_it_applies(small):
     assert "no group terms" in gc.collapsible(no_groups.design, "gaussian")
     with pytest.raises(ml.MultilevelError, match="does not apply"):
         no_groups.fit(method="collapsed")
-    with pytest.raises(ml.MultilevelError, match="'auto', 'nuts' or 'collapsed'"):
-        small.fit(method="laplace")
+    with pytest.raises(ml.MultilevelError, match="'auto', 'nuts', 'collapsed' or 'laplace'"):
+        small.fit(method="bogus")
+    with pytest.raises(ml.MultilevelError, match="not the gaussian family"):
+        small.fit(method="laplace")  # approximate integration is for discrete families
 
 
 @pytest.fixture(scope="module")

@@ -40,8 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-from jax.scipy.linalg import block_diag, solve_triangular
+from jax.scipy.linalg import block_diag
 
+from multilevel.backends.batched_linalg import cholesky, solve_lower, solve_upper_t
 from multilevel.backends.centring import nested_parent, parent_levels
 from multilevel.backends.numpyro_model import (
     Structure,
@@ -229,42 +230,6 @@ def as_model_args(stats: dict, dtype=jnp.float32) -> dict:
     return jax.tree.map(convert, stats)
 
 
-# Batched q x q factorisations for the common q = 1, 2 in closed form: elementwise
-# arithmetic vectorises over groups and chains, where LAPACK calls per tiny matrix do not.
-def _cholesky(m):
-    if m.shape[-1] == 1:
-        return jnp.sqrt(m)
-    if m.shape[-1] == 2:
-        l00 = jnp.sqrt(m[..., 0, 0])
-        l10 = m[..., 1, 0] / l00
-        l11 = jnp.sqrt(m[..., 1, 1] - l10**2)
-        zero = jnp.zeros_like(l00)
-        return jnp.stack([jnp.stack([l00, zero], -1), jnp.stack([l10, l11], -1)], -2)
-    return jnp.linalg.cholesky(m)
-
-
-def _solve_lower(c, b):
-    """c x = b for lower-triangular c (..., q, q) and b (..., q)."""
-    if c.shape[-1] == 1:
-        return b / c[..., 0]
-    if c.shape[-1] == 2:
-        x0 = b[..., 0] / c[..., 0, 0]
-        x1 = (b[..., 1] - c[..., 1, 0] * x0) / c[..., 1, 1]
-        return jnp.stack([x0, x1], -1)
-    return solve_triangular(c, b[..., None], lower=True)[..., 0]
-
-
-def _solve_upper_t(c, b):
-    """c' x = b for lower-triangular c (..., q, q) and b (..., q)."""
-    if c.shape[-1] == 1:
-        return b / c[..., 0]
-    if c.shape[-1] == 2:
-        x1 = b[..., 1] / c[..., 1, 1]
-        x0 = (b[..., 0] - c[..., 1, 0] * x1) / c[..., 0, 0]
-        return jnp.stack([x0, x1], -1)
-    return solve_triangular(jnp.swapaxes(c, -1, -2), b[..., None], lower=False)[..., 0]
-
-
 def residual_moments(beta, other, stats):
     """r'r and per-group Z'r (L, Q) for r = y - X beta - o.
 
@@ -318,14 +283,14 @@ def _moments(rr, ztr, sigma, scale_tril, ztz):
     u = ztr @ scale_tril  # (L, Q) @ (Q, Q) -> (L, Q): rows are S' Z_j' r_j
     w = jnp.swapaxes(scale_tril, -1, -2) @ ztz @ scale_tril  # (L, Q, Q)
     eye = jnp.eye(scale_tril.shape[-1], dtype=w.dtype)
-    return u, _cholesky(eye + w / sigma**2)
+    return u, cholesky(eye + w / sigma**2)
 
 
 def marginal_log_likelihood(beta, sigma, scale_tril, stats, other=()) -> jnp.ndarray:
     """log p(y | beta, S, sigma, other effects) with one factor's effects integrated out."""
     rr, ztr = residual_moments(beta, other, stats)
     u, chol_m = _moments(rr, ztr, sigma, scale_tril, stats["ZtZ"])
-    v = _solve_lower(chol_m, u)  # M_j = C C', v = C^-1 u
+    v = solve_lower(chol_m, u)  # M_j = C C', v = C^-1 u
     log_det_m = 2 * jnp.sum(jnp.log(jnp.diagonal(chol_m, axis1=-2, axis2=-1)))
     quad = rr / sigma**2 - jnp.sum(v**2) / sigma**4
     n = stats["n"]
@@ -336,9 +301,9 @@ def draw_group_effects(key, beta, sigma, scale_tril, stats, other=()) -> jnp.nda
     """One exact draw of every group's effects (L, Q) from their Gaussian conditional."""
     rr, ztr = residual_moments(beta, other, stats)
     u, chol_m = _moments(rr, ztr, sigma, scale_tril, stats["ZtZ"])
-    mean_m = _solve_upper_t(chol_m, _solve_lower(chol_m, u))  # M^-1 u
+    mean_m = solve_upper_t(chol_m, solve_lower(chol_m, u))  # M^-1 u
     eps = jax.random.normal(key, u.shape, dtype=u.dtype)
-    noise = _solve_upper_t(chol_m, eps)  # C'^-1 eps ~ N(0, M^-1)
+    noise = solve_upper_t(chol_m, eps)  # C'^-1 eps ~ N(0, M^-1)
     return (mean_m / sigma**2 + noise) @ scale_tril.T  # rows: S (M^-1 u / sigma^2 + noise)
 
 

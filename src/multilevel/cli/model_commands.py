@@ -74,7 +74,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def fit_report(fit) -> dict:
-    """The ``fit --json`` document: parameters, diagnostics, timing and the model.
+    """The ``fit --json`` document: parameters, diagnostics, timing and the model (and,
+    for ``--method laplace``, ``laplace``: the approximation's accuracy report).
 
     Parameters
     ----------
@@ -110,7 +111,14 @@ def fit_report(fit) -> dict:
             "link": fit.spec.link,
             "method": fit.info["method"],
         },
+        # method="laplace": the approximation's accuracy (k-hat) and Newton's convergence
+        **({"laplace": _laplace_report(fit.info["laplace"])} if "laplace" in fit.info else {}),
     }
+
+
+def _laplace_report(report: dict) -> dict:
+    """``fit.info["laplace"]`` for JSON: floats that are not finite become null."""
+    return {k: finite(v) if isinstance(v, float) else v for k, v in report.items()}
 
 
 # --------------------------------------------------------------------------- describe

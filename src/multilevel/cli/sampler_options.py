@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from multilevel.options import FIT_DEFAULTS
+from multilevel.options import FIT_DEFAULTS, METHODS
 
 
 def sampler_parser(**defaults) -> argparse.ArgumentParser:
@@ -36,7 +36,9 @@ def sampler_parser(**defaults) -> argparse.ArgumentParser:
             type=kind,
             default=None,
             metavar={float: "X", int: "N"}.get(kind, "NAME"),
-            help=f"default {default}",
+            help=f"{'/'.join(METHODS)}; default {default}"
+            if name == "method"
+            else f"default {default}",
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

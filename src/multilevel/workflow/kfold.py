@@ -154,7 +154,9 @@ def kfold(
 
     info = fit.info
     settings = {**info["settings"], "seed": info["seed"]}
-    settings["method"] = "auto" if "integrated out" in info["method"] else "nuts"
+    settings["method"] = (
+        "laplace" if "laplace" in info else "auto" if "integrated out" in info["method"] else "nuts"
+    )
     unknown = set(fit_kwargs) - {*settings, "method"}
     if unknown:
         raise MultilevelError(f"kfold does not take {', '.join(sorted(unknown))}.")
