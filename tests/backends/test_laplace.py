@@ -426,8 +426,9 @@ def test_hyperparameters_agree_with_exact_nuts(pairs, family):
     posterior sds within 20%. The allowance: with 30-40 rows per group each group's
     Laplace error is O(1 / n_j) (about 0.005 in log density at 40 bernoulli rows,
     ``test_log_marginal_is_laplace_and_close_to_quadrature``), which moves the
-    hyper-parameters' posterior by a small fraction of its sd; measured here it is at
-    most 0.1 sd."""
+    hyper-parameters' posterior by a fraction of its sd: measured here at most 0.09 sd
+    (sd(Intercept|g)); SBC over the prior (12 groups of 40 bernoulli rows) put the
+    slope sd's posterior 0.13 sd low on average (mean rank 55 of 100)."""
     fit, exact = pairs[family]
     names = [*fit.spec.hyper_names]
     for name in names:
