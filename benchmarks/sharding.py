@@ -14,15 +14,21 @@ imported). Data: a bernoulli ``y ~ x + (1 + x | g)`` simulated from known values
 
 1. **Gradient sweep** (``--sweep``): seconds per log density + gradient of the joint
    sampler's model (padded as ``Model.fit`` pads it) on one device and with its rows split
-   across every device, 200 of them in one compiled loop, the fastest of 5 loops; for
-   each row count, 1,000 groups (fewer for small data: rows / 20).
+   across every device, 200 of them in one compiled loop, the fastest of 10 loops (the
+   placements' loops interleaved); for each row count, 1,000 groups (fewer for small
+   data: rows / 20). ``cores``: CPU seconds of the process over wall seconds while each
+   placement's loops ran (XLA's CPU backend runs one device's large loops on several
+   threads, so one device can use both cores too).
 2. **Fits** (unless ``--no-fits``): ``Model.fit(method="nuts")`` with 1 chain on one
    device (``shard_rows=False``), 1 chain sharded (``shard_rows=True``), 2 chains on
    one device each running on its own thread (today's path), and 2 chains each sharded
    (side by side on threads, each over every device). ``sampling_s`` is warmup plus
-   draws; ``steps`` the mean leapfrog steps (gradients) per draw after warmup. The
-   sharded and unsharded chains take different paths (sums over rows are rounded in
-   another order, ``inference.sharding``), so compare seconds per gradient first.
+   draws; ``steps`` the mean leapfrog steps (gradients) per draw after warmup;
+   ``gradients`` every chain's warmup and sampling gradients (``fit.timing``); ``wall
+   ms/grad`` sampling_s over them (the run's throughput); ``chain ms/grad`` a chain's
+   thread-seconds per gradient (``fit.timing["seconds_per_gradient"]``). The sharded and
+   unsharded chains take different paths (sums over rows are rounded in another order,
+   ``inference.sharding``) and so different numbers of gradients: compare per gradient.
 
 JSON: ``benchmarks/results/sharding.json`` (``--json``), with the machine's load before
 and after: on a shared machine every number is pessimistic.
@@ -33,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -44,6 +51,7 @@ from core import machine, print_table  # noqa: E402  (imports no JAX)
 DEFAULT_JSON = HERE / "results" / "sharding.json"
 SWEEP = (2_000, 10_000, 50_000, 200_000, 1_000_000)
 GRADIENTS = 200  # per compiled loop
+REPEATS = 10  # loops per placement, interleaved; the fastest counts
 TRUTH = {"Intercept": -0.5, "x": 0.5, "sd_Intercept": 0.7, "sd_x": 0.3, "cor": -0.4}
 
 SWEEP_COLUMNS = [
@@ -53,6 +61,8 @@ SWEEP_COLUMNS = [
     ("1 device ms/grad", "ms_per_gradient_one", ".3f"),
     ("sharded ms/grad", "ms_per_gradient_sharded", ".3f"),
     ("speed-up", "speedup", ".2f"),
+    ("1 device cores", "cores_one", ".2f"),
+    ("sharded cores", "cores_sharded", ".2f"),
 ]
 FIT_COLUMNS = [
     ("fit", "fit", ""),
@@ -61,6 +71,9 @@ FIT_COLUMNS = [
     ("compile_s", "compile_s", ".1f"),
     ("sampling_s", "sampling_s", ".1f"),
     ("steps", "mean_steps", ".1f"),
+    ("gradients", "gradients", "d"),
+    ("wall ms/grad", "wall_ms_per_gradient", ".2f"),
+    ("chain ms/grad", "chain_ms_per_gradient", ".2f"),
     ("min_ess", "min_ess_bulk", ".0f"),
     ("ess/samp_s", "ess_per_sampling_s", ".2f"),
     ("div", "divergences", "d"),
@@ -79,6 +92,12 @@ def simulated(rows: int, groups: int, seed: int = 0):
     eta = TRUTH["Intercept"] + effects[g, 0] + (TRUTH["x"] + effects[g, 1]) * x
     y = (rng.uniform(size=rows) < 1 / (1 + np.exp(-eta))).astype(np.int8)
     return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def process_seconds() -> float:
+    """CPU seconds this process has used, all threads: over wall seconds, the cores used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def gradient_seconds(rows: int, groups: int, devices: int) -> dict:
@@ -127,17 +146,27 @@ def gradient_seconds(rows: int, groups: int, devices: int) -> dict:
         "one": None,
         "sharded": sharding.RowSharding(Mesh(np.array(jax.devices()[:devices]), ("rows",))),
     }
+    runs = {}
     for name, layout in layouts.items():
         placed = args if layout is None else layout.placed(args, padding.ROW_KEYS)
         start = point if layout is None else jax.device_put(point, layout.replicated)
         compiled = jax.jit(loop).lower(start, placed).compile()
         jax.block_until_ready(compiled(start, placed))
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
+        runs[name] = (compiled, start, placed)
+    best = dict.fromkeys(layouts, float("inf"))
+    cpu = dict.fromkeys(layouts, 0.0)
+    wall = dict.fromkeys(layouts, 0.0)
+    for _ in range(REPEATS):  # interleaved: a busy spell of the machine hits both alike
+        for name, (compiled, start, placed) in runs.items():
+            used, t = process_seconds(), time.perf_counter()
             jax.block_until_ready(compiled(start, placed))
-            best = min(best, time.perf_counter() - t)
-        out[f"ms_per_gradient_{name}"] = 1000 * best / GRADIENTS
+            seconds = time.perf_counter() - t
+            best[name] = min(best[name], seconds)
+            cpu[name] += process_seconds() - used
+            wall[name] += seconds
+    for name, seconds in best.items():
+        out[f"ms_per_gradient_{name}"] = 1000 * seconds / GRADIENTS
+        out[f"cores_{name}"] = cpu[name] / wall[name]
     out["speedup"] = out["ms_per_gradient_one"] / out["ms_per_gradient_sharded"]
     return out
 
@@ -154,6 +183,7 @@ def fit_row(name: str, model, chains: int, shard_rows: bool, args) -> dict:
     ess = az.ess(fit.idata.posterior[names], method="bulk")
     min_ess = min(float(ess[n]) for n in names)
     timing = fit.timing
+    gradients = sum(timing["gradients_warmup"]) + sum(timing["gradients_sampling"])
     return {
         "fit": name,
         "chains": chains,
@@ -162,6 +192,9 @@ def fit_row(name: str, model, chains: int, shard_rows: bool, args) -> dict:
         "compile_s": timing["compile_s"],
         "sampling_s": timing["sampling_s"],
         "mean_steps": float(np.mean(fit.idata.sample_stats["n_steps"].values)),
+        "gradients": gradients,  # all chains, warmup and sampling
+        "wall_ms_per_gradient": 1000 * timing["sampling_s"] / gradients,
+        "chain_ms_per_gradient": 1000 * timing["seconds_per_gradient"],
         "min_ess_bulk": min_ess,
         "ess_per_sampling_s": min_ess / timing["sampling_s"],
         "divergences": int(fit.diagnostics.divergences),

@@ -3,6 +3,8 @@
 NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so that
   * one sampler loop is compiled for one chain and runs every chain, side by side on
     threads, one per core (``_run_chunks``);
+  * with ``sample(sharding=...)`` that loop's rows are split across devices, XLA adding
+    the devices' partial sums (``inference.sharding``);
   * the loop runs in chunks of a few tenths of a second (one compiled program runs any
     number of transitions up to a fixed length), so a progress bar can update and
     Ctrl-C can stop the chains between chunks without compiling anything new;
