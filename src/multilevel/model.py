@@ -182,10 +182,14 @@ class Model:
         aux = tuple(a for a in aux if a not in self._dpar_specs)
         self.design = design
         linked = linked_ids(design)
+        nested = centring.nested_in(design, centered_terms)
         terms = tuple(
-            _term_spec(b, linked, centered=c, nested_in=on)
-            for b, c, on in zip(
-                design.blocks, centered_terms, centring.nested_in(design, centered_terms)
+            _term_spec(b, linked, centered=c, nested_in=on, level_predictors=level)
+            for b, c, on, level in zip(
+                design.blocks,
+                centered_terms,
+                nested,
+                centring.level_predictors(design, centered_terms, nested),
             )
         )
         defaults = default_priors(design, terms, family, aux, link=link)
@@ -314,12 +318,15 @@ class Model:
                     prior,
                     {k: np.asarray(v)[i] for k, v in params.items()},
                     data.get("parents"),
+                    data.get("level_values"),
                 )
                 for i in range(n)
             ]
             fixed = {k: np.stack([s[k] for s in sets]) for k in sets[0]}
         elif params is not None:
-            sites = backend.site_values(self.spec, prior, params, data.get("parents"))
+            sites = backend.site_values(
+                self.spec, prior, params, data.get("parents"), data.get("level_values")
+            )
             fixed = {k: np.broadcast_to(v, (n, *v.shape)) for k, v in sites.items()}
         simulate = backend.simulator(self.structure, n)
         raw = {**(fixed or {}), **simulate(prng_key(seed), fixed, data, prior)}
@@ -723,7 +730,7 @@ def linked_ids(design) -> set[tuple[str, str]]:
 
 def _term_spec(block, linked: set, **placement) -> TermSpec:
     """The ``TermSpec`` of a design's group block; its brms ID kept only where it links
-    terms (``linked_ids``). ``placement``: ``centered``, ``nested_in`` or ``dpar``."""
+    terms (``linked_ids``). ``placement``: ``centered``, ``nested_in``, ``level_predictors`` or ``dpar``."""
     term = block.term
     keep = (block.group, term.id) in linked
     return TermSpec(

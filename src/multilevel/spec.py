@@ -34,6 +34,9 @@ class TermSpec:
     centered: bool = False
     # centred on the coefficients of this coarser term, in whose groups its groups nest
     nested_in: str | None = None
+    # centred: population columns constant within each group, on whose coefficients its
+    # varying intercepts are centred too (``centring.level_predictors``)
+    level_predictors: tuple[str, ...] = ()
     # the distributional parameter whose linear predictor it enters (``mu``: the mean)
     dpar: str = MU
     # brms' ID (``|p|``), set only when terms of the same grouping factor in other
@@ -472,15 +475,25 @@ class ModelSpec:
 DEFAULT_IMPUTATION = "default (scaled to the observed values)"
 
 
+def _centred_on(term: TermSpec) -> str:
+    """`` (on school)`` for a term centred on a parent's effects, `` (on Gender, Anger)``
+    for one centred on group-level predictors; empty otherwise."""
+    on = ([term.nested_in] if term.nested_in else []) + list(term.level_predictors)
+    return f" (on {', '.join(on)})" if on else ""
+
+
 def _parameterisation(terms: tuple[TermSpec, ...]) -> str:
-    """``centred``, ``non-centred`` or, when terms differ, which is which."""
-    centred = [
-        t.group + (f" (on {t.nested_in})" if t.nested_in else "") for t in terms if t.centered
-    ]
-    if not centred or len(centred) == len(terms):
-        return "centred" if centred else "non-centred"
+    """``centred``, ``non-centred`` or, when terms differ or are centred on something,
+    which is which."""
+    centred = [t.group + _centred_on(t) for t in terms if t.centered]
+    if not centred:
+        return "non-centred"
+    if len(centred) == len(terms) and not any(map(_centred_on, terms)):
+        return "centred"
     others = [t.group for t in terms if not t.centered]
-    return f"centred for {', '.join(centred)}; non-centred for {', '.join(others)}"
+    return f"centred for {', '.join(centred)}" + (
+        f"; non-centred for {', '.join(others)}" if others else ""
+    )
 
 
 def _one_line(exc: Exception) -> str:

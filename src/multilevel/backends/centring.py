@@ -23,13 +23,11 @@ from multilevel.design import Design
 from multilevel.errors import MultilevelError
 
 FAMILIES = ("bernoulli", "binomial", "poisson")
-MIN_LEVELS = 50  # few groups estimate their sd poorly; stay with the safer default
-# ... unless each group's data pin its effect down far more tightly than the spread of
-# the effects: then the sd cannot approach 0 (the funnel's neck) and centred is safe.
-# 20 groups of Poisson counts near 1e5 (ratio ~1e5): non-centred, R-hat 1.15 and bulk
-# ESS 22 of 4,000 draws; centred, R-hat 1.00 and ESS 5,296.
+MIN_LEVELS = 50  # fewer groups estimate their sd loosely: the ratio must hold at its low end
+# (``_information_ratio``), where the sd cannot approach 0 (the funnel's neck) and centred
+# is safe. 20 groups of Poisson counts near 1e5 (ratio ~1e5): non-centred, R-hat 1.15 and
+# bulk ESS 22 of 4,000 draws; centred, R-hat 1.00 and ESS 5,296.
 MIN_LEVELS_RICH = 10
-VERY_RICH = 100.0
 MIN_CHILDREN = 10  # a parent centred beside its centred nested term: child groups per group
 
 
@@ -100,7 +98,9 @@ def _many_children(design: Design, child: int, parent: int) -> bool:
 
 
 def _information_ratio(design: Design, k: int, family: str) -> float:
-    """Median over groups of between / v_j (0 when the rule does not apply)."""
+    """Median over groups of between / v_j (0 when the rule does not apply). ``between``
+    is the spread of the groups' link-scale estimates left after their group-level
+    predictors (``group_predictor_values``): the part their effects must explain."""
     block = design.blocks[k]
     levels = len(block.levels)
     if family not in FAMILIES or "Intercept" not in block.coefs or levels < MIN_LEVELS_RICH:
@@ -115,9 +115,46 @@ def _information_ratio(design: Design, k: int, family: str) -> float:
     else:  # empirical logit (Haldane's +0.5 keeps all-0 and all-1 groups finite)
         p = (s_j + 0.5) / (n_j + 1.0)
         link, variance = np.log(p / (1.0 - p)), 1.0 / ((n_j + 1.0) * p * (1.0 - p))
-    between = float(np.var(link) - np.mean(variance))
+    between = float(_residual_variance(link, group_predictor_values(design, k)[seen]))
+    between -= float(np.mean(variance))
     ratio = float(np.median(between / variance)) if between > 0 else 0.0
-    return ratio if levels >= MIN_LEVELS or ratio >= VERY_RICH else 0.0
+    if levels >= MIN_LEVELS:
+        return ratio
+    # Fewer groups estimate ``between`` loosely (relative sd about sqrt(2 / (L - 1))):
+    # centred only if two such sds below it the groups' data still dominate. VerbAgg's 24
+    # items (316 rows each, ratio 12 after their btype and situ): item sd's bulk ESS 767
+    # non-centred, 2,049 centred (2 x 1000 draws).
+    low = ratio * (1.0 - 2.0 * np.sqrt(2.0 / (levels - 1)))
+    return ratio if low > 1.0 else 0.0
+
+
+def _residual_variance(values: np.ndarray, predictors: np.ndarray) -> float:
+    """Variance of ``values`` left after a least-squares fit on an intercept and
+    ``predictors`` (G, m), with the fit's degrees of freedom taken off."""
+    basis = np.column_stack([np.ones(len(values)), predictors])
+    if len(values) <= basis.shape[1]:
+        return 0.0
+    coef, *_ = np.linalg.lstsq(basis, values, rcond=None)
+    residual = values - basis @ coef
+    rank = np.linalg.matrix_rank(basis)
+    return float(residual @ residual / (len(values) - rank))
+
+
+def group_predictor_values(design: Design, k: int) -> np.ndarray:
+    """(L_k, m) each of term k's groups' values of the population columns constant
+    within its groups (not the intercept, not the term's own covariates)."""
+    block = design.blocks[k]
+    X = getattr(design, "X", None)
+    if X is None:
+        return np.zeros((len(block.levels), 0))
+    columns = tuple(
+        name
+        for j, name in enumerate(design.columns)
+        if name != "Intercept"
+        and name not in block.coefs
+        and constant_within(X[:, j], block.codes, len(block.levels))
+    )
+    return level_values(design, k, columns)
 
 
 def nested_in(design, centred: tuple[bool, ...]) -> tuple[str | None, ...]:
@@ -156,3 +193,73 @@ def parent_levels(design: Design, k: int, parent: int) -> np.ndarray:
     codes = np.zeros(len(design.blocks[k].levels), dtype=np.int32)
     codes[design.blocks[k].codes] = design.blocks[parent].codes
     return codes
+
+
+def level_predictors(
+    design: Design, centred: tuple[bool, ...], nested: tuple[str | None, ...]
+) -> tuple[tuple[str, ...], ...]:
+    """Per term, the population columns that its varying intercepts are centred on
+    besides the intercept: predictors constant within each of its groups (VerbAgg's
+    ``Gender`` and ``Anger`` within subjects), for centred terms with an intercept that
+    are not centred on a parent term. Centred on zero, such a column's coefficient moves
+    with the difference of the groups' mean effects, and NUTS crosses that ridge slowly;
+    centred on it, the coefficient is informed through the groups' effects, as the
+    intercept is under hierarchical centring (``numpyro_model.centring_columns``).
+    VerbAgg, 2 x 1000 draws: ``Gender`` bulk ESS 476 centred on zero, 4,669 centred on
+    it (and items on ``btype`` and ``situ``); the smallest ESS 476 -> 1,967.
+
+    The groups' values are centred on their mean (``level_values``), so that the
+    groups' mean effect stays near zero beside the intercept: on the raw values,
+    ``Anger`` (11 to 39) moved the intercept with the subjects' mean effect (ESS 69
+    and 42). The intercept goes to no crossed term: beside a second term, either term's
+    mean trades with it (VerbAgg, subjects centred on it: intercept ESS 35-56).
+    Each column goes to one term: the centred one with most levels. A design without
+    rows (chunked) has none."""
+    out: list[tuple[str, ...]] = [()] * len(design.blocks)
+    X = getattr(design, "X", None)
+    if X is None or not any(centred):
+        return tuple(out)
+    taken: set[str] = set()
+    chosen = [
+        k
+        for k, block in enumerate(design.blocks)
+        if centred[k] and nested[k] is None and block.coefs[:1] == ("Intercept",)
+    ]
+    for k in sorted(chosen, key=lambda k: -len(design.blocks[k].levels)):
+        block = design.blocks[k]
+        columns = tuple(
+            name
+            for j, name in enumerate(design.columns)
+            if name != "Intercept"
+            and name not in block.coefs
+            and name not in taken
+            and constant_within(X[:, j], block.codes, len(block.levels))
+        )
+        taken |= set(columns)
+        out[k] = columns
+    return tuple(out)
+
+
+def constant_within(values: np.ndarray, codes: np.ndarray, levels: int) -> bool:
+    """Whether ``values`` (n,) take one value in each group of ``codes`` (and vary
+    between groups: a constant column is the intercept's business). NaN is not constant."""
+    if np.any(np.isnan(values)):
+        return False
+    low = np.full(levels, np.inf)
+    high = np.full(levels, -np.inf)
+    np.minimum.at(low, codes, values)
+    np.maximum.at(high, codes, values)
+    seen = np.isfinite(low)
+    return bool(np.all(low[seen] == high[seen]) and np.ptp(low[seen]) > 0)
+
+
+def level_values(design: Design, k: int, columns: tuple[str, ...]) -> np.ndarray:
+    """(L_k, len(columns)) each of term k's groups' value of each column (constant within
+    it, ``level_predictors``) less the mean over its groups; 0 for a level without rows."""
+    block = design.blocks[k]
+    index = [design.columns.index(c) for c in columns]
+    out = np.zeros((len(block.levels), len(index)))
+    out[block.codes] = design.X[:, index]
+    seen = np.bincount(block.codes, minlength=len(block.levels)) > 0
+    out[seen] -= out[seen].mean(axis=0)
+    return out

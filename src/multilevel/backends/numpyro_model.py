@@ -34,7 +34,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import Predictive
 
-from multilevel.backends.centring import parent_levels
+from multilevel.backends.centring import level_values, parent_levels
 from multilevel.design import Design
 from multilevel.distributions import log_prob_kernel
 from multilevel.errors import PriorError
@@ -68,6 +68,9 @@ class TermShape:
     columns: tuple[int, ...] = ()  # population column of each covariate (-1: none)
     centered: bool = False  # effects sampled as themselves, not as scaled standard normals
     parent: int = -1  # centred on this term's coefficients (nested in it); -1: none
+    # population columns constant within each group, on whose coefficients its centred
+    # intercepts (covariate 0) are centred too (``centring.level_predictors``)
+    level_columns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,13 @@ def structure_of(spec: ModelSpec) -> Structure:
         q = len(term.coefs)
         columns = tuple(spec.columns.index(c) if c in spec.columns else -1 for c in term.coefs)
         parent = groups.index(term.nested_in) if term.nested_in else -1
+        level_columns = tuple(spec.columns.index(c) for c in term.level_predictors)
         terms.append(
             TermShape(
-                q, len(term.levels), term.has_correlation, start, columns, term.centered, parent
+                q, len(term.levels), term.has_correlation, start, columns, term.centered, parent,
+                level_columns,
             )
-        )
+        )  # fmt: skip
         start += q
     thresholds = spec.threshold_names
     threshold_families = {priors[n].family for n in thresholds}
@@ -258,7 +263,8 @@ def data_arrays(
     unweighted fits keep their compile keys; so is ``data["bounds"]`` (``cens()``,
     ``trunc()``).
     ``st`` (the Structure) adds, for terms centred on a parent, each level's parent level
-    as ``data["parents"]`` (None for other terms)."""
+    as ``data["parents"]``, and for terms centred on group-level predictors, each level's
+    values of them as ``data["level_values"]`` ((L_k, m); None for other terms)."""
     out = {
         "X": _device(design.X, np.float32),
         "y": _device(design.y, np.float32) if with_response else None,
@@ -280,6 +286,16 @@ def data_arrays(
     if st is not None and any(t.parent >= 0 for t in st.terms):
         out["parents"] = tuple(
             None if t.parent < 0 else _device(parent_levels(design, k, t.parent), np.int32)
+            for k, t in enumerate(st.terms)
+        )
+    if st is not None and any(t.level_columns for t in st.terms):
+        out["level_values"] = tuple(
+            None
+            if not t.level_columns
+            else _device(
+                level_values(design, k, tuple(design.columns[c] for c in t.level_columns)),
+                np.float32,
+            )
             for k, t in enumerate(st.terms)
         )
     if getattr(design, "se", None) is not None:  # known sds of y (y | se(s) ~ ...): no sigma
@@ -395,6 +411,23 @@ def nesting_centring(st: Structure) -> dict[int, tuple[int, ...]]:
     return centring_columns(st, tuple(k for k in parents if st.terms[k].parent < 0))
 
 
+def level_shift(st: Structure, level_values: tuple, beta) -> dict[int, jnp.ndarray]:
+    """Term -> (L_k,) the group-level predictors' part of its centred intercepts' mean:
+    each group's values of them (``data["level_values"]``) times their coefficients."""
+    return {
+        k: level_values[k] @ beta[np.array(t.level_columns)]
+        for k, t in enumerate(st.terms)
+        if t.level_columns
+    }
+
+
+def with_level_means(mean, level_mean, q: int):
+    """(L, q): ``mean`` ((q,) or None: zeros) with ``level_mean`` (L,) added to covariate
+    0, the intercept (``centring.level_predictors`` centres only terms led by one)."""
+    base = jnp.zeros(q) if mean is None else mean
+    return base + level_mean[:, None] * (np.arange(q) == 0)
+
+
 def parents_first(st: Structure) -> list[int]:
     """Term indices, each after the term it is centred on."""
 
@@ -415,13 +448,15 @@ def term_effects(
     prior,
     codes,
     counts=None,
+    level_means=None,
 ) -> dict[int, jnp.ndarray]:
     """(L_k, q_k) effects of the terms in ``order`` (parents first). A term with a parent
     (``parents[k] >= 0``) is centred on the parent's coefficients at its levels' parent
     levels (``codes[k]``); a term in ``centring`` on the population coefficients; others
     on zero. ``counts`` (terms,), if given, are the true numbers of groups of inputs
-    padded to their bucket (``backends.padding``). Shared by the joint and the partially
-    collapsed Gaussian model."""
+    padded to their bucket (``backends.padding``). ``level_means`` (term -> (L_k,)): the
+    part of a centred term's intercepts' mean from its group-level predictors
+    (``level_shift``). Shared by the joint and the partially collapsed Gaussian model."""
     effects, coefficients = {}, {}  # parent term -> (L, q) its groups' coefficients
     linked = {k: i for i, members in enumerate(st.linked) for k in members}
     for k in order:
@@ -431,6 +466,8 @@ def term_effects(
             mean = coefficients[parents[k]][codes[k]]  # (L_k, q)
         else:
             mean = population_means(centring[k], beta) if k in centring else None
+        if level_means and k in level_means:
+            mean = with_level_means(mean, level_means[k], term.q)
         if k in linked:  # non-centred, never centred on anything (Model refuses it)
             if k not in effects:
                 i = linked[k]
@@ -505,6 +542,7 @@ def make_model(st: Structure):
             prior,
             data.get("parents") or {},
             data.get("level_counts"),
+            level_shift(st, data["level_values"], beta) if data.get("level_values") else None,
         )
         aux_values = {name: aux[i] for i, name in enumerate(st.aux_names)}
         aux_values.update({name: prior["fixed"][name] for name in st.fixed_names})
@@ -666,14 +704,18 @@ def named_posterior(spec: ModelSpec, samples: dict) -> tuple[dict, dict, dict]:
     return posterior, dims, coords
 
 
-def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) -> dict:
+def site_values(
+    spec: ModelSpec, prior: dict, named: dict, parent_codes=None, level_values=None
+) -> dict:
     """The inverse of ``named_posterior`` for one set of values: user-facing parameter
     values -> values of the model's sample sites (used to simulate with fixed parameters).
 
     ``named`` must hold every population effect, sd, cor and family parameter; group
     effects (``Intercept|g`` as arrays over levels) are optional: left out, they are drawn
     from their population distribution when simulating. ``parent_codes`` (the model
-    data's ``parents``) is needed for the effects of a term centred on a parent term."""
+    data's ``parents``) is needed for the effects of a term centred on a parent term, and
+    ``level_values`` (its ``level_values``) for those of a term centred on group-level
+    predictors."""
     st = structure_of(spec)
     missing = [n for n in spec.hyper_names if n not in named]
     if missing:
@@ -708,6 +750,15 @@ def site_values(spec: ModelSpec, prior: dict, named: dict, parent_codes=None) ->
             continue  # linked terms: below
         effects = np.stack([np.asarray(named[n], dtype=float) for n in term.effect_names], -1)
         mean = np.asarray(population_means(centring[k], beta)) if k in centring else 0.0
+        if shape.level_columns:
+            if level_values is None:
+                raise KeyError(
+                    f"the values of {', '.join(term.level_predictors)} in each group of "
+                    f"{term.group} (its effects are centred on them)"
+                )
+            levels = np.asarray(level_values[k])[: len(term.levels)]  # padded inputs
+            shift = levels @ beta[np.array(shape.level_columns)]
+            mean = mean + shift[:, None] * (np.arange(len(term.coefs)) == 0)
         if shape.parent >= 0:
             if shape.parent not in coefficients or parent_codes is None:
                 raise KeyError(

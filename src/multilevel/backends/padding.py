@@ -83,6 +83,10 @@ def pad_data(st: Structure, data: dict, multiple: int = 1) -> dict:
         out["parents"] = tuple(
             None if a is None else jax.device_put(pad_groups(a)) for a in data["parents"]
         )
+    if data.get("level_values") is not None:
+        out["level_values"] = tuple(
+            None if a is None else jax.device_put(pad_groups(a)) for a in data["level_values"]
+        )
     out["level_counts"] = jax.device_put(level_counts(st))
     return out
 

@@ -218,7 +218,9 @@ def starting_values(
         for k, term in enumerate(spec.terms):
             named.update({n: effects[k][c, :, j] for j, n in enumerate(term.effect_names)})
         # the model's own map from reported values to its sites (centring included)
-        per_chain.append(site_values(spec, prior, named, data.get("parents")))
+        per_chain.append(
+            site_values(spec, prior, named, data.get("parents"), data.get("level_values"))
+        )
     points = {}
     for name in per_chain[0]:
         values = np.stack([np.asarray(v[name], dtype=np.float64) for v in per_chain])
