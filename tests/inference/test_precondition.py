@@ -17,12 +17,15 @@ def _gaussian(z):
     return sum(jnp.sum(0.5 * ((z[k] - MODE[k]) / SCALES[k]) ** 2) for k in z)
 
 
-def _start(potential, z, search=True):
+def _start(potential, z, search=True, dense=()):
     """In float64, as the collapsed sampler runs it."""
     with jax.enable_x64(True):
-        point, inverse = jax.jit(precondition.start, static_argnums=(0, 3))(
-            potential, z, jax.random.key(3), search
+        point, inverse, block = jax.jit(precondition.start, static_argnums=(0, 3, 4))(
+            potential, z, jax.random.key(3), search, dense
         )
+        if dense:
+            return jax.tree.map(np.asarray, point), jax.tree.map(np.asarray, inverse), block
+        assert block is None
         return jax.tree.map(np.asarray, point), jax.tree.map(np.asarray, inverse)
 
 
@@ -70,3 +73,37 @@ def test_mass_blocks_follow_numpyros_layout():
     blocks = precondition.mass_blocks(inverse, [("b",)])
     np.testing.assert_array_equal(blocks[("b",)], np.diag([1.0, 2.0]))
     np.testing.assert_array_equal(blocks[("s", "t")], [3.0, 4.0, 5.0])
+
+
+# An intercept and the slope of a predictor far from zero: correlation -0.995
+COVARIANCE = np.array([[1.0, -0.0995], [-0.0995, 0.01]])
+
+
+def _correlated(z):
+    d = z["b"] - np.array([0.2, 0.1])
+    return 0.5 * d @ jnp.linalg.solve(COVARIANCE, d) + jnp.sum(0.5 * z["r"] ** 2)
+
+
+def test_the_dense_block_starts_from_its_inverse_hessian():
+    """A Gaussian's Hessian is constant: the dense block's inverse mass is its covariance
+    (up to rounding), where a diagonal would keep only the conditional variances (1 %
+    of the marginal ones here); the other sites keep their diagonal."""
+    z0 = {"b": np.array([1.0, -1.0]), "r": np.zeros((3, 1))}
+    _, inverse, block = _start(_correlated, z0, search=False, dense=("b",))
+    np.testing.assert_allclose(np.asarray(block), COVARIANCE, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(inverse["r"], np.ones((3, 1)), rtol=1e-6)
+    blocks = precondition.mass_blocks(
+        {k: jnp.asarray(v) for k, v in inverse.items()}, [("b",)], block
+    )
+    np.testing.assert_allclose(np.asarray(blocks[("b",)]), COVARIANCE, rtol=1e-5, atol=1e-9)
+
+
+def test_a_dense_block_keeps_its_eigenvalues_bounded():
+    """A concave direction gets the identity's 1, as the diagonal does; a nowhere finite
+    potential falls back to the diagonal estimate (the identity there)."""
+    z0 = {"b": np.array([0.3, -0.2])}
+    saddle = lambda z: 0.5 * (4.0 * z["b"][0] ** 2 - z["b"][1] ** 2)  # noqa: E731
+    _, _, block = _start(saddle, z0, search=False, dense=("b",))
+    np.testing.assert_allclose(np.asarray(block), np.diag([0.25, 1.0]), atol=1e-6)
+    _, _, block = _start(lambda z: jnp.sum(z["b"]) + jnp.inf, z0, search=False, dense=("b",))
+    np.testing.assert_array_equal(np.asarray(block), np.eye(2))

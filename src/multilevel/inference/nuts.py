@@ -227,8 +227,10 @@ def _build_program(
         if start_mass != "identity":
             rng_key, probe_key = jax.random.split(rng_key)
             potential = potential_gen(*model_args)
-            z, diagonal = precondition.start(potential, z, probe_key, start_mass == "mode")
-            inverse_mass = precondition.mass_blocks(diagonal, dense)
+            z, diagonal, block = precondition.start(
+                potential, z, probe_key, start_mass == "mode", dense[0] if dense else ()
+            )
+            inverse_mass = precondition.mass_blocks(diagonal, dense, block)
         return init_kernel(
             z,
             inverse_mass_matrix=inverse_mass,
