@@ -58,13 +58,28 @@ def _last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def sharded():
+def _child(*argv: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(CHILD)], capture_output=True, text=True, env=_env(2), timeout=600
+        [sys.executable, str(CHILD), *argv],
+        capture_output=True,
+        text=True,
+        env=_env(2),
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return _last_json(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def sharded():
+    """Placement, log densities and gradients: short fits (about 35 s, mostly compiling)."""
+    return _child("quick")
+
+
+@pytest.fixture(scope="module")
+def sharded_posteriors():
+    """Both placements' posteriors: 2 x (500 + 1000) per fit (about 95 s in all)."""
+    return _child()
 
 
 def test_default_shards_one_chain_of_large_data_only(sharded):
@@ -98,9 +113,10 @@ def test_sharded_log_density_and_gradient_match_to_rounding(sharded, model):
         np.testing.assert_allclose(split, whole, rtol=0, atol=1e-4 * np.abs(whole).max())
 
 
+@pytest.mark.slow  # the log density and gradient above pin the sharded sampler by default
 @pytest.mark.parametrize("model", MODELS)
-def test_sharded_posterior_matches_within_monte_carlo_error(sharded, model):
-    out = sharded[model]
+def test_sharded_posterior_matches_within_monte_carlo_error(sharded_posteriors, model):
+    out = sharded_posteriors[model]
     assert out["divergences"] == [0, 0]
     for name, (mean, mcse) in out["whole"].items():
         split_mean, split_mcse = out["split"][name]
