@@ -730,7 +730,8 @@ def linked_ids(design) -> set[tuple[str, str]]:
 
 def _term_spec(block, linked: set, **placement) -> TermSpec:
     """The ``TermSpec`` of a design's group block; its brms ID kept only where it links
-    terms (``linked_ids``). ``placement``: ``centered``, ``nested_in``, ``level_predictors`` or ``dpar``."""
+    terms (``linked_ids``). ``placement``: ``centered``, ``nested_in``,
+    ``level_predictors`` or ``dpar``."""
     term = block.term
     keep = (block.group, term.id) in linked
     return TermSpec(

@@ -143,18 +143,23 @@ def _residual_variance(values: np.ndarray, predictors: np.ndarray) -> float:
 def group_predictor_values(design: Design, k: int) -> np.ndarray:
     """(L_k, m) each of term k's groups' values of the population columns constant
     within its groups (not the intercept, not the term's own covariates)."""
+    if getattr(design, "X", None) is None:
+        return np.zeros((len(design.blocks[k].levels), 0))
+    return level_values(design, k, group_level_columns(design, k))
+
+
+def group_level_columns(design: Design, k: int, taken=()) -> tuple[str, ...]:
+    """The population columns constant within each of term k's groups (and varying
+    between them), other than the intercept, the term's own covariates and ``taken``."""
     block = design.blocks[k]
-    X = getattr(design, "X", None)
-    if X is None:
-        return np.zeros((len(block.levels), 0))
-    columns = tuple(
+    return tuple(
         name
         for j, name in enumerate(design.columns)
         if name != "Intercept"
         and name not in block.coefs
-        and constant_within(X[:, j], block.codes, len(block.levels))
+        and name not in taken
+        and constant_within(design.X[:, j], block.codes, len(block.levels))
     )
-    return level_values(design, k, columns)
 
 
 def nested_in(design, centred: tuple[bool, ...]) -> tuple[str | None, ...]:
@@ -216,8 +221,7 @@ def level_predictors(
     Each column goes to one term: the centred one with most levels. A design without
     rows (chunked) has none."""
     out: list[tuple[str, ...]] = [()] * len(design.blocks)
-    X = getattr(design, "X", None)
-    if X is None or not any(centred):
+    if getattr(design, "X", None) is None or not any(centred):
         return tuple(out)
     taken: set[str] = set()
     chosen = [
@@ -226,17 +230,8 @@ def level_predictors(
         if centred[k] and nested[k] is None and block.coefs[:1] == ("Intercept",)
     ]
     for k in sorted(chosen, key=lambda k: -len(design.blocks[k].levels)):
-        block = design.blocks[k]
-        columns = tuple(
-            name
-            for j, name in enumerate(design.columns)
-            if name != "Intercept"
-            and name not in block.coefs
-            and name not in taken
-            and constant_within(X[:, j], block.codes, len(block.levels))
-        )
-        taken |= set(columns)
-        out[k] = columns
+        out[k] = group_level_columns(design, k, taken)
+        taken |= set(out[k])
     return tuple(out)
 
 

@@ -415,16 +415,23 @@ def level_shift(st: Structure, level_values: tuple, beta) -> dict[int, jnp.ndarr
     """Term -> (L_k,) the group-level predictors' part of its centred intercepts' mean:
     each group's values of them (``data["level_values"]``) times their coefficients."""
     return {
-        k: level_values[k] @ beta[np.array(t.level_columns)]
+        k: level_mean(level_values[k], t.level_columns, beta)
         for k, t in enumerate(st.terms)
         if t.level_columns
     }
 
 
+def level_mean(values, columns: tuple[int, ...], beta):
+    """(L,) each group's ``values`` (L, m) of the population ``columns`` times their
+    coefficients in ``beta``: NumPy or JAX arrays."""
+    return values @ beta[np.array(columns)]
+
+
 def with_level_means(mean, level_mean, q: int):
-    """(L, q): ``mean`` ((q,) or None: zeros) with ``level_mean`` (L,) added to covariate
-    0, the intercept (``centring.level_predictors`` centres only terms led by one)."""
-    base = jnp.zeros(q) if mean is None else mean
+    """(L, q): ``mean`` ((q,), a number, or None: zero) with ``level_mean`` (L,) added to
+    covariate 0, the intercept (``centring.level_predictors`` centres only terms led by
+    one). NumPy or JAX arrays."""
+    base = 0.0 if mean is None else mean
     return base + level_mean[:, None] * (np.arange(q) == 0)
 
 
@@ -757,8 +764,8 @@ def site_values(
                     f"{term.group} (its effects are centred on them)"
                 )
             levels = np.asarray(level_values[k])[: len(term.levels)]  # padded inputs
-            shift = levels @ beta[np.array(shape.level_columns)]
-            mean = mean + shift[:, None] * (np.arange(len(term.coefs)) == 0)
+            shift = level_mean(levels, shape.level_columns, beta)
+            mean = with_level_means(mean, shift, len(term.coefs))
         if shape.parent >= 0:
             if shape.parent not in coefficients or parent_codes is None:
                 raise KeyError(
