@@ -52,6 +52,7 @@ def measures(result: dict, args) -> dict:
         "gradients_per_draw": sampling_gradients / (args.chains * args.draws),
         "us_per_gradient": 1e6 * timing["seconds_per_gradient"],
         "chain_workers": timing["chain_workers"],
+        "chain_processes": timing.get("chain_processes", 0),
         "ess_per_process_s": result["min_ess_bulk"] / result["process_wall_s"],
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from multilevel.families import FAMILIES, check_truncated_draws, dpar_link, get_
 from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
+from multilevel.inference import chain_processes as chain_processes_module
 from multilevel.inference import collapsed, nuts, placement
 from multilevel.inference import laplace as laplace_sampler
 from multilevel.inference import sharding as row_sharding
@@ -417,8 +419,9 @@ class Model:
         method: str = FIT_DEFAULTS["method"],
         log_likelihood: bool | None = None,
         shard_rows: bool | None = None,
+        chain_processes: bool | None = None,
     ) -> Fit:
-        """Sample the posterior with NUTS, all chains vectorised in one process.
+        """Sample the posterior with NUTS, chains side by side, one per core.
 
         ``method="auto"`` integrates group effects out whenever that is exact and possible
         (gaussian family): with one grouping factor NUTS then runs over population
@@ -448,12 +451,18 @@ class Model:
         its kind (CPU devices, GPUs, hosts: docs/several_devices.md) when there are fewer
         chains than devices and the data are large (None, the default), always (True)
         or never (False); ``fit.info["device"]`` says what ran.
+        ``chain_processes``: the joint sampler runs its chains in worker processes, one
+        per core and pinned to it, instead of threads in this process: for large data
+        on CPU cores (None, the default; 3x faster sampling for 200,000 bernoulli rows
+        on 2 cores, alike at 20,000), always (True) or never (False);
+        ``fit.info["timing"]["chain_processes"]`` says how many ran.
         """
         check_sampler_options(
             chains=chains, warmup=warmup, draws=draws, seed=seed,
             target_accept=target_accept, max_tree_depth=max_tree_depth,
         )  # fmt: skip
         row_sharding.check_shard_rows(shard_rows)
+        chain_processes_module.check_option(chain_processes)
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
         keep_ll, ll_note = loglik.log_likelihood_plan(
             self.in_memory, self.design.n, chains * draws, log_likelihood
@@ -461,14 +470,25 @@ class Model:
         chosen = self._collapse_plan(method)
         laplace_report = None
         if method == "laplace":
-            _no_rows_to_shard(shard_rows, "uses method='laplace', which does not split rows")
+            _joint_sampler_only(
+                "shard_rows", shard_rows, "uses method='laplace', which does not split rows"
+            )
+            _joint_sampler_only(
+                "chain_processes", chain_processes, "uses method='laplace', its own sampler"
+            )
             result, laplace_report, device = self._laplace_sample(settings, seed, progress)
             method_name = laplace_sampler.method_name(laplace_report["k_hat"])
         elif chosen is not None:
-            _no_rows_to_shard(
+            _joint_sampler_only(
+                "shard_rows",
                 shard_rows,
                 "integrates group effects out and reads per-group sums, not rows "
                 "(method='nuts' samples the rows)",
+            )
+            _joint_sampler_only(
+                "chain_processes",
+                chain_processes,
+                "integrates group effects out (method='nuts' runs the joint sampler)",
             )
             stats = self._sufficient_statistics(chosen)
             # padded to the size bucket: data of another size in it reuse the program
@@ -498,14 +518,20 @@ class Model:
                     args = (padding.pad_data(st, args[0], multiple=rows_divide), args[1])
                     points = padding.pad_points(points, st)
                 else:
-                    _no_rows_to_shard(shard_rows, "samples missing predictor values")
+                    _joint_sampler_only(
+                        "shard_rows", shard_rows, "samples missing predictor values"
+                    )
                 if shards is not None:  # each chain's rows split across devices
                     args, device = shards.placed(args, padding.ROW_KEYS), shards.label
-                result = nuts.sample(
-                    run_st,
-                    backend.make_model(run_st),
-                    args,
-                    settings,
+                    _joint_sampler_only(
+                        "chain_processes",
+                        chain_processes,
+                        "splits each chain's rows across devices",
+                    )
+                    workers = 0
+                else:
+                    workers = chain_processes_module.planned(work, chains, chain_processes)
+                options = dict(
                     seed=seed,
                     dense_sites=run_st.dense_sites,
                     progress=progress,
@@ -516,8 +542,17 @@ class Model:
                     # (1 + x | g) of 20,000 rows ran its first 100 warmup draws at 265
                     # gradients each from the identity, at 18 from this (precondition)
                     start_mass="curvature" if begin.complete else "identity",
-                    sharding=shards,
                 )
+                if workers:
+                    result = chain_processes_module.sample(
+                        functools.partial(backend.make_model, run_st),
+                        run_st, args, settings, workers=workers, **options,
+                    )  # fmt: skip
+                else:
+                    result = nuts.sample(
+                        run_st, backend.make_model(run_st), args, settings,
+                        sharding=shards, **options,
+                    )  # fmt: skip
             result.samples = padding.unpad(result.samples, st)
             notes = "; ".join(n for n in (note, begin.note) if n)
             method_name = "NUTS" + (f" ({notes})" if notes else "")
@@ -680,12 +715,19 @@ class Model:
         }
 
 
-def _no_rows_to_shard(shard_rows: bool | None, because: str) -> None:
-    """``shard_rows=True`` where the sampler's rows are not split: say why."""
-    if shard_rows:
+# What each option that only the joint sampler takes does, for ``_joint_sampler_only``.
+JOINT_SAMPLER_OPTIONS = {
+    "shard_rows": "splits the joint sampler's rows across devices",
+    "chain_processes": "runs the joint sampler's chains in worker processes",
+}
+
+
+def _joint_sampler_only(option: str, value: bool | None, because: str) -> None:
+    """``option=True`` where this fit cannot do what it asks: say why."""
+    if value:
         raise OptionError(
-            f"shard_rows=True splits the joint sampler's rows across devices, but this fit "
-            f"{because}: leave shard_rows unset."
+            f"{option}=True {JOINT_SAMPLER_OPTIONS[option]}, but this fit {because}: "
+            f"leave {option} unset."
         )
 
 

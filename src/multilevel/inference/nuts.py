@@ -2,7 +2,9 @@
 
 NumPyro's ``hmc`` kernel does the work; this module owns the loop around it, so that
   * one sampler loop is compiled for one chain and runs every chain, side by side on
-    threads, one per core (``_run_chunks``);
+    threads, one per core (``_run_chunks``), or for large data in worker processes, one
+    per core (``inference.chain_processes``, which runs this module's ``sample`` for a
+    share of the chains in each);
   * with ``sample(sharding=...)`` that loop's rows are split across devices, XLA adding
     the devices' partial sums (``inference.sharding``);
   * the loop runs in chunks of a few tenths of a second (one compiled program runs any
@@ -76,6 +78,7 @@ class ChainCost:
     gradients: np.ndarray  # (chains, 2) int
     seconds: np.ndarray  # (chains, 2)
     workers: int  # chains running at once, one thread per core (``_chain_workers``)
+    processes: bool = False  # each worker a process of its own (``chain_processes``)
 
     def timing(self) -> dict:
         """The keys ``fit.info["timing"]`` gains. A phase's seconds are its chain-seconds
@@ -90,6 +93,7 @@ class ChainCost:
             "gradients_warmup": [int(g) for g in self.gradients[:, 0]],  # per chain
             "gradients_sampling": [int(g) for g in self.gradients[:, 1]],
             "chain_workers": int(self.workers),
+            "chain_processes": int(self.workers) if self.processes else 0,
             "seconds_per_gradient": float(self.seconds.sum() / max(1, self.gradients.sum())),
         }
 
@@ -335,6 +339,8 @@ def sample(
     companion: Callable[[dict[str, jax.ShapeDtypeStruct]], Any] | None = None,
     start: dict[str, np.ndarray] | None = None,
     sharding: row_sharding.RowSharding | None = None,
+    chain_ids: tuple[int, ...] | None = None,
+    reporter: Callable[[int, int], None] | None = None,
 ) -> NutsResult:
     """Run NUTS on every chain; compile only what this structure and shape have not seen.
 
@@ -361,6 +367,11 @@ def sample(
 
     ``sharding`` (``inference.sharding``): ``model_args`` are placed by its ``placed``,
     rows split across its devices, and the programs are compiled for them.
+
+    ``chain_ids`` runs only those of the ``settings.chains`` chains (each starts where it
+    would among all of them, so its draws are the same), and ``reporter(transitions,
+    divergences)`` then replaces the progress bar: how ``inference.chain_processes``
+    gives each worker process its share of the chains.
 
     ``compile_s`` is the wall time before the first transition, ``sampling_s`` the rest."""
     t0 = time.perf_counter()
@@ -396,7 +407,9 @@ def sample(
 
     t1 = time.perf_counter()
     serial = sharding is not None and sharding.serial_chains
-    samples, stats, cost = _run_chunks(run_chunk, state, model_args, settings, progress, serial)
+    samples, stats, cost = _run_chunks(
+        run_chunk, state, model_args, settings, progress, serial, chain_ids, reporter
+    )
     sampling_s = time.perf_counter() - t1
     names = ("diverging", "n_steps", "acceptance_rate", "energy", "potential_energy", "step_size")
     stats = dict(zip(names, stats))
@@ -467,7 +480,14 @@ def _next_count(count: int, elapsed: float, length: int) -> int:
 
 
 def _run_chunks(
-    executable, state, model_args, settings: NutsSettings, progress: bool, serial: bool = False
+    executable,
+    state,
+    model_args,
+    settings: NutsSettings,
+    progress: bool,
+    serial: bool = False,
+    chain_ids: tuple[int, ...] | None = None,
+    reporter: Callable[[int, int], None] | None = None,
 ):
     """Run every chain's warmup then sampling, chunk by chunk; keep draws after warmup.
     Returns draws {site: (chains, draws, ...)}, the statistics (chains, draws) each and
@@ -485,7 +505,9 @@ def _run_chunks(
     pool's own exit would wait for every chain to run to its end."""
     length = _chunk_length(settings)
     total = settings.warmup + settings.draws
-    bar = progress_bar(total * settings.chains, "NUTS", unit="it", show=progress, threads=True)
+    chain_ids = tuple(range(settings.chains)) if chain_ids is None else tuple(chain_ids)
+    show = progress and reporter is None
+    bar = progress_bar(total * len(chain_ids), "NUTS", unit="it", show=show, threads=True)
     divergences = 0
     # The chains' threads add to one count; the bar is set under the same lock so that a
     # smaller, older count never overwrites a newer one.
@@ -493,13 +515,15 @@ def _run_chunks(
 
     def report(count: int, diverging: int) -> None:
         nonlocal divergences
+        if reporter is not None:
+            reporter(count, diverging)
         with tally:
             divergences += diverging
             bar.set_postfix_str(f"{divergences} divergences", refresh=False)
             bar.update(count)
 
     # One chain's state each, in NumPy: slicing device arrays would compile each slice.
-    chains = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], state) for i in range(settings.chains)]
+    chains = [jax.tree.map(lambda x, i=i: np.asarray(x)[i], state) for i in chain_ids]
     stop = threading.Event()
 
     x64 = bool(jax.config.jax_enable_x64)  # thread-local: the chains' threads need it too
@@ -538,7 +562,7 @@ def _run_chunks(
             count = _next_count(count, elapsed, length)
         return jax.tree.map(lambda *xs: np.concatenate(xs), *kept), gradients, seconds
 
-    workers = 1 if serial else _chain_workers(settings.chains)
+    workers = 1 if serial else _chain_workers(len(chain_ids))
     pool = None
     try:
         if workers == 1:
