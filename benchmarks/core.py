@@ -94,6 +94,9 @@ def sampler_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--method", default="auto", help="our fit's method (auto, nuts, collapsed, laplace)"
+    )
     return parser
 
 
@@ -108,6 +111,7 @@ def timed_fit(formula: str, data, family: str, args):
         warmup=args.warmup,
         draws=args.draws,
         seed=args.seed,
+        method=getattr(args, "method", "auto"),
         progress=False,
         warn=False,
     )

@@ -109,7 +109,8 @@ def print_report(report: dict) -> None:
     m, s = report["machine"], report["settings"]
     print(
         f"\none fresh process per model, empty compilation cache; chains={s['chains']} "
-        f"warmup={s['warmup']} draws={s['draws']} seed={s['seed']}"
+        f"warmup={s['warmup']} draws={s['draws']} seed={s['seed']} "
+        f"method={s.get('method', 'auto')}"
         + (f"; rows cut to {s['rows_override']}" if s["rows_override"] else "")
     )
     print(
@@ -138,7 +139,7 @@ def main(argv=None) -> None:
     report = {
         "machine": {**core.machine(), "load_avg_1m_before": load_before},
         "settings": {
-            **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed")},
+            **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "method")},
             "rows_override": args.rows,
             "data_seed": peers.DATA_SEED,
         },

@@ -580,7 +580,10 @@ def run_child(tool: str, case: Case, data_path: Path, tmp: Path, args, env: dict
         f"--child-case={case.name}",
         f"--data={data_path}",
         f"--out={out}",
-        *[f"--{k}={getattr(args, k)}" for k in ("chains", "warmup", "draws", "seed", "cores")],
+        *[
+            f"--{k}={getattr(args, k)}"
+            for k in ("chains", "warmup", "draws", "seed", "cores", "method")
+        ],
     ]
     peak_tree, status = 0.0, "ok"
     t0 = time.perf_counter()
@@ -859,7 +862,10 @@ def main(argv=None) -> None:
         "machine": {**core.machine(), "load_avg_1m_before": load_before},
         "versions": {**versions(), "R": r_fit.get("r_version"), "lme4": r_fit.get("lme4_version")},
         "settings": {
-            **{k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "cores")},
+            **{
+                k: getattr(args, k)
+                for k in ("chains", "warmup", "draws", "seed", "cores", "method")
+            },
             "timeout_s": args.timeout,
             "max_rss_gib": args.max_rss_gib,
             "warm_cache": args.warm_cache,
