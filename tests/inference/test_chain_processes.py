@@ -77,6 +77,18 @@ def test_default_is_threads_for_small_data_and_processes_for_large(monkeypatch):
     assert chain_processes.planned(large, 4, None) == 0  # one core: threads
 
 
+def test_default_is_threads_where_workers_cannot_be_pinned_or_started(monkeypatch):
+    monkeypatch.setattr(chain_processes, "usable_cores", lambda: [0, 1])
+    large = chain_processes.WORK_MIN
+    monkeypatch.setattr(chain_processes, "CAN_PIN", False)  # e.g. macOS
+    assert chain_processes.planned(large, 4, None) == 0
+    assert chain_processes.planned(large, 4, True) == 2  # asked for: unpinned
+    monkeypatch.setattr(chain_processes, "CAN_START", False)  # e.g. Windows
+    assert chain_processes.planned(large, 4, None) == 0
+    with pytest.raises(MultilevelError, match="needs a POSIX system"):
+        chain_processes.planned(large, 4, True)
+
+
 def test_option_must_be_a_bool_or_none(model):
     with pytest.raises(MultilevelError, match="chain_processes='yes'"):
         model.fit(chain_processes="yes", **SETTINGS)
