@@ -161,3 +161,9 @@ def test_samplers_without_worker_processes_refuse_the_option():
     gaussian = ml.Model("y ~ x + (1 | g)", data)  # group effects integrated out
     with pytest.raises(OptionError, match="chain_processes=True .* integrates group effects out"):
         gaussian.fit(chain_processes=True, **SETTINGS)
+
+
+def test_workers_import_this_multilevel_and_compute_on_the_cpu():
+    env = chain_processes.worker_environment()
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(ml.__file__).resolve().parents[1])
+    assert env["JAX_PLATFORMS"] == "cpu"

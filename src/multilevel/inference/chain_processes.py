@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -199,6 +200,15 @@ def _merged(results, shares, settings, t0, wall0) -> NutsResult:
     )
 
 
+def worker_environment() -> dict[str, str]:
+    """A worker's environment: this one, computing on the CPU (a worker runs on its own
+    core), with the folder this ``multilevel`` was imported from first on its path, so
+    that it imports the same package (e.g. a source tree put on ``sys.path`` by hand)."""
+    package_root = str(Path(__file__).resolve().parents[2])  # above multilevel/inference/
+    path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(path)}
+
+
 class _Worker:
     """One worker process: its pipe's reader thread forwards each message, tagged with
     the worker's number, to the shared queue, then ("ended",) when the pipe closes."""
@@ -211,7 +221,7 @@ class _Worker:
     @classmethod
     def start(cls, number: int, core: int, job: dict, events: queue.Queue) -> _Worker:
         read_end, write_end = os.pipe()
-        env = {**os.environ, "JAX_PLATFORMS": "cpu"}  # a worker computes on its own core
+        env = worker_environment()
         try:
             process = subprocess.Popen(
                 [
