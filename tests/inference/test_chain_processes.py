@@ -9,6 +9,7 @@ is not split. Measured: every draw equal to the last bit."""
 import functools
 import os
 import signal
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -163,7 +164,13 @@ def test_samplers_without_worker_processes_refuse_the_option():
         gaussian.fit(chain_processes=True, **SETTINGS)
 
 
-def test_workers_import_this_multilevel_and_compute_on_the_cpu():
+def test_workers_import_this_multilevel_and_compute_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
     env = chain_processes.worker_environment()
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(ml.__file__).resolve().parents[1])
     assert env["JAX_PLATFORMS"] == "cpu"
+    root = Path(ml.__file__).resolve().parents[1]
+    installed = {Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")}
+    if root in installed:  # an installed package: the path is left as it was
+        assert env["PYTHONPATH"] == "elsewhere"
+    else:  # a source tree (an editable install, or sys.path by hand): it goes first
+        assert env["PYTHONPATH"].split(os.pathsep) == [str(root), "elsewhere"]

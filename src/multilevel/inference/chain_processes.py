@@ -32,6 +32,7 @@ import pickle
 import queue
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -204,9 +205,13 @@ def worker_environment() -> dict[str, str]:
     """A worker's environment: this one, computing on the CPU (a worker runs on its own
     core), with the folder this ``multilevel`` was imported from first on its path, so
     that it imports the same package (e.g. a source tree put on ``sys.path`` by hand)."""
-    package_root = str(Path(__file__).resolve().parents[2])  # above multilevel/inference/
-    path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(path)}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    package_root = Path(__file__).resolve().parents[2]  # above multilevel/inference/
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    if any(package_root == Path(folder).resolve() for folder in installed):
+        return env  # site-packages first would put it ahead of the standard library
+    path = [str(package_root), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
 
 
 class _Worker:
