@@ -118,14 +118,66 @@ def _information_ratio(design: Design, k: int, family: str) -> float:
     between = float(_residual_variance(link, group_predictor_values(design, k)[seen]))
     between -= float(np.mean(variance))
     ratio = float(np.median(between / variance)) if between > 0 else 0.0
+    ratio = _held(ratio, levels)
+    # Slopes must be informed too: a group's data can pin its intercept and leave its
+    # slope to the prior. mlmRev's Contraception, (1 + urban | district), 60 districts of
+    # 26 women (5.5 urban) at the median: intercept ratio 2.1, urban's 0.73; centred,
+    # 5.1 bulk ESS per 1,000 gradients (sd(urban)), non-centred 21.9 (2 x 500 draws;
+    # benchmarks/centring_check.py). bern20k's x, 100 rows a group: 1.35, still centred.
+    for slope in _slope_ratios(design, k, family):
+        ratio = min(ratio, _held(slope, levels))
+    return ratio
+
+
+def _held(ratio: float, levels: int) -> float:
+    """``ratio``, or 0 where fewer than ``MIN_LEVELS`` groups leave it in doubt.
+
+    Fewer groups estimate ``between`` loosely (relative sd about sqrt(2 / (L - 1))):
+    centred only if two such sds below it the groups' data still dominate. VerbAgg's 24
+    items (316 rows each, ratio 12 after their btype and situ): item sd's bulk ESS 767
+    non-centred, 2,049 centred (2 x 1000 draws)."""
     if levels >= MIN_LEVELS:
         return ratio
-    # Fewer groups estimate ``between`` loosely (relative sd about sqrt(2 / (L - 1))):
-    # centred only if two such sds below it the groups' data still dominate. VerbAgg's 24
-    # items (316 rows each, ratio 12 after their btype and situ): item sd's bulk ESS 767
-    # non-centred, 2,049 centred (2 x 1000 draws).
     low = ratio * (1.0 - 2.0 * np.sqrt(2.0 / (levels - 1)))
     return ratio if low > 1.0 else 0.0
+
+
+def _slope_ratios(design: Design, k: int, family: str) -> list[float]:
+    """Per slope of term k (its covariates other than the intercept): the median over
+    groups of between / v_j, as for the intercept, from each group's one Newton step
+    from the pooled mean (a logistic or Poisson fit of the group's rows on the term's
+    covariates): v_j the step's variance for the slope, ``between`` the spread of the
+    groups' slopes less the mean of v_j. A group whose rows do not vary in a slope's
+    covariate tells nothing of it (v_j infinite: ratio 0)."""
+    block = design.blocks[k]
+    slopes = [j for j, name in enumerate(block.coefs) if name != "Intercept"]
+    if not slopes:
+        return []
+    levels, q = len(block.levels), len(block.coefs)
+    trials = design.trials if design.trials is not None else np.ones(design.n)
+    mean = float(np.sum(design.y) / np.sum(trials))  # per trial (row, for counts)
+    weight = trials * (mean if family == "poisson" else mean * (1.0 - mean))
+    residual = design.y - trials * mean
+    Z = np.asarray(block.Z, dtype=np.float64)
+    information = np.zeros((levels, q, q))
+    np.add.at(information, block.codes, weight[:, None, None] * Z[:, :, None] * Z[:, None, :])
+    score = np.zeros((levels, q))
+    np.add.at(score, block.codes, residual[:, None] * Z)
+    # a tiny ridge keeps the solve defined; a direction with no data keeps a variance of
+    # about 1e12, which makes its ratio 0
+    information += 1e-12 * np.eye(q)
+    covariance = np.linalg.inv(information)
+    step = np.einsum("lij,lj->li", covariance, score)
+    ratios = []
+    for j in slopes:
+        variance = covariance[:, j, j]
+        informed = variance < 1e6
+        if informed.sum() < 2:
+            ratios.append(0.0)
+            continue
+        between = float(np.var(step[informed, j], ddof=1) - np.mean(variance[informed]))
+        ratios.append(float(np.median(between / variance)) if between > 0 else 0.0)
+    return ratios
 
 
 def _residual_variance(values: np.ndarray, predictors: np.ndarray) -> float:
