@@ -104,8 +104,9 @@ def _run_workers(make_model):
 
 def test_an_exception_in_a_worker_is_raised_here():
     # make_model() raises in the worker: int("not a number")
-    with pytest.raises(ValueError, match="not a number"):
+    with pytest.raises(ValueError, match="not a number") as raised:
         _run_workers(functools.partial(int, "not a number"))
+    assert "raised in the worker process" in raised.value.__notes__[0]
     assert _workers() == []
 
 

@@ -251,7 +251,8 @@ class _Worker:
         # reads, after importing JAX (about 2 s), and the next worker starts meanwhile
         threading.Thread(target=worker._send, args=(job,), daemon=True).start()
         threading.Thread(target=worker._read, args=(read_end, events), daemon=True).start()
-        threading.Thread(target=worker._keep_stderr, daemon=True).start()
+        worker.stderr_reader = threading.Thread(target=worker._keep_stderr, daemon=True)
+        worker.stderr_reader.start()
         return worker
 
     def _send(self, job: dict) -> None:
@@ -287,13 +288,17 @@ class _Worker:
 def _worker_error(worker: _Worker, error, trace) -> BaseException:
     """The exception a worker raised (``error``, when it could be sent), or one saying
     how it ended, with the end of its stderr."""
+    where = f"in the worker process running chains on core {worker.core}"
+    advice = "fit(chain_processes=False) runs the chains on threads in this process."
     if isinstance(error, BaseException):
+        error.add_note(f"(raised {where}; {advice})")
         return error
     worker.stop()
+    worker.stderr_reader.join(timeout=2.0)  # the last lines it wrote before it ended
     tail = "".join(worker.stderr).strip()
     how = trace or f"it ended with exit code {worker.process.returncode}"
     return MultilevelError(
         f"the worker process running chains on core {worker.core} failed: {how}"
         + (f"\nits last output:\n{tail}" if tail else "")
-        + "\nfit(chain_processes=False) runs the chains on threads in this process."
+        + f"\n{advice}"
     )
