@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import core
+import peers
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "centring_check.json"
 
@@ -97,18 +98,6 @@ def load(case: Case):
     return data
 
 
-def min_ess(fit) -> tuple[float, str]:
-    """The smallest bulk ESS over population effects, sds and correlations, and whose."""
-    from multilevel._arviz import az
-
-    post = fit.idata.posterior
-    names = [v for v in post.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
-    ess = az.ess(post[names], method="bulk")
-    values = {name: float(ess[name].min()) for name in names}
-    worst = min(values, key=values.get)
-    return values[worst], worst
-
-
 def run(case: Case, args) -> list[dict]:
     import multilevel as ml
 
@@ -130,7 +119,9 @@ def run(case: Case, args) -> list[dict]:
             progress=False, warn=False,
         )  # fmt: skip
         wall_s = time.perf_counter() - t0
-        ess, worst = min_ess(fit)
+        post = fit.idata.posterior
+        ess = peers.min_ess(post, peers.ours_summarised(post))
+        ess, worst = ess["min_ess_bulk"], ess["min_ess_bulk_param"]
         gradients = sum(fit.timing["gradients_sampling"])
         rows.append(
             {

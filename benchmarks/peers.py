@@ -345,11 +345,16 @@ def fit_ours(case: Case, data, args) -> dict:
     return ours_result(fit, wall_s)
 
 
+def ours_summarised(posterior) -> list[str]:
+    """Our variables whose ESS a row reports: population effects, sd(...), cor(...),
+    sigma; not the group effects (named `term|group`)."""
+    return [v for v in posterior.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
+
+
 def ours_result(fit, wall_s: float) -> dict:
     """The row of one fit of ours: timings, sampler, divergences, ESS and R-hat."""
     post = fit.idata.posterior
-    # population effects, sd(...), cor(...), sigma; group effects are named `term|group`
-    names = [v for v in post.data_vars if "|" not in v or v.startswith(("sd(", "cor("))]
+    names = ours_summarised(post)
     return {
         "wall_s": wall_s,
         "compile_s": fit.timing["compile_s"],
