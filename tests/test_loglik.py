@@ -1,5 +1,6 @@
-"""The pointwise log-likelihood (multilevel.loglik): stored by every fit, equal to the
-family's own density written out by hand, computed on demand past the threshold."""
+"""The pointwise log-likelihood (multilevel.loglik): stored by small fits and saved fits,
+equal to the family's own density written out by hand, computed on demand past the
+threshold."""
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ def test_log_likelihood_is_stored_and_matches_scipy(partial, radon):
     np.testing.assert_array_equal(loglik.pointwise_log_likelihood(partial), ll.values)
 
 
-def test_auto_threshold_and_override(partial, radon, monkeypatch):
+def test_auto_threshold_and_override(partial, radon, monkeypatch, tmp_path):
     """Over the threshold nothing is stored (and info says so); loo computes it on
     demand, to the same numbers. log_likelihood=True/False override the threshold."""
     monkeypatch.setattr(loglik, "MAX_STORED_VALUES", 1000)
@@ -46,6 +47,20 @@ def test_auto_threshold_and_override(partial, radon, monkeypatch):
     off = model.fit(**KW, log_likelihood=False)
     assert "log_likelihood" not in off.idata.groups()
     assert "log_likelihood=False" in off.info["log_likelihood"]
+    # saving writes what was not stored (a saved fit keeps no data), not what was refused
+    skipped.save(tmp_path / "skipped.nc")
+    off.save(tmp_path / "off.nc")
+    assert "log_likelihood" not in skipped.idata.groups()  # the fit itself is unchanged
+    loaded = ml.load(tmp_path / "skipped.nc")
+    np.testing.assert_array_equal(
+        loaded.idata.log_likelihood["log_radon"].values,
+        partial.idata.log_likelihood["log_radon"].values,
+    )
+    assert loaded.info["log_likelihood"] == loglik.ADDED_WHEN_SAVED
+    assert "log_likelihood" not in ml.load(tmp_path / "off.nc").idata.groups()
+    monkeypatch.setattr(loglik, "MAX_SAVED_VALUES", 1000)  # too large to save: left out
+    skipped.save(tmp_path / "large.nc")
+    assert "log_likelihood" not in ml.load(tmp_path / "large.nc").idata.groups()
 
 
 def test_log_densities_of_other_families_match_scipy():

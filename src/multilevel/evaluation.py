@@ -1,10 +1,10 @@
 """Model evaluation: PSIS-LOO, WAIC and the comparison of fits by expected log predictive
 density (elpd).
 
-Every fit stores the log-likelihood of every row under every posterior draw
-(``fit.idata.log_likelihood``, see ``multilevel.loglik``), so ``fit.loo()``,
-``fit.waic()`` and ``ml.compare`` need no model code. Fits too large to store it (more
-than ``MAX_STORED_VALUES`` values) compute it when asked. K-fold cross-validation refits
+They read the log-likelihood of every row under every posterior draw
+(``fit.idata.log_likelihood``, see ``multilevel.loglik``) where the fit stores it (small
+fits: at most ``MAX_STORED_VALUES`` values; saved fits), and compute it when asked
+otherwise; they need no model code. K-fold cross-validation refits
 the model, so it is a workflow: ``ml.kfold`` (``multilevel.workflow.kfold``). The
 functions here take a fit as it is (duck-typed: ``spec``, ``idata``, ``info``, ``rows``)
 and import neither ``Fit`` nor ``Model``.

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from multilevel import diagnostics as diag
-from multilevel import effects, evaluation, hypothesis, r2, saved_fits, tables
+from multilevel import effects, evaluation, hypothesis, loglik, r2, saved_fits, tables
 from multilevel._arviz import az
 from multilevel.errors import FitFileError, MultilevelError
 from multilevel.fitted_rows import fit_rows
@@ -201,10 +201,15 @@ class Fit:
         Atomic: the file is written beside ``path`` under a temporary name and renamed
         over it, so an existing fit there is replaced only by a complete one (an error,
         Ctrl-C or a crash while writing leaves it as it was). See ``multilevel.saved_fits``.
+
+        The pointwise log-likelihood goes with the draws (computed now if the fit does not
+        hold it, up to ``loglik.MAX_SAVED_VALUES`` values, unless the fit was made with
+        ``log_likelihood=False``): a saved fit keeps no data, and LOO and WAIC of the file
+        read it from there.
         """
-        idata = self.idata.copy()
+        idata, info = loglik.saved_with_log_likelihood(self)
         idata.posterior.attrs[saved_fits.SPEC_ATTRIBUTE] = self.spec.to_json()
-        idata.posterior.attrs[saved_fits.INFO_ATTRIBUTE] = json.dumps(self.info)
+        idata.posterior.attrs[saved_fits.INFO_ATTRIBUTE] = json.dumps(info)
         return saved_fits.write(idata, path)
 
     # --- r2 and hypotheses

@@ -444,9 +444,10 @@ class Model:
         Convergence problems are reported as ``ConvergenceWarning`` with advice
         (``warn=False`` keeps them in ``fit.diagnostics`` only).
         The pointwise log-likelihood (every row under every draw, for ``fit.loo()``,
-        ``fit.waic()``, ``ml.compare``) is stored in ``fit.idata.log_likelihood`` unless
-        it would exceed 2e8 values (``log_likelihood=None``); ``True``/``False`` override
-        that, and ``fit.info["log_likelihood"]`` says what was done.
+        ``fit.waic()``, ``ml.compare``) is stored in ``fit.idata.log_likelihood`` when it
+        is at most 1e7 values (``log_likelihood=None``), else computed when asked and by
+        ``fit.save``; ``True``/``False`` override that, and ``fit.info["log_likelihood"]``
+        says what was done.
         ``shard_rows``: the joint sampler splits each chain's rows across the devices of
         its kind (CPU devices, GPUs, hosts: docs/several_devices.md) when there are fewer
         chains than devices and the data are large (None, the default), always (True)

@@ -274,7 +274,7 @@ def load_scored_fit(path: str, argument: str | None = None) -> Fit:
     --------
     >>> fit = load_scored_fit("partial.nc", "partial=partial.nc")  # doctest: +SKIP
     """
-    from multilevel.evaluation import MAX_STORED_VALUES
+    from multilevel.loglik import MAX_SAVED_VALUES
 
     fit = load_fit(path, argument)
     if "log_likelihood" in fit.idata.groups():
@@ -283,10 +283,10 @@ def load_scored_fit(path: str, argument: str | None = None) -> Fit:
     family = "" if fit.spec.family == "gaussian" else f" --family {fit.spec.family}"
     raise CliError(
         f"{where}The saved fit {path!r} has no pointwise log-likelihood, which LOO and WAIC "
-        "score, and a saved fit keeps no data to compute it from. Fits store it unless made "
-        f"with log_likelihood=False or larger than {MAX_STORED_VALUES:.0e} values (chains x "
-        "draws x rows). Refit with it stored and save again: multilevel fit DATA "
-        f"{shlex.quote(fit.spec.formula)}{family} --save FILE, or in Python "
+        "score, and a saved fit keeps no data to compute it from. Saved fits hold it unless "
+        f"made with log_likelihood=False or larger than {MAX_SAVED_VALUES:.0e} values (chains "
+        "x draws x rows). Refit and save again: multilevel fit DATA "
+        f"{shlex.quote(fit.spec.formula)}{family} --save FILE (up to that size), or in Python "
         "ml.Model(formula, data).fit(log_likelihood=True).save(FILE)."
     )
 
