@@ -25,7 +25,7 @@ from multilevel.inference import chain_processes as chain_processes_module
 from multilevel.inference import collapsed, nuts, placement
 from multilevel.inference import laplace as laplace_sampler
 from multilevel.inference import sharding as row_sharding
-from multilevel.inference.compile import prng_key
+from multilevel.inference.compile import prng_key, row_pass_options
 from multilevel.options import FIT_DEFAULTS, check_method, check_sampler_options, check_seed
 from multilevel.prediction import add_predicted_responses
 from multilevel.prior_check import prior_predictive_check
@@ -544,16 +544,19 @@ class Model:
                     # gradients each from the identity, at 18 from this (precondition)
                     start_mass="curvature" if begin.complete else "identity",
                 )
-                if workers:
-                    result = chain_processes_module.sample(
-                        functools.partial(backend.make_model, run_st),
-                        run_st, args, settings, workers=workers, **options,
-                    )  # fmt: skip
-                else:
-                    result = nuts.sample(
-                        run_st, backend.make_model(run_st), args, settings,
-                        sharding=shards, **options,
-                    )  # fmt: skip
+                # every gradient passes over the rows: XLA's faster row passes where
+                # they repay their compile (a function of the padded data's shapes)
+                with row_pass_options(placement.work_of(args[0])):
+                    if workers:
+                        result = chain_processes_module.sample(
+                            functools.partial(backend.make_model, run_st),
+                            run_st, args, settings, workers=workers, **options,
+                        )  # fmt: skip
+                    else:
+                        result = nuts.sample(
+                            run_st, backend.make_model(run_st), args, settings,
+                            sharding=shards, **options,
+                        )  # fmt: skip
             result.samples = padding.unpad(result.samples, st)
             notes = "; ".join(n for n in (note, begin.note) if n)
             method_name = "NUTS" + (f" ({notes})" if notes else "")

@@ -21,6 +21,7 @@ import pytest
 import multilevel as ml
 from multilevel.errors import MultilevelError, OptionError
 from multilevel.inference import chain_processes, nuts
+from multilevel.inference import compile as compiling
 
 SETTINGS = dict(chains=3, warmup=150, draws=100, seed=4, progress=False, warn=False)
 
@@ -53,6 +54,20 @@ def test_processes_give_the_threads_draws(fits):
     np.testing.assert_array_equal(
         stats["n_steps"].values, fits[False].idata.sample_stats["n_steps"].values
     )
+
+
+def test_workers_compile_with_the_parents_xla_options(model, monkeypatch):
+    """Over many rows the chains compile with XLA's fusion emitters
+    (``compile.row_pass_options``); a worker compiles with the options in force in the
+    parent, so its draws are still the threads'. (Compiled without them, the draws of
+    this model differ from the first one.)"""
+    monkeypatch.setattr(compiling, "ROW_PASS_MIN_WORK", 0)  # this small model counts as large
+    short = {**SETTINGS, "chains": 2, "warmup": 30, "draws": 20}
+    threads, processes = (model.fit(chain_processes=cp, **short) for cp in (False, True))
+    for name in ("x", "sd(x|g)"):
+        np.testing.assert_array_equal(
+            processes.idata.posterior[name].values, threads.idata.posterior[name].values
+        )
 
 
 def test_timing_says_how_the_chains_ran(fits):

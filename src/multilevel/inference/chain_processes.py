@@ -43,6 +43,7 @@ import numpy as np
 
 from multilevel import interrupt
 from multilevel.errors import MultilevelError
+from multilevel.inference.compile import compiler_options
 from multilevel.inference.nuts import ChainCost, NutsResult, NutsSettings
 from multilevel.progress import progress_bar
 
@@ -139,6 +140,7 @@ def sample(
         "start_mass": start_mass,
         "start": start,
         "x64": bool(jax.config.jax_enable_x64),
+        "compiler_options": compiler_options(),  # with any ``compile.options`` in force
     }
     total = (settings.warmup + settings.draws) * settings.chains
     bar = progress_bar(total, "NUTS", unit="it", show=progress)

@@ -46,12 +46,13 @@ def _run(job: dict, send) -> dict:
     import jax
 
     from multilevel.inference import nuts
+    from multilevel.inference.compile import options
 
     def reporter(count: int, diverging: int) -> None:
         send(("progress", count, diverging))
 
     started = time.time()  # the parent counts this worker's start and imports as compiling
-    with jax.enable_x64(job["x64"]):
+    with jax.enable_x64(job["x64"]), options(**job["compiler_options"]):
         result = nuts.sample(
             job["structure_key"],
             job["make_model"](),

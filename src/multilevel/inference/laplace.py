@@ -15,7 +15,7 @@ from multilevel._arviz import az
 from multilevel.backends import laplace
 from multilevel.backends.numpyro_model import Structure
 from multilevel.inference import nuts
-from multilevel.inference.compile import compile_async, jit, prng_key
+from multilevel.inference.compile import FUSION_EMITTERS, compile_async, jit, prng_key
 from multilevel.inference.compile import options as xla_options
 from multilevel.inference.compile import signature as program_signature
 from multilevel.program_cache import ProgramCache
@@ -23,13 +23,13 @@ from multilevel.program_cache import ProgramCache
 _DRAW_PROGRAMS: ProgramCache = ProgramCache()  # (structure, shapes) -> compiled effect draws
 
 # XLA's fusion emitters, which the package turns off to compile faster
-# (``compile.COMPILER_OPTIONS``), on for these programs when the rows are many: without
+# (``compile.COMPILER_OPTIONS``), on for these programs (``compile.FUSION_EMITTERS``)
+# when the rows are many: without
 # them a gradient of the Laplace model (Newton's loop, elementwise passes over the rows)
 # took 1.11 ms instead of 0.64 (20,000 rows, 200 groups, float32, 2 busy cores), and
 # sampling 4 x 2000 draws 66 s instead of 47; with them a cold compile took 5 s longer
 # (23 s instead of 18 for 960 rows, where sampling took 2 s either way).
 FUSION_MIN_CELLS = 10_000
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": True}
 
 
 def method_name(k_hat: float) -> str:
@@ -115,7 +115,7 @@ def _sample(st, data, prior, settings, seed, progress, start, regularize_mass):
         return signature
 
     fused = rows["y"].size >= FUSION_MIN_CELLS
-    with xla_options(**(COMPILER_OPTIONS if fused else {})):
+    with xla_options(**(FUSION_EMITTERS if fused else {})):
         result = nuts.sample(
             ("laplace", st),
             laplace.make_model(st),

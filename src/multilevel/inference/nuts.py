@@ -47,7 +47,14 @@ from numpyro.infer.util import get_potential_fn
 from multilevel import interrupt
 from multilevel.inference import precondition
 from multilevel.inference import sharding as row_sharding
-from multilevel.inference.compile import compile_async, jit, prng_key, signature
+from multilevel.inference.compile import (
+    base_options,
+    compile_async,
+    compiler_options,
+    jit,
+    prng_key,
+    signature,
+)
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
 from multilevel.program_cache import ProgramCache, release_evicted
 from multilevel.progress import progress_bar
@@ -387,7 +394,13 @@ def sample(
         )
     z0 = initial_points(program.site_shapes, settings.chains, seed, start)
     chain_key = prng_key(seed)
-    shapes = (signature((z0, model_args)), None if sharding is None else sharding.key)
+    # compiled for these shapes, placement and XLA options (``compile.options``: a
+    # program compiled with others may round differently, so give other draws)
+    shapes = (
+        signature((z0, model_args)),
+        None if sharding is None else sharding.key,
+        tuple(sorted(compiler_options().items())),
+    )
     executables = program.executables.get(shapes)
     if executables is None:
         executables = _compile(program, z0, chain_key, model_args, sharding)
@@ -431,7 +444,12 @@ def _compile(program: _Program, z0, chain_key, model_args, sharding=None) -> _Ex
     if sharding is not None:
         inputs = (sharding.replicated, sharding.replicated, sharding.shardings(model_args))
         shardings = {"in_shardings": inputs, "out_shardings": sharding.replicated}
-    init = jit(_fresh(program.init), **shardings).trace(z0, chain_key, model_args).lower()
+    # The initialisation runs once: it compiles with the package's own options, not with
+    # the fusion emitters of a sampler over many rows (``compile.row_pass_options``),
+    # which took 1-1.7 s longer to compile it (bernoulli (1 + x | g) of 20,000 rows,
+    # VerbAgg) for a few gradients' gain.
+    with base_options():
+        init = jit(_fresh(program.init), **shardings).trace(z0, chain_key, model_args).lower()
     init_future = compile_async(init)
     # shapes and dtypes of one chain's state
     state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), init.out_info)
