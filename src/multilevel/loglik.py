@@ -87,13 +87,14 @@ def saved_with_log_likelihood(fit):
         REFUSED
     ):
         return idata, info
-    model = fit.model
-    if model is None or not model.in_memory:  # nothing to compute it from
+    try:  # ``Fit.rows``: the one answer to whether a fit still has its rows
+        design, _ = fit.rows(what="Saving the pointwise log-likelihood")
+    except MultilevelError:  # read from a file, or chunked statistics: nothing to compute
         return idata, info
     samples = idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"]
-    if samples * model.design.n > MAX_SAVED_VALUES:
+    if samples * design.n > MAX_SAVED_VALUES:
         return idata, info
-    add_log_likelihood(idata, fit.spec, model.design)
+    add_log_likelihood(idata, fit.spec, design)
     info["log_likelihood"] = ADDED_WHEN_SAVED
     return idata, info
 

@@ -79,13 +79,14 @@ def base_options():
         _OVERRIDES.reset(token)
 
 
-def row_pass_options(work: int):
+def row_pass_options(work: int, minimum: int = ROW_PASS_MIN_WORK):
     """``options`` for a sampler whose every gradient passes over rows reading ``work``
-    numbers (``placement.work_of`` its padded data): ``FUSION_EMITTERS`` from
-    ``ROW_PASS_MIN_WORK`` on, else none. A function of the data's shapes, which key the
-    compiled programs, so a cached program was always compiled with the options a fresh
-    process would choose (the same draws from the same seed)."""
-    return options(**FUSION_EMITTERS) if work >= ROW_PASS_MIN_WORK else contextlib.nullcontext()
+    numbers (the joint sampler: ``placement.work_of`` its padded data): ``FUSION_EMITTERS``
+    from ``minimum`` on (a sampler measured on its own rows passes its own), else none. A
+    function of the data's shapes, which key the compiled programs, so a cached program
+    was always compiled with the options a fresh process would choose (the same draws
+    from the same seed)."""
+    return options(**FUSION_EMITTERS) if work >= minimum else contextlib.nullcontext()
 
 
 def jit(fun: Callable, **kwargs) -> Callable:

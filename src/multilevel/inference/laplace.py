@@ -15,15 +15,14 @@ from multilevel._arviz import az
 from multilevel.backends import laplace
 from multilevel.backends.numpyro_model import Structure
 from multilevel.inference import nuts
-from multilevel.inference.compile import FUSION_EMITTERS, compile_async, jit, prng_key
-from multilevel.inference.compile import options as xla_options
+from multilevel.inference.compile import compile_async, jit, prng_key, row_pass_options
 from multilevel.inference.compile import signature as program_signature
 from multilevel.program_cache import ProgramCache
 
 _DRAW_PROGRAMS: ProgramCache = ProgramCache()  # (structure, shapes) -> compiled effect draws
 
 # XLA's fusion emitters, which the package turns off to compile faster
-# (``compile.COMPILER_OPTIONS``), on for these programs (``compile.FUSION_EMITTERS``)
+# (``compile.COMPILER_OPTIONS``), on for these programs (``compile.row_pass_options``)
 # when the rows are many: without
 # them a gradient of the Laplace model (Newton's loop, elementwise passes over the rows)
 # took 1.11 ms instead of 0.64 (20,000 rows, 200 groups, float32, 2 busy cores), and
@@ -114,8 +113,7 @@ def _sample(st, data, prior, settings, seed, progress, start, regularize_mass):
             _DRAW_PROGRAMS[signature] = compile_async(lowered)
         return signature
 
-    fused = rows["y"].size >= FUSION_MIN_CELLS
-    with xla_options(**(FUSION_EMITTERS if fused else {})):
+    with row_pass_options(rows["y"].size, FUSION_MIN_CELLS):
         result = nuts.sample(
             ("laplace", st),
             laplace.make_model(st),
