@@ -55,3 +55,41 @@ def test_model_and_fit_defer_what_fitting_does_not_need():
 def test_arviz_is_imported_on_first_use():
     code = "from multilevel._arviz import az\nassert 'arviz' not in sys.modules\naz.InferenceData"
     assert imported_after(f"import sys\n{code}", ("arviz",)) == ["arviz"]
+
+
+def test_a_fit_imports_arviz_on_a_thread_of_its_own():
+    """``import_in_background`` (called by ``Model.fit`` before compiling) imports ArviZ
+    and warms its InferenceData on a named thread, once; a second call starts none."""
+    code = "\n".join(
+        [
+            "import sys, threading",
+            "from multilevel._arviz import import_in_background",
+            "import_in_background()",
+            "[thread] = [t for t in threading.enumerate() if t.name == 'multilevel-import-arviz']",
+            "thread.join()",
+            "import_in_background()",
+            "assert not [t for t in threading.enumerate() if t.name.startswith('multilevel-')]",
+        ]
+    )
+    assert imported_after(code, ("arviz", "xarray")) == ["arviz", "xarray"]
+
+
+def test_arviz_refactor_announcement_is_filtered_on_every_thread():
+    """The filter is installed when ``multilevel._arviz`` is imported, not around the
+    import (``catch_warnings`` is process-wide and would race another thread); it matches
+    ArviZ 0.23's announcement and nothing else."""
+    code = "\n".join(
+        [
+            "import warnings",
+            "warnings.simplefilter('error', FutureWarning)",
+            "import multilevel._arviz",
+            "warnings.warn('\\nArviZ is undergoing a major refactor to improve', FutureWarning)",
+            "try:",
+            "    warnings.warn('another future change', FutureWarning)",
+            "except FutureWarning:",
+            "    import json",  # the report below then runs as usual
+            "else:",
+            "    raise SystemExit('other FutureWarnings must stay visible')",
+        ]
+    )
+    assert imported_after(code, ("multilevel._arviz",)) == ["multilevel._arviz"]

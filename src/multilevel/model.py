@@ -12,7 +12,7 @@ import pandas as pd
 from multilevel import diagnostics as diag
 from multilevel import loglik
 from multilevel import missing as missing_values
-from multilevel._arviz import az
+from multilevel._arviz import az, import_in_background
 from multilevel.backends import aggregate, centring, gaussian_collapsed, laplace, padding, start
 from multilevel.backends import numpyro_model as backend
 from multilevel.design import check_category_specific
@@ -465,6 +465,7 @@ class Model:
         row_sharding.check_shard_rows(shard_rows)
         chain_processes_module.check_option(chain_processes)
         settings = nuts.NutsSettings(chains, warmup, draws, target_accept, max_tree_depth)
+        import_in_background()  # the draws' InferenceData needs ArviZ: import it meanwhile
         keep_ll, ll_note = loglik.log_likelihood_plan(
             self.in_memory, self.design.n, chains * draws, log_likelihood
         )
