@@ -205,3 +205,18 @@ def test_ratios_to_the_best_peer_and_to_lme4():
         skipped[0].pop(key)
     peers.compare(skipped)
     assert "lme4_time_ratio" not in skipped[0] and "best_peer_ratio" not in skipped[0]
+
+
+def test_ratios_per_whole_process():
+    """Over whole processes the best peer may be another row than over fit times: here
+    bambi + NumPyro's imports and start cost less than nutpie's."""
+    rows = [
+        {"tool": peers.LABELS[peers.OURS], "ess_per_process_s": 50.0, "process_wall_s": 24.0},
+        {"tool": "bambi+nutpie", "ess_per_wall_s": 20.0, "ess_per_process_s": 8.0},
+        {"tool": "bambi+numpyro", "ess_per_wall_s": 12.0, "ess_per_process_s": 10.0},
+        {"tool": "lme4", "wall_s": 2.0, "process_wall_s": 4.0},
+    ]
+    peers.compare(rows)
+    assert rows[0]["best_peer_process_ratio"] == 5.0
+    assert rows[0]["lme4_process_ratio"] == 6.0
+    assert "best_peer_process_ratio" not in rows[1]
