@@ -72,8 +72,10 @@ class Model:
         Sample group effects directly (centred) instead of as scaled standard normals.
         None (default) chooses from the data: centred, with the intercept as the
         groups' mean, for the lone group term of a bernoulli, binomial or poisson model
-        whose many groups are rich in data (``backends.centring``); for the gaussian
-        family per term (``gaussian_collapsed.plan``); non-centred otherwise.
+        whose many groups are rich in data (``backends.centring``), each slope centred
+        partially, as far as its groups inform it (the printed model says how far);
+        for the gaussian family per term (``gaussian_collapsed.plan``); non-centred
+        otherwise. ``True`` centres every effect fully.
     missing : {"error", "drop", "model"}
         What to do with missing values in the columns the formula uses: refuse them
         (default, listing the columns and counts), drop their rows (with a
@@ -122,11 +124,12 @@ class Model:
         _check_centring_applies(design, centered)
         flags = centring.term_flags(design, family_obj.name, centered)
         flags = _uncentred_if_linked(design, flags, centered)
+        weights = centring.term_weights(design, family_obj.name, flags, centered)
         if isinstance(centered, tuple):  # one flag per term: a choice for all only if they agree
             centered = flags[0] if len(set(flags)) == 1 else None
         # the user's choice, kept for the collapsed sampler's per-term rule (None: the data's)
         self._centered_choice = centered
-        self._setup(formula, parsed, design, family, link, priors, flags, imputed)
+        self._setup(formula, parsed, design, family, link, priors, flags, imputed, weights)
         self.data = fitted  # the rows in the likelihood
 
     @classmethod
@@ -174,8 +177,13 @@ class Model:
         model.missing = missing_values.MissingData("error")
         return model
 
-    def _setup(self, formula, parsed, design, family, link, priors, centered_terms, imputed=()):
-        """Spec and structure from a design (rows) or a chunked ``DataSummary``."""
+    def _setup(
+        self, formula, parsed, design, family, link, priors, centered_terms, imputed=(),
+        centring_weights=None,
+    ):  # fmt: skip
+        """Spec and structure from a design (rows) or a chunked ``DataSummary``.
+        ``centring_weights``: per term, how far its centred coefficients are centred
+        (``centring.term_weights``; None: fully)."""
         family_obj, _ = get_family(family, link)
         # known standard errors (`y | se(s) ~ ...`) replace the gaussian family's sigma;
         # parameters with a formula or a fixed value are not sampled as one number
@@ -185,13 +193,17 @@ class Model:
         self.design = design
         linked = linked_ids(design)
         nested = centring.nested_in(design, centered_terms)
+        weights = centring_weights or ((),) * len(design.blocks)
         terms = tuple(
-            _term_spec(b, linked, centered=c, nested_in=on, level_predictors=level)
-            for b, c, on, level in zip(
+            _term_spec(
+                b, linked, centered=c, nested_in=on, level_predictors=level, centring_weights=w
+            )
+            for b, c, on, level, w in zip(
                 design.blocks,
                 centered_terms,
                 nested,
                 centring.level_predictors(design, centered_terms, nested),
+                weights,
             )
         )
         defaults = default_priors(design, terms, family, aux, link=link)

@@ -32,6 +32,9 @@ class TermSpec:
     levels: tuple[str, ...]
     # effects sampled as themselves (centred) rather than as scaled standard normals
     centered: bool = False
+    # centred: how far, per coefficient (``centring.centring_weights``; 1 fully, 0 not at
+    # all); () centres every coefficient fully
+    centring_weights: tuple[float, ...] = ()
     # centred on the coefficients of this coarser term, in whose groups its groups nest
     nested_in: str | None = None
     # centred: population columns constant within each group, on whose coefficients its
@@ -477,9 +480,12 @@ DEFAULT_IMPUTATION = "default (scaled to the observed values)"
 
 def _centred_on(term: TermSpec) -> str:
     """`` (on school)`` for a term centred on a parent's effects, `` (on Gender, Anger)``
-    for one centred on group-level predictors; empty otherwise."""
+    for one centred on group-level predictors, `` (x 0.57 of the way)`` for slopes
+    centred partially (``centring_weights``); empty otherwise."""
     on = ([term.nested_in] if term.nested_in else []) + list(term.level_predictors)
-    return f" (on {', '.join(on)})" if on else ""
+    notes = [f"on {', '.join(on)}"] if on else []
+    notes += [f"{c} {w:.2f} of the way" for c, w in zip(term.coefs, term.centring_weights) if w < 1]
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def _parameterisation(terms: tuple[TermSpec, ...]) -> str:
@@ -649,6 +655,14 @@ def _check_consistent(spec: ModelSpec) -> None:
     for t in spec.terms:
         if not t.coefs or len(set(t.levels)) != len(t.levels):
             raise refuse(f"the term of {t.group} has no covariates or repeated levels")
+        weights = t.centring_weights
+        if weights and (
+            not t.centered or len(weights) != len(t.coefs) or not all(0 < w <= 1 for w in weights)
+        ):
+            raise refuse(
+                f"the term of {t.group} has centring weights {weights}: one per covariate, "
+                "each in (0, 1], and only for a centred term"
+            )
     for imp in spec.imputed:
         if any(c >= len(spec.columns) for c in imp.x_columns) or any(
             k >= len(spec.terms) or j >= len(spec.terms[k].coefs) for k, j in imp.z_columns

@@ -25,7 +25,7 @@ parameter per row (its inverse link of its linear predictor) in place of one val
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +71,8 @@ class TermShape:
     # population columns constant within each group, on whose coefficients its centred
     # intercepts (covariate 0) are centred too (``centring.level_predictors``)
     level_columns: tuple[int, ...] = ()
+    # centred: how far per covariate (``centring.centring_weights``); () fully
+    weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def structure_of(spec: ModelSpec) -> Structure:
         terms.append(
             TermShape(
                 q, len(term.levels), term.has_correlation, start, columns, term.centered, parent,
-                level_columns,
+                level_columns, term.centring_weights,
             )
         )  # fmt: skip
         start += q
@@ -510,7 +512,17 @@ def group_effects(
     centred term: sample the coefficients ``mean + effects`` (hierarchical centring).
     ``count``: the true number of groups when L is padded (``backends.padding``); a
     centred term's padded groups are standard normal, apart from everything else (their
-    effects are read by no row), so the term's own density counts its true groups only."""
+    effects are read by no row), so the term's own density counts its true groups only.
+    A centred term with ``weights`` is centred partially (``centring.centring_weights``):
+    the site is ``w mean + sd^w R^(1/2) z``, the coefficients ``mean + sd^(1 - w) (site -
+    w mean)``."""
+    if centered and term.weights:
+        weights = jnp.asarray(term.weights, dtype=sd.dtype)
+        loc = 0.0 if mean is None else mean
+        site = group_effects(
+            k, replace(term, weights=()), sd**weights, eta, True, weights * loc, count
+        )
+        return sd ** (1.0 - weights) * site
     scale_tril = term_scale_tril(k, term, sd, eta)
     if centered:
         loc = jnp.zeros(term.q) if mean is None else mean
@@ -774,7 +786,10 @@ def site_values(
                 )
             mean = coefficients[shape.parent][np.asarray(parent_codes[k])]
         coefficients[k] = effects + mean
-        if term.centered:  # coefficients, where centred
+        if term.centered and term.centring_weights:  # site = w mean + effects / sd^(1 - w)
+            weights = np.asarray(term.centring_weights)
+            out[f"r_{k}"] = weights * mean + effects / sd ** (1.0 - weights)
+        elif term.centered:  # coefficients, where centred
             out[f"r_{k}"] = effects + mean
         else:  # effects = z (diag(sd) L)'  =>  z = effects ((diag(sd) L)')^-1
             out[f"z_{k}"] = np.linalg.solve(sd[:, None] * chol, effects.T).T
