@@ -35,8 +35,11 @@ def test_row_pass_options_turn_the_fusion_emitters_on_from_the_threshold():
             **compiling.COMPILER_OPTIONS,
             **compiling.FUSION_EMITTERS,
         }
-        with compiling.base_options():  # the chain initialisation's: the package's own
-            assert compiling.compiler_options() == compiling.COMPILER_OPTIONS
+        with compiling.run_once_options():  # the chain initialisation's: no emitters, -O0
+            assert compiling.compiler_options() == {
+                **compiling.COMPILER_OPTIONS,
+                **compiling.RUN_ONCE_OPTIONS,
+            }
         assert compiling.compiler_options()["xla_cpu_use_fusion_emitters"] is True
     assert compiling.compiler_options() == compiling.COMPILER_OPTIONS
 

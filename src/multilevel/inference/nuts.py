@@ -48,11 +48,11 @@ from multilevel import interrupt
 from multilevel.inference import precondition
 from multilevel.inference import sharding as row_sharding
 from multilevel.inference.compile import (
-    base_options,
     compile_async,
     compiler_options,
     jit,
     prng_key,
+    run_once_options,
     signature,
 )
 from multilevel.inference.compile_cache import enable_compilation_cache  # was defined here
@@ -444,11 +444,11 @@ def _compile(program: _Program, z0, chain_key, model_args, sharding=None) -> _Ex
     if sharding is not None:
         inputs = (sharding.replicated, sharding.replicated, sharding.shardings(model_args))
         shardings = {"in_shardings": inputs, "out_shardings": sharding.replicated}
-    # The initialisation runs once: it compiles with the package's own options, not with
-    # the fusion emitters of a sampler over many rows (``compile.row_pass_options``),
-    # which took 1-1.7 s longer to compile it (bernoulli (1 + x | g) of 20,000 rows,
-    # VerbAgg) for a few gradients' gain.
-    with base_options():
+    # The initialisation runs once: it compiles without LLVM's optimisations
+    # (``compile.run_once_options``) and without the fusion emitters of a sampler over
+    # many rows (``compile.row_pass_options``), which took 1-1.7 s longer to compile it
+    # (bernoulli (1 + x | g) of 20,000 rows, VerbAgg) for a few gradients' gain.
+    with run_once_options():
         init = jit(_fresh(program.init), **shardings).trace(z0, chain_key, model_args).lower()
     init_future = compile_async(init)
     # shapes and dtypes of one chain's state
