@@ -547,7 +547,7 @@ class Model:
                     workers = chain_processes_module.planned(work, chains, chain_processes)
                 options = dict(
                     seed=seed,
-                    dense_sites=run_st.dense_sites,
+                    dense_blocks=run_st.joint_dense_blocks,
                     progress=progress,
                     start=points,
                     regularize_mass=begin.regularize_mass,

@@ -107,3 +107,30 @@ def test_a_dense_block_keeps_its_eigenvalues_bounded():
     np.testing.assert_allclose(np.asarray(block), np.diag([0.25, 1.0]), atol=1e-6)
     _, _, block = _start(lambda z: jnp.sum(z["b"]) + jnp.inf, z0, search=False, dense=("b",))
     np.testing.assert_array_equal(np.asarray(block), np.eye(2))
+
+
+def test_a_second_dense_block_starts_diagonal():
+    """The joint sampler's second block (sds and correlations,
+    ``Structure.joint_dense_blocks``) starts from its diagonal; ``start``'s matrix goes
+    to the first block only."""
+    inverse = {"b": jnp.array([1.0, 2.0]), "sd": jnp.array([3.0]), "L": jnp.array([4.0])}
+    first = jnp.array([[1.0, 0.5], [0.5, 2.0]])
+    blocks = precondition.mass_blocks(inverse, [("b",), ("sd", "L")], first)
+    np.testing.assert_array_equal(blocks[("b",)], first)
+    np.testing.assert_array_equal(blocks[("sd", "L")], np.diag([3.0, 4.0]))
+    assert set(blocks) == {("b",), ("sd", "L")}
+
+
+def test_the_joint_sampler_puts_a_correlated_terms_scales_in_a_block_of_their_own():
+    import pandas as pd
+
+    import multilevel as ml
+
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame(
+        {"y": rng.integers(0, 2, 200), "x": rng.standard_normal(200), "g": rng.integers(0, 20, 200)}
+    )
+    correlated = ml.Model("y ~ x + (1 + x | g)", data, family="bernoulli").structure
+    assert correlated.joint_dense_blocks == (correlated.dense_sites, ("sd_exponential", "L_0"))
+    plain = ml.Model("y ~ x + (1 + x || g)", data, family="bernoulli").structure
+    assert plain.joint_dense_blocks == (plain.dense_sites,)

@@ -325,7 +325,7 @@ def test_aggregated_posterior_matches_rowwise_nuts():
     data, prior = model.model_args()
     settings = nuts.NutsSettings(chains=2, warmup=300, draws=300)
     rowwise = nuts.sample(model.structure, backend.make_model(model.structure), (data, prior),
-                          settings, seed=3, dense_sites=model.structure.dense_sites,
+                          settings, seed=3, dense_blocks=model.structure.joint_dense_blocks,
                           progress=False)  # fmt: skip
     pooled = model.fit(chains=2, warmup=300, draws=300, seed=3, progress=False)
     assert pooled.info["method"] == "NUTS (20,000 rows aggregated into 60 covariate patterns)"

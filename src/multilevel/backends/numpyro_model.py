@@ -123,6 +123,20 @@ class Structure:
             f"bcs_{family}" for family, _ in self.cs_groups
         )
 
+    @property
+    def joint_dense_blocks(self) -> tuple[tuple[str, ...], ...]:
+        """The joint sampler's dense mass-matrix blocks: ``dense_sites``, and where a term
+        has correlations, every sd and correlation site in a second block. A
+        correlation's posterior leans on its term's sds. bern20k's smallest bulk ESS (the
+        correlation's) over seeds 0-4: 2,288-2,864 (mean 2,605) -> 2,723-3,166 (2,939),
+        at 15 gradients a draw either way. In one block with the population
+        coefficients, VerbAgg's (no correlation) fell from 3,371 to 2,981."""
+        if not any(t.correlated for t in self.terms):
+            return (self.dense_sites,)
+        scales = tuple(f"sd_{family}" for family, _ in self.sd_groups)
+        correlations = tuple(f"L_{k}" for k, t in enumerate(self.terms) if t.correlated)
+        return (self.dense_sites, scales + correlations)
+
 
 def _group_by_family(names: tuple[str, ...], priors: dict) -> Groups:
     groups: dict[str, list[int]] = {}

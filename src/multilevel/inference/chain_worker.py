@@ -59,7 +59,7 @@ def _run(job: dict, send) -> dict:
             job["model_args"],
             job["settings"],
             seed=job["seed"],
-            dense_sites=job["dense_sites"],
+            dense_blocks=job["dense_blocks"],
             progress=False,
             regularize_mass=job["regularize_mass"],
             start_mass=job["start_mass"],

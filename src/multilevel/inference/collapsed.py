@@ -124,7 +124,7 @@ def _sample(st, chosen, stats, prior, settings, seed, progress) -> nuts.NutsResu
         model_args,
         settings,
         seed=seed,
-        dense_sites=st.dense_sites,
+        dense_blocks=(st.dense_sites,),
         progress=progress,
         # Large data makes the posterior narrow (what NumPyro's mass-matrix regulariser
         # cannot represent). Only the dense block of population effects could be

@@ -120,7 +120,7 @@ def _sample(st, data, prior, settings, seed, progress, start, regularize_mass):
             (rows, prior),
             settings,
             seed=seed,
-            dense_sites=st.dense_sites,
+            dense_blocks=(st.dense_sites,),
             progress=progress,
             start=start,
             regularize_mass=regularize_mass,

@@ -211,7 +211,7 @@ def _build_program(
     model,
     model_args,
     settings: NutsSettings,
-    dense_sites,
+    dense_blocks,
     regularize_mass: bool,
     start_mass: str,
 ) -> _Program:
@@ -222,7 +222,7 @@ def _build_program(
     init_kernel, sample_kernel = hmc(
         potential_fn_gen=potential_gen, kinetic_fn=euclidean_kinetic_energy, algo="NUTS"
     )
-    dense = [tuple(s for s in dense_sites if s in sites)]
+    dense = [tuple(s for s in block if s in sites) for block in dense_blocks]
     dense = [d for d in dense if len(d) > 0]
     length = _chunk_length(settings)
 
@@ -339,7 +339,7 @@ def sample(
     model_args: tuple,
     settings: NutsSettings,
     seed: int,
-    dense_sites: tuple[str, ...] = (),
+    dense_blocks: tuple[tuple[str, ...], ...] = (),
     progress: bool = True,
     regularize_mass: bool = True,
     start_mass: str = "identity",
@@ -390,7 +390,7 @@ def sample(
     program = _PROGRAMS.get(key)
     if program is None:
         program = _PROGRAMS[key] = _build_program(
-            key, model, model_args, settings, dense_sites, regularize_mass, start_mass
+            key, model, model_args, settings, dense_blocks, regularize_mass, start_mass
         )
     z0 = initial_points(program.site_shapes, settings.chains, seed, start)
     chain_key = prng_key(seed)

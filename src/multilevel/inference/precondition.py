@@ -167,11 +167,11 @@ def _bounded_inverse(hessian, diagonal_inverse, finite):
 
 def mass_blocks(inverse: dict, dense: list[tuple[str, ...]], dense_inverse=None) -> dict:
     """NumPyro's ``inverse_mass_matrix`` dict from per-site diagonals: each dense block
-    as a diagonal matrix (or the one block's ``dense_inverse``, from ``start``), every
-    other site in one diagonal block (NumPyro's layout)."""
+    as a diagonal matrix (the first block as ``dense_inverse`` where ``start`` gave one),
+    every other site in one diagonal block (NumPyro's layout)."""
     blocks = {}
     for names in dense:
-        if dense_inverse is not None and len(dense) == 1:
+        if dense_inverse is not None and names == dense[0]:
             blocks[names] = dense_inverse
             continue
         blocks[names] = jnp.diag(ravel_pytree(tuple(inverse[k] for k in names))[0])
