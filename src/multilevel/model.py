@@ -556,6 +556,7 @@ class Model:
                     # (1 + x | g) of 20,000 rows ran its first 100 warmup draws at 265
                     # gradients each from the identity, at 18 from this (precondition)
                     start_mass="curvature" if begin.complete else "identity",
+                    quick_init=True,  # compile.run_once_options
                 )
                 # every gradient passes over the rows: XLA's faster row passes where
                 # they repay their compile (a function of the padded data's shapes)

@@ -35,7 +35,9 @@ def test_row_pass_options_turn_the_fusion_emitters_on_from_the_threshold():
             **compiling.COMPILER_OPTIONS,
             **compiling.FUSION_EMITTERS,
         }
-        with compiling.run_once_options():  # the chain initialisation's: no emitters, -O0
+        with compiling.base_options():  # the other samplers' chain initialisation
+            assert compiling.compiler_options() == compiling.COMPILER_OPTIONS
+        with compiling.run_once_options():  # the joint sampler's: no emitters, -O0
             assert compiling.compiler_options() == {
                 **compiling.COMPILER_OPTIONS,
                 **compiling.RUN_ONCE_OPTIONS,

@@ -118,6 +118,7 @@ def sample(
     regularize_mass: bool = True,
     start_mass: str = "identity",
     start: dict[str, np.ndarray] | None = None,
+    quick_init: bool = False,
 ) -> NutsResult:
     """``nuts.sample``'s result, its chains shared round-robin among ``workers``
     processes (chain i in worker i mod workers). ``make_model()`` builds the NumPyro
@@ -138,6 +139,7 @@ def sample(
         "dense_blocks": tuple(map(tuple, dense_blocks)),
         "regularize_mass": regularize_mass,
         "start_mass": start_mass,
+        "quick_init": quick_init,
         "start": start,
         "x64": bool(jax.config.jax_enable_x64),
         "compiler_options": compiler_options(),  # with any ``compile.options`` in force

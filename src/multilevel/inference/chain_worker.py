@@ -63,6 +63,7 @@ def _run(job: dict, send) -> dict:
             progress=False,
             regularize_mass=job["regularize_mass"],
             start_mass=job["start_mass"],
+            quick_init=job["quick_init"],
             start=job["start"],
             chain_ids=job["chain_ids"],
             reporter=reporter,

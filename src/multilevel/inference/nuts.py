@@ -48,6 +48,7 @@ from multilevel import interrupt
 from multilevel.inference import precondition
 from multilevel.inference import sharding as row_sharding
 from multilevel.inference.compile import (
+    base_options,
     compile_async,
     compiler_options,
     jit,
@@ -343,6 +344,7 @@ def sample(
     progress: bool = True,
     regularize_mass: bool = True,
     start_mass: str = "identity",
+    quick_init: bool = False,
     companion: Callable[[dict[str, jax.ShapeDtypeStruct]], Any] | None = None,
     start: dict[str, np.ndarray] | None = None,
     sharding: row_sharding.RowSharding | None = None,
@@ -367,6 +369,10 @@ def sample(
     once the sampler's own programs are compiling, and before any of them runs; a caller
     starts compiling its own follow-up program there (``compile_async``) so that it
     compiles while the chains sample. What it returns is ``NutsResult.companion``.
+
+    ``quick_init`` compiles the chain initialisation without LLVM's optimisations
+    (``compile.run_once_options``): the joint sampler's, a second sooner to its first
+    transition.
 
     ``start`` gives chains' initial points by site, (chains, *shape) unconstrained values
     (e.g. ``backends.start``: the pooled GLM's coefficients); the sites it leaves out
@@ -400,10 +406,11 @@ def sample(
         signature((z0, model_args)),
         None if sharding is None else sharding.key,
         tuple(sorted(compiler_options().items())),
+        quick_init,
     )
     executables = program.executables.get(shapes)
     if executables is None:
-        executables = _compile(program, z0, chain_key, model_args, sharding)
+        executables = _compile(program, z0, chain_key, model_args, sharding, quick_init)
     extra = None if companion is None else companion(program.value_shapes)
     try:
         state = executables.init.result()(z0, chain_key, model_args)
@@ -429,7 +436,9 @@ def sample(
     return NutsResult(samples, stats, compile_s, sampling_s, settings, extra, cost)
 
 
-def _compile(program: _Program, z0, chain_key, model_args, sharding=None) -> _Executables:
+def _compile(
+    program: _Program, z0, chain_key, model_args, sharding=None, quick_init: bool = False
+) -> _Executables:
     """Trace and lower both programs here, compile them on background threads: the
     initialisation compiles while the sampling loop is traced.
 
@@ -444,11 +453,11 @@ def _compile(program: _Program, z0, chain_key, model_args, sharding=None) -> _Ex
     if sharding is not None:
         inputs = (sharding.replicated, sharding.replicated, sharding.shardings(model_args))
         shardings = {"in_shardings": inputs, "out_shardings": sharding.replicated}
-    # The initialisation runs once: it compiles without LLVM's optimisations
-    # (``compile.run_once_options``) and without the fusion emitters of a sampler over
-    # many rows (``compile.row_pass_options``), which took 1-1.7 s longer to compile it
-    # (bernoulli (1 + x | g) of 20,000 rows, VerbAgg) for a few gradients' gain.
-    with run_once_options():
+    # The initialisation runs once: it compiles without the fusion emitters of a sampler
+    # over many rows (``compile.row_pass_options``), which took 1-1.7 s longer to compile
+    # it (bernoulli (1 + x | g) of 20,000 rows, VerbAgg) for a few gradients' gain, and
+    # with ``quick_init`` without LLVM's optimisations too (``compile.run_once_options``)
+    with run_once_options() if quick_init else base_options():
         init = jit(_fresh(program.init), **shardings).trace(z0, chain_key, model_args).lower()
     init_future = compile_async(init)
     # shapes and dtypes of one chain's state
