@@ -108,9 +108,9 @@ def _many_children(design: Design, child: int, parent: int) -> bool:
 
 
 def _coefficient_ratios(design: Design, k: int, family: str) -> list[float]:
-    """Per coefficient of term k (``block.coefs``' order): the median over groups of between / v_j (all 0 when
-    the rule does not apply; ``_held``). ``between`` is the spread of the groups'
-    link-scale estimates left after their group-level predictors
+    """Per coefficient of term k (``block.coefs``' order): the median over groups of
+    between / v_j (all 0 when the rule does not apply; ``_held``). ``between`` is the
+    spread of the groups' link-scale estimates left after their group-level predictors
     (``group_predictor_values``): the part their effects must explain."""
     block = design.blocks[k]
     levels = len(block.levels)

@@ -69,14 +69,20 @@ def options(**overrides: Any):
 
 
 @contextlib.contextmanager
-def base_options():
-    """Programs jitted inside compile with ``COMPILER_OPTIONS`` alone, whatever
-    ``options`` are in force outside."""
-    token = _OVERRIDES.set(())
+def _only(overrides: dict[str, Any]):
+    """Programs jitted inside compile with ``overrides`` over ``COMPILER_OPTIONS``,
+    whatever ``options`` are in force outside."""
+    token = _OVERRIDES.set(tuple(overrides.items()))
     try:
         yield
     finally:
         _OVERRIDES.reset(token)
+
+
+def base_options():
+    """Programs jitted inside compile with ``COMPILER_OPTIONS`` alone, whatever
+    ``options`` are in force outside."""
+    return _only({})
 
 
 # For a program that runs once, as the joint sampler's chain initialisation: LLVM's
@@ -90,15 +96,10 @@ def base_options():
 RUN_ONCE_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
 
-@contextlib.contextmanager
 def run_once_options():
     """Programs jitted inside compile with ``COMPILER_OPTIONS`` and
     ``RUN_ONCE_OPTIONS``, whatever ``options`` are in force outside."""
-    token = _OVERRIDES.set(tuple(RUN_ONCE_OPTIONS.items()))
-    try:
-        yield
-    finally:
-        _OVERRIDES.reset(token)
+    return _only(RUN_ONCE_OPTIONS)
 
 
 def row_pass_options(work: int, minimum: int = ROW_PASS_MIN_WORK):
