@@ -13,7 +13,15 @@ from multilevel import diagnostics as diag
 from multilevel import loglik
 from multilevel import missing as missing_values
 from multilevel._arviz import az, import_in_background
-from multilevel.backends import aggregate, centring, gaussian_collapsed, laplace, padding, start
+from multilevel.backends import (
+    aggregate,
+    centring,
+    gaussian_collapsed,
+    gaussian_gibbs,
+    laplace,
+    padding,
+    start,
+)
 from multilevel.backends import numpyro_model as backend
 from multilevel.design import check_category_specific
 from multilevel.errors import MultilevelError, OptionError
@@ -22,7 +30,7 @@ from multilevel.fit import Fit
 from multilevel.fitted_rows import prepare_rows, with_default_formulas
 from multilevel.formula import parse_formula
 from multilevel.inference import chain_processes as chain_processes_module
-from multilevel.inference import collapsed, nuts, placement
+from multilevel.inference import collapsed, gibbs, nuts, placement
 from multilevel.inference import laplace as laplace_sampler
 from multilevel.inference import sharding as row_sharding
 from multilevel.inference.compile import prng_key, row_pass_options
@@ -440,8 +448,14 @@ class Model:
         effects, sds, correlations and sigma only, at a cost per gradient independent of
         the number of rows; with several (crossed or nested) the factor with the most
         levels is integrated out and the others are sampled. The integrated effects are
-        drawn exactly afterwards, one draw per posterior draw.
-        ``method="nuts"`` forces the joint sampler, ``"collapsed"`` insists on the other.
+        drawn exactly afterwards, one draw per posterior draw. Where every one of several
+        grouping factors' terms has one covariate (crossed or nested intercepts) it runs
+        the blocked Gibbs sampler instead (``method="gibbs"``): the population effects
+        with each factor's effects (and those nested in it) in exact Gaussian blocks,
+        sigma and the sds by slice sampling; exact MCMC, no gradients, about 5x
+        InstEval's NUTS speed at a higher ESS.
+        ``method="nuts"`` forces the joint sampler, ``"collapsed"`` insists on the
+        collapsed one, ``"gibbs"`` on the Gibbs sampler.
         ``method="laplace"`` (never chosen by ``"auto"``) integrates the group effects of
         a bernoulli, binomial (logit) or poisson (log) model with one group term out
         approximately: NUTS runs over the population effects, sds and correlations with
@@ -482,6 +496,8 @@ class Model:
             self.in_memory, self.design.n, chains * draws, log_likelihood
         )
         chosen = self._collapse_plan(method)
+        if method == "auto" and self._gibbs_applies(chosen):
+            method = "gibbs"
         laplace_report = None
         if method == "laplace":
             _joint_sampler_only(
@@ -492,6 +508,13 @@ class Model:
             )
             result, laplace_report, device = self._laplace_sample(settings, seed, progress)
             method_name = laplace_sampler.method_name(laplace_report["k_hat"])
+        elif method == "gibbs":
+            _joint_sampler_only("shard_rows", shard_rows, "uses method='gibbs', its own sampler")
+            _joint_sampler_only(
+                "chain_processes", chain_processes, "uses method='gibbs', its own sampler"
+            )
+            result, device = self._gibbs_sample(settings, seed, progress)
+            method_name = gibbs.method_name()
         elif chosen is not None:
             _joint_sampler_only(
                 "shard_rows",
@@ -592,6 +615,41 @@ class Model:
             if laplace_report is not None:
                 diag.warn_laplace(laplace_report["k_hat"], laplace_report["newton_converged"])
         return fit
+
+    def _gibbs_applies(self, chosen: gaussian_collapsed.Plan | None) -> bool:
+        """Whether ``method="auto"`` runs the Gibbs sampler: a gaussian model with
+        several grouping factors (where only one factor's effects can be integrated
+        out), each term with one covariate. InstEval, 4 x 1000 + 1000: min bulk ESS
+        1,886 in a 23.5 s fit, against 1,210 in 117.6 s for the partially collapsed
+        NUTS; Penicillin 2,653 in 0.2 s of sampling against 730 in 1.6 s."""
+        return (
+            chosen is not None
+            and not chosen.by_statistics
+            and self.in_memory
+            and gaussian_gibbs.unsupported(self.design, self.structure) is None
+        )
+
+    def _gibbs_sample(self, settings: nuts.NutsSettings, seed: int, progress: bool):
+        """``method="gibbs"``: (result, device). Where every collapsed sampler applies
+        and each group term has one covariate (``gaussian_gibbs.unsupported``)."""
+        self._require_rows("The Gibbs sampler (method='gibbs')")
+        self._collapse_plan("auto")  # decides self._plan, or the reason it cannot be
+        reason = self._plan if isinstance(self._plan, str) else None
+        reason = reason or gaussian_gibbs.unsupported(self.design, self.structure)
+        if reason:
+            raise MultilevelError(
+                f"method='gibbs' does not apply to this model: {reason}. Use method='auto'."
+            )
+        chosen = gaussian_gibbs.layout(self.design, self.structure)
+        data = gaussian_gibbs.data_arrays(self.design, chosen, weights=self._weights)
+        # padded to the size bucket: data of another size in it reuse the program
+        run_st = padding.padded_structure(self.structure)
+        with placement.placed(placement.work_of(data)) as device:
+            result = gibbs.sample(
+                run_st, chosen, data, backend.prior_arrays(self.spec), settings, seed, progress
+            )
+        result.samples = padding.unpad(result.samples, self.structure)
+        return result, device
 
     def _laplace_sample(self, settings: nuts.NutsSettings, seed: int, progress: bool):
         """``method="laplace"``: (result, accuracy report, device). The joint sampler's

@@ -35,7 +35,7 @@ FIT_DEFAULTS = {
     "method": "auto",
 }
 # Model.fit's samplers: "auto" chooses between the exact two, "laplace" is only ever asked for
-METHODS = ("auto", "nuts", "collapsed", "laplace")
+METHODS = ("auto", "nuts", "collapsed", "gibbs", "laplace")
 # ml.sbc's chains (many cheap fits): its signature and `multilevel sbc --help` read it
 SBC_CHAINS = 2
 

@@ -118,7 +118,9 @@ def test_auto_picks_collapsed_only_where_it_applies(small):
     assert "no group terms" in gc.collapsible(no_groups.design, "gaussian")
     with pytest.raises(ml.MultilevelError, match="does not apply"):
         no_groups.fit(method="collapsed")
-    with pytest.raises(ml.MultilevelError, match="'auto', 'nuts', 'collapsed' or 'laplace'"):
+    with pytest.raises(
+        ml.MultilevelError, match="'auto', 'nuts', 'collapsed', 'gibbs' or 'laplace'"
+    ):
         small.fit(method="bogus")
     with pytest.raises(ml.MultilevelError, match="not the gaussian family"):
         small.fit(method="laplace")  # approximate integration is for discrete families
@@ -161,7 +163,7 @@ def test_partially_collapsed_likelihood_equals_dense_to_1e8(crossed):
 def test_partially_collapsed_and_joint_nuts_agree_on_crossed_penicillin():
     model = ml.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", ml.datasets.load("Penicillin"))
     kw = dict(chains=4, warmup=1000, draws=1000, progress=False, warn=False)
-    fast = model.fit(seed=1, target_accept=0.95, **kw)
+    fast = model.fit(seed=1, method="collapsed", target_accept=0.95, **kw)
     joint = model.fit(seed=2, method="nuts", target_accept=0.95, **kw)
     assert "partially collapsed" in fast.info["method"]
     assert fast.diagnostics.divergences <= 2

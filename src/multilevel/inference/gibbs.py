@@ -1,0 +1,266 @@
+"""The blocked Gibbs sampler for gaussian models whose group terms have one covariate
+each (crossed or nested intercepts: InstEval, Penicillin, Pastes).
+
+Each sweep: for every block (the population coefficients with one chain of nested
+terms, ``backends.gaussian_gibbs``) an exact joint Gaussian draw, accepted with the
+ratio of beta's prior; then sigma, and each sd twice (given its effects, then given its
+standardised effects, ``gaussian_gibbs.scale_moments``), by slice sampling (Neal 2003)
+on the log scale. Exact MCMC: every step leaves the posterior invariant. A sweep costs a
+few passes over the rows and no gradient, and its draws are far less correlated than
+NUTS's on the same model (InstEval, 4 x 1000 + 1000: min bulk ESS 1,011 at about 2 ms a
+chain-sweep, against NUTS's 988 at 46 gradients of 1.2 ms per draw).
+
+The chains run side by side in one program (vectorised), in chunks of ``CHUNK`` sweeps
+so that a progress bar can move; the draws' statistics stand where NUTS's do
+(``potential_energy`` is minus the log joint density; ``n_steps`` is 1, nothing
+diverges; ``acceptance_rate`` is the blocks' mean acceptance).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from multilevel.backends import gaussian_gibbs as gg
+from multilevel.backends.numpyro_model import Structure
+from multilevel.inference.compile import jit, prng_key
+from multilevel.inference.compile import signature as program_signature
+from multilevel.inference.nuts import NutsResult, NutsSettings
+from multilevel.program_cache import ProgramCache
+from multilevel.progress import progress_bar
+
+CHUNK = 50  # sweeps per compiled call: the progress bar's step (a fixed shape, one program)
+SLICE_STEPS = 30  # most steps out (and shrinkages) per slice update
+_PROGRAMS: ProgramCache = ProgramCache()  # (structure, layout, shapes) -> chunk program
+
+
+def method_name() -> str:
+    """How the printed fit names the sampler."""
+    return "blocked Gibbs (exact Gaussian blocks, slice-sampled scales)"
+
+
+def slice_log_scale(key, value, log_density, width):
+    """One slice-sampling update (stepping out, then shrinkage) of a positive scalar,
+    on u = log(value): the density of u is log_density(exp(u)) + u."""
+
+    def f(u):
+        out = log_density(jnp.exp(u)) + u
+        return jnp.where(jnp.isnan(out), -jnp.inf, out)
+
+    u0 = jnp.log(value)
+    k_level, k_place, k_shrink = jax.random.split(key, 3)
+    level = f(u0) + jnp.log(jax.random.uniform(k_level, dtype=u0.dtype))
+    left = u0 - width * jax.random.uniform(k_place, dtype=u0.dtype)
+    right = left + width
+
+    def stepping(state):
+        lo, hi, i = state
+        return ((f(lo) > level) | (f(hi) > level)) & (i < SLICE_STEPS)
+
+    def step_out(state):
+        lo, hi, i = state
+        lo = jnp.where(f(lo) > level, lo - width, lo)
+        hi = jnp.where(f(hi) > level, hi + width, hi)
+        return lo, hi, i + 1
+
+    left, right, _ = jax.lax.while_loop(stepping, step_out, (left, right, 0))
+
+    def shrinking(state):
+        return ~state[3] & (state[4] < 4 * SLICE_STEPS)
+
+    def shrink(state):
+        lo, hi, key, _, i, _ = state
+        key, sub = jax.random.split(key)
+        u = lo + (hi - lo) * jax.random.uniform(sub, dtype=u0.dtype)
+        inside = f(u) > level
+        lo = jnp.where(inside | (u > u0), lo, u)
+        hi = jnp.where(inside | (u < u0), hi, u)
+        return lo, hi, key, inside, i + 1, u
+
+    state = (left, right, k_shrink, False, 0, u0)
+    _, _, _, found, _, u = jax.lax.while_loop(shrinking, shrink, state)
+    return jnp.exp(jnp.where(found, u, u0))
+
+
+def _sweep(st: Structure, chosen: gg.Layout, key, state, data, prior):
+    beta, effects, sigma, sd = state
+    keys = jax.random.split(key, len(chosen.chains) + 1)
+    accepted = jnp.zeros((), beta.dtype)
+    for i, chain in enumerate(chosen.chains):
+        k_draw, k_accept = jax.random.split(keys[i])
+        new_beta, new_effects = gg.draw_block(k_draw, chain, chosen, beta, effects, sigma, sd, data)
+        if beta.shape[0]:  # an independence proposal with a flat prior: accept on the prior
+            log_ratio = gg.prior_log_density(st.coef_groups, prior["b"], new_beta)
+            log_ratio -= gg.prior_log_density(st.coef_groups, prior["b"], beta)
+            take = jnp.log(jax.random.uniform(k_accept, dtype=beta.dtype)) < log_ratio
+        else:
+            take = jnp.array(True)
+        beta = jnp.where(take, new_beta, beta)
+        effects = tuple(jnp.where(take, new, old) for new, old in zip(new_effects, effects))
+        accepted = accepted + take
+    scale_keys = jax.random.split(keys[-1], 1 + 3 * len(effects))  # sigma; 3 per sd
+    resid = gg.residuals(beta, effects, data)
+    rss, n = resid @ resid, data["n"]
+    sigma_prior = gg.element_log_prior(st.aux_groups, prior["aux"], 0)
+    sigma = slice_log_scale(
+        scale_keys[0],
+        sigma,
+        lambda s: -n * jnp.log(s) - rss / (2 * s**2) + sigma_prior(s),
+        3.0 / jnp.sqrt(jnp.maximum(n, 1.0)),
+    )
+    sd = jnp.asarray(sd)
+    for k in range(len(effects)):
+        j = chosen.sd_index[k]
+        sd_prior = gg.element_log_prior(st.sd_groups, prior["sd"], j)
+        mask = gg.level_mask(k, data)
+        levels, squares = jnp.sum(mask), jnp.sum(mask * effects[k] ** 2)
+        centred = slice_log_scale(
+            scale_keys[1 + 3 * k],
+            sd[j],
+            lambda s, m=levels, ss=squares, lp=sd_prior: -m * jnp.log(s) - ss / (2 * s**2) + lp(s),
+            3.0 / jnp.sqrt(jnp.maximum(levels, 1.0)),
+        )
+        # interweaving: the sd again, with the standardised effects b / sd held fixed
+        a, b = gg.scale_moments(k, effects, resid, data)
+        a_u, b_u = a / centred**2, b / centred
+        width = jnp.clip(3.0 * sigma / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0)
+        scale = slice_log_scale(
+            scale_keys[2 + 3 * k],
+            centred,
+            lambda s, a_u=a_u, b_u=b_u, lp=sd_prior: (
+                -(s * s * a_u - 2 * s * b_u) / (2 * sigma**2) + lp(s)
+            ),
+            width,
+        )
+        rescaled = effects[k] * (scale / centred)
+        resid = resid - data["z"][k] * (rescaled - effects[k])[data["codes"][k]]
+        effects = tuple(rescaled if i == k else e for i, e in enumerate(effects))
+        sd = sd.at[j].set(scale)
+        if k in chosen.parents:  # and with its children's coefficients held fixed
+            child = chosen.parents.index(k)
+            sd_child = sd[chosen.sd_index[child]]
+            a, b = gg.child_moments(child, k, effects, data)
+            a_u, b_u = a / scale**2, b / scale
+            width = jnp.clip(3.0 * sd_child / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0)
+            again = slice_log_scale(
+                scale_keys[3 + 3 * k],
+                scale,
+                lambda s, a_u=a_u, b_u=b_u, c=sd_child, lp=sd_prior: (
+                    -(s * s * a_u - 2 * s * b_u) / (2 * c**2) + lp(s)
+                ),
+                width,
+            )
+            shift = effects[k] * (again / scale) - effects[k]  # the parent's effects move
+            codes = data["parent_codes"][child]  # and its children's the other way
+            effects = tuple(
+                e + shift if i == k else e - shift[codes] if i == child else e
+                for i, e in enumerate(effects)
+            )
+            sd = sd.at[j].set(again)
+    log_density = _log_joint(st, chosen, beta, effects, sigma, sd, resid, data, prior)
+    return (beta, effects, sigma, sd), (log_density, accepted / len(chosen.chains))
+
+
+def _log_joint(st, chosen, beta, effects, sigma, sd, resid, data, prior):
+    """log p(y, beta, effects, sigma, sds) up to a constant (``lp`` of the draws)."""
+    out = -data["n"] * jnp.log(sigma) - resid @ resid / (2 * sigma**2)
+    for k, b in enumerate(effects):
+        s = sd[chosen.sd_index[k]]
+        mask = gg.level_mask(k, data)
+        out = out - jnp.sum(mask) * jnp.log(s) - jnp.sum(mask * b**2) / (2 * s**2)
+    out = out + gg.prior_log_density(st.coef_groups, prior["b"], beta)
+    out = out + gg.prior_log_density(st.sd_groups, prior["sd"], sd)
+    return out + gg.prior_log_density(st.aux_groups, prior["aux"], jnp.reshape(sigma, (1,)))
+
+
+def _chunk_program(st: Structure, chosen: gg.Layout):
+    """(keys (chains, CHUNK, 2), states, data, prior) -> (states, per-sweep draws)."""
+
+    def one_chain(keys, state, data, prior):
+        def step(state, key):
+            state, (log_density, accepted) = _sweep(st, chosen, key, state, data, prior)
+            beta, effects, sigma, sd = state
+            return state, (beta, effects, sigma, sd, log_density, accepted)
+
+        return jax.lax.scan(step, state, keys)
+
+    return jit(jax.vmap(one_chain, in_axes=(0, 0, None, None)))
+
+
+def _starts(key, chains: int, data: dict, st: Structure):
+    """Dispersed starting points: beta at least squares, effects zero, sigma within a
+    factor e^0.5 of the residuals' sd and each sd within e^-2..e of it (the first
+    sweep draws beta and the effects from their conditionals)."""
+    X, y, n = np.asarray(data["X"]), np.asarray(data["y"]), max(data["n"], 1.0)
+    beta = np.linalg.lstsq(X, y, rcond=None)[0] if X.shape[1] else np.zeros(0)
+    spread = math.sqrt(max(float(np.sum((y - X @ beta) ** 2)) / n, 1e-12))
+    rng = np.random.default_rng(np.asarray(key))
+    sigma = spread * np.exp(rng.uniform(-0.5, 0.5, chains))
+    sd = spread * np.exp(rng.uniform(-2.0, 1.0, (chains, st.n_sd)))
+    effects = tuple(np.zeros((chains, z.shape[0])) for z in data["zz"])
+    return (np.tile(beta, (chains, 1)), effects, sigma, sd)
+
+
+def sample(
+    st: Structure,
+    chosen: gg.Layout,
+    data: dict,
+    prior: dict,
+    settings: NutsSettings,
+    seed: int,
+    progress: bool,
+) -> NutsResult:
+    """Run ``settings.chains`` chains of ``warmup + draws`` sweeps; keep the last
+    ``draws`` of each. In float64: the residual sum of squares of many rows is of the
+    order of n sigma^2, whose float32 resolution is coarser than sigma's posterior."""
+    with jax.enable_x64(True):
+        return _sample(st, chosen, data, prior, settings, seed, progress)
+
+
+def _sample(st, chosen, data, prior, settings, seed, progress) -> NutsResult:
+    data = jax.tree.map(jnp.asarray, data)  # float64 and int32 as given (x64 is on)
+    prior = jax.tree.map(lambda x: np.asarray(x, dtype=np.float64), prior)
+    chains, total = settings.chains, settings.warmup + settings.draws
+    chunks = -(-total // CHUNK)
+    start_key, run_key = jax.random.split(jnp.asarray(prng_key(seed)))
+    state = _starts(start_key, chains, data, st)
+    keys = jax.random.split(run_key, chains * chunks * CHUNK).reshape(chains, chunks, CHUNK, 2)
+    t0 = time.perf_counter()
+    args = (keys[:, 0], state, data, prior)
+    signature = (st, chosen, program_signature(args))
+    if signature not in _PROGRAMS:
+        _PROGRAMS[signature] = _chunk_program(st, chosen).lower(*args).compile()
+    program = _PROGRAMS[signature]
+    compile_s = time.perf_counter() - t0
+    kept = []
+    with progress_bar(chunks * CHUNK * chains, "Gibbs", unit="it", show=progress) as bar:
+        for c in range(chunks):
+            state, draws = program(keys[:, c], state, data, prior)
+            if c * CHUNK + CHUNK > settings.warmup:
+                kept.append(jax.tree.map(np.asarray, draws))
+            else:
+                jax.block_until_ready(state)  # the bar moves with the work done
+            bar.update(CHUNK * chains)
+    joined = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
+    first = settings.warmup - (chunks * CHUNK - len(kept) * CHUNK)
+    beta, effects, sigma, sd, log_density, accepted = jax.tree.map(
+        lambda a: a[:, first : first + settings.draws], joined
+    )
+    samples = {
+        "beta": beta,
+        "sd": sd,
+        "aux": sigma[..., None],
+        **{f"effects_{k}": e[..., None] for k, e in enumerate(effects)},
+    }
+    stats = {
+        "diverging": np.zeros(log_density.shape, dtype=bool),
+        "n_steps": np.ones(log_density.shape, dtype=np.int64),
+        "potential_energy": -log_density,
+        "acceptance_rate": accepted,
+    }
+    sampling_s = time.perf_counter() - t0 - compile_s
+    return NutsResult(samples, stats, compile_s, sampling_s, settings)
