@@ -95,7 +95,7 @@ def sampler_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--method", default="auto", help="our fit's method (auto, nuts, collapsed, laplace)"
+        "--method", default="auto", help="our fit's method (auto, nuts, collapsed, gibbs, laplace)"
     )
     return parser
 

@@ -36,6 +36,8 @@ def measures(result: dict, args) -> dict:
     """The table's figures from one fit's row (``peers.ours_result`` in the child, with
     ``fit.timing``: see ``nuts.ChainCost``)."""
     timing = result["timing"]
+    if "sweeps_per_chain" in timing:  # the Gibbs sampler (gaussian crossed intercepts)
+        return gibbs_measures(result)
     warmup_gradients = sum(timing["gradients_warmup"])
     sampling_gradients = sum(timing["gradients_sampling"])
     loop_s = timing["warmup_s"] + timing["draws_s"]
@@ -53,6 +55,21 @@ def measures(result: dict, args) -> dict:
         "us_per_gradient": 1e6 * timing["seconds_per_gradient"],
         "chain_workers": timing["chain_workers"],
         "chain_processes": timing.get("chain_processes", 0),
+        "ess_per_process_s": result["min_ess_bulk"] / result["process_wall_s"],
+    }
+
+
+def gibbs_measures(result: dict) -> dict:
+    """The table's figures for a Gibbs fit: no gradients; the time per sweep of every
+    chain side by side in the us/grad column's place (``us_per_sweep``)."""
+    timing = result["timing"]
+    loop_s = timing["warmup_s"] + timing["draws_s"]
+    return {
+        "compile_s": timing["compile_s"],
+        "warmup_s": timing["warmup_s"],
+        "draws_s": timing["draws_s"],
+        "warmup_share": timing["warmup_s"] / loop_s if loop_s > 0 else None,
+        "us_per_sweep": 1e6 * timing["seconds_per_sweep"],
         "ess_per_process_s": result["min_ess_bulk"] / result["process_wall_s"],
     }
 
@@ -95,6 +112,7 @@ COLUMNS = [  # (header, result key, format spec); text columns are left-aligned
     ("grad/warm", "gradients_per_warmup_draw", ".1f"),
     ("grad/draw", "gradients_per_draw", ".1f"),
     ("us/grad", "us_per_gradient", ".0f"),
+    ("us/sweep", "us_per_sweep", ".0f"),
     ("min_ess", "min_ess_bulk", ".0f"),
     ("ess/proc_s", "ess_per_process_s", ".1f"),
     ("process_s", "process_wall_s", ".1f"),

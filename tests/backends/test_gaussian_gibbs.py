@@ -128,18 +128,24 @@ def test_scale_moments_give_the_residual_sum_of_squares_as_a_quadratic(nested):
     with jax.enable_x64(True):
         effects = tuple(jnp.asarray(rng.normal(size=z.shape[0])) for z in data["zz"])
         beta = jnp.asarray(rng.normal(size=model.design.X.shape[1]))
-        resid = gg.residuals(beta, effects, data)
-        k, sd = _term(model, "other"), 0.8
-        a, b = (float(v) for v in gg.scale_moments(k, effects, resid, data))
+        resid = gg.residuals(chosen, beta, effects, data)
+        sd = 0.8
+        for group in ("other", "parent", "child"):
+            k = _term(model, group)
+            chain = next(c for c in chosen.chains if k in c)
+            finest = gg.level_sums((chain[-1],), resid, data)[chain[-1]]
+            zr = gg.sums_at(chain, k, finest, data)
+            np.testing.assert_allclose(zr, gg.level_sums(chain, resid, data)[k])
+            a, b = (float(v) for v in gg.scale_moments(k, effects, zr, data))
 
-        def rss(s):  # term k's effects at sd s, standardised effects fixed
-            scaled = tuple(e * (s / sd) if i == k else e for i, e in enumerate(effects))
-            r = gg.residuals(beta, scaled, data)
-            return float(r @ r)
+            def rss(s, k=k):  # term k's effects at sd s, standardised effects fixed
+                scaled = tuple(e * (s / sd) if i == k else e for i, e in enumerate(effects))
+                r = gg.residuals(chosen, beta, scaled, data)
+                return float(r @ r)
 
-        for s in (0.3, 1.7):  # rss(s) - rss(sd) = (s^2 - sd^2) A_u - 2 (s - sd) B_u
-            expected = (s**2 - sd**2) * a / sd**2 - 2 * (s - sd) * b / sd
-            assert rss(s) - rss(sd) == pytest.approx(expected, rel=1e-9)
+            for s in (0.3, 1.7):  # rss(s) - rss(sd) = (s^2 - sd^2) A_u - 2 (s - sd) B_u
+                expected = (s**2 - sd**2) * a / sd**2 - 2 * (s - sd) * b / sd
+                assert rss(s) - rss(sd) == pytest.approx(expected, rel=1e-9), group
 
 
 def test_child_moments_give_the_childrens_prior_as_a_quadratic(nested):

@@ -475,7 +475,7 @@ def test_the_command_line_offers_the_method(capsys):
 
     with pytest.raises(SystemExit):
         cli.main(["fit", "--help"])
-    assert "auto/nuts/collapsed/laplace" in capsys.readouterr().out
+    assert "auto/nuts/collapsed/gibbs/laplace" in capsys.readouterr().out
 
 
 def test_poor_accuracy_warns():

@@ -47,3 +47,23 @@ def test_measures_from_a_fit_row():
         ]
         is None
     )
+
+
+def test_measures_from_a_gibbs_fit_row():
+    row = {
+        "min_ess_bulk": 1800.0,
+        "process_wall_s": 24.0,
+        "timing": {
+            "compile_s": 6.0,
+            "sampling_s": 16.0,
+            "warmup_s": 8.0,
+            "draws_s": 8.0,
+            "sweeps_per_chain": 2000,
+            "seconds_per_sweep": 16.0 / 2000,
+        },
+    }
+    m = glmm_time.measures(row, SimpleNamespace(chains=4, warmup=1000, draws=1000))
+    assert m["warmup_share"] == pytest.approx(0.5)
+    assert m["us_per_sweep"] == pytest.approx(8000.0)
+    assert m["ess_per_process_s"] == pytest.approx(75.0)
+    assert "us_per_gradient" not in m

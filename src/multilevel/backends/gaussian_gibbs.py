@@ -143,30 +143,78 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
 
 
-def row_effects(effects: tuple, data: dict, terms) -> jnp.ndarray:
-    """(n,) sum over ``terms`` of each row's z_k * b_k[g_k]."""
-    total = jnp.zeros_like(data["y"])
-    for k in terms:
-        total = total + data["z"][k] * effects[k][data["codes"][k]]
+def chain_coefficients(chain: tuple[int, ...], effects, data) -> jnp.ndarray:
+    """(L_finest,) the sum of a chain's effects at each level of its finest term: what
+    the rows see (every term of a chain has the same covariate)."""
+    total = effects[chain[0]]
+    for lower in chain[1:]:
+        total = effects[lower] + total[data["parent_codes"][lower]]
     return total
+
+
+def row_effects(effects: tuple, data: dict, chains) -> jnp.ndarray:
+    """(n,) each row's z * b summed over the terms of ``chains``: one gather per chain."""
+    total = jnp.zeros_like(data["y"])
+    for chain in chains:
+        finest = chain[-1]
+        coefficients = chain_coefficients(chain, effects, data)
+        total = total + data["z"][finest] * coefficients[data["codes"][finest]]
+    return total
+
+
+def level_sums(chain: tuple[int, ...], values, data) -> dict:
+    """term -> (L_k,) sum over each level's rows of z * values, for every term of a chain:
+    one pass over the rows for the finest term, its sums added up the nesting for the
+    others."""
+    finest = chain[-1]
+    sums = {finest: jax.ops.segment_sum(
+        data["z"][finest] * values, data["codes"][finest], data["zz"][finest].shape[0]
+    )}  # fmt: skip
+    for upper, lower in zip(reversed(chain[:-1]), reversed(chain[1:])):
+        sums[upper] = _up(lower, upper, sums[lower], data)
+    return sums
+
+
+def sums_at(chain: tuple[int, ...], k: int, finest_sums, data) -> jnp.ndarray:
+    """(L_k,) per-level sums of the chain's finest term added up to term k's levels."""
+    sums = finest_sums
+    for upper, lower in zip(reversed(chain[chain.index(k) : -1]), reversed(chain[1:])):
+        sums = _up(lower, upper, sums, data)
+    return sums
+
+
+def _up(lower: int, upper: int, values, data) -> jnp.ndarray:
+    """Per-level values of term ``lower`` summed into its parent ``upper``'s levels."""
+    return jax.ops.segment_sum(values, data["parent_codes"][lower], data["zz"][upper].shape[0])
+
+
+def finest_levels(chain: tuple[int, ...], k: int, data) -> jnp.ndarray:
+    """(L_finest,) the level of term k (in ``chain``) that holds each finest level."""
+    finest = chain[-1]
+    index = jnp.arange(data["zz"][finest].shape[0])
+    for lower in reversed(chain[chain.index(k) + 1 :]):
+        index = data["parent_codes"][lower][index]
+    return index
 
 
 def draw_block(key, chain: tuple[int, ...], chosen: Layout, beta, effects, sigma, sd, data):
     """A joint draw of (beta, the chain's effects) from their Gaussian conditional with a
     flat prior on beta: (beta, effects with the chain's replaced)."""
-    others = [k for k in range(len(effects)) if k not in chain]
+    others = [each for each in chosen.chains if each != chain]
     r = data["y"] - row_effects(effects, data, others)
-    xtr = data["Xty"] - sum((data["zx"][k].T @ effects[k] for k in others), jnp.zeros_like(beta))
+    xtr = data["Xty"] - sum(
+        (data["zx"][k].T @ effects[k] for each in others for k in each), jnp.zeros_like(beta)
+    )
+    sums = level_sums(chain, r, data)
     s2 = sigma**2
     # beta's precision and shift, less every level's elimination (each couples to beta)
     precision, shift = data["XtX"] / s2, xtr / s2
     eliminated, below = {}, {}
     for k in reversed(chain):  # the finest term first
-        size = data["zz"][k].shape[0]
         prior_precision = 1.0 / sd[chosen.sd_index[k]] ** 2
         a = data["zz"][k] / s2 + prior_precision
         g = data["zx"][k] / s2
-        h = jax.ops.segment_sum(data["z"][k] * r, data["codes"][k], size) / s2
+        h = sums[k] / s2
         if k in below:  # the child term's levels, eliminated into this term's
             da, dg, dh = below[k]
             a, g, h = a - da, g - dg, h - dh
@@ -176,12 +224,11 @@ def draw_block(key, chain: tuple[int, ...], chosen: Layout, beta, effects, sigma
         shift = shift - g.T @ (h / a)
         parent = chosen.parents[k]
         if parent >= 0:
-            codes, levels = data["parent_codes"][k], data["zz"][parent].shape[0]
             w = e / a
             below[parent] = (
-                jax.ops.segment_sum(w * e, codes, levels),
-                jax.ops.segment_sum(w[:, None] * g, codes, levels),
-                jax.ops.segment_sum(w * h, codes, levels),
+                _up(k, parent, w * e, data),
+                _up(k, parent, w[:, None] * g, data),
+                _up(k, parent, w * h, data),
             )
     keys = jax.random.split(key, len(chain) + 1)
     if beta.shape[0]:
@@ -201,9 +248,9 @@ def draw_block(key, chain: tuple[int, ...], chosen: Layout, beta, effects, sigma
     return beta, tuple(effects)
 
 
-def residuals(beta, effects, data) -> jnp.ndarray:
+def residuals(chosen: Layout, beta, effects, data) -> jnp.ndarray:
     """(n,) y - X beta - every term's effects (zero on padded rows)."""
-    return data["y"] - data["X"] @ beta - row_effects(effects, data, range(len(effects)))
+    return data["y"] - data["X"] @ beta - row_effects(effects, data, chosen.chains)
 
 
 def level_mask(k: int, data: dict) -> jnp.ndarray:
@@ -211,13 +258,12 @@ def level_mask(k: int, data: dict) -> jnp.ndarray:
     return (jnp.arange(data["zz"][k].shape[0]) < data["levels"][k]).astype(data["y"].dtype)
 
 
-def scale_moments(k: int, effects, resid, data):
+def scale_moments(k: int, effects, zr, data):
     """(A, B) with the residual's sum of squares, as a function of term k's sd s when its
     standardised effects u = b_k / sd_k are held fixed, equal to s^2 A - 2 s B plus a
     constant: A = sum_j u_j^2 zz_j, B = sum_j u_j (z'r_-k)_j, where r_-k = r + z b_k[g]
-    leaves the term out. Returns (A, B) for u = b_k (the caller divides by sd)."""
-    size = data["zz"][k].shape[0]
-    zr = jax.ops.segment_sum(data["z"][k] * resid, data["codes"][k], size)
+    leaves the term out and ``zr`` (L_k,) is z'r per level of the full residual r.
+    Returns (A, B) for u = b_k (the caller divides by sd)."""
     zr_without = zr + data["zz"][k] * effects[k]
     return effects[k] @ (data["zz"][k] * effects[k]), effects[k] @ zr_without
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +37,25 @@ from multilevel.progress import progress_bar
 CHUNK = 50  # sweeps per compiled call: the progress bar's step (a fixed shape, one program)
 SLICE_STEPS = 30  # most steps out (and shrinkages) per slice update
 _PROGRAMS: ProgramCache = ProgramCache()  # (structure, layout, shapes) -> chunk program
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    """Where a Gibbs fit's time went (``fit.timing``, beside NUTS's ``ChainCost``)."""
+
+    warmup_s: float
+    draws_s: float
+    sweeps: int  # per chain, as run (whole chunks)
+
+    def timing(self) -> dict:
+        """Seconds of warmup and of the kept draws (a chunk that holds both is split by
+        its sweeps), and the wall seconds per sweep of all chains side by side."""
+        return {
+            "warmup_s": self.warmup_s,
+            "draws_s": self.draws_s,
+            "sweeps_per_chain": self.sweeps,
+            "seconds_per_sweep": (self.warmup_s + self.draws_s) / max(self.sweeps, 1),
+        }
 
 
 def method_name() -> str:
@@ -103,7 +123,7 @@ def _sweep(st: Structure, chosen: gg.Layout, key, state, data, prior):
         effects = tuple(jnp.where(take, new, old) for new, old in zip(new_effects, effects))
         accepted = accepted + take
     scale_keys = jax.random.split(keys[-1], 1 + 3 * len(effects))  # sigma; 3 per sd
-    resid = gg.residuals(beta, effects, data)
+    resid = gg.residuals(chosen, beta, effects, data)
     rss, n = resid @ resid, data["n"]
     sigma_prior = gg.element_log_prior(st.aux_groups, prior["aux"], 0)
     sigma = slice_log_scale(
@@ -113,56 +133,70 @@ def _sweep(st: Structure, chosen: gg.Layout, key, state, data, prior):
         3.0 / jnp.sqrt(jnp.maximum(n, 1.0)),
     )
     sd = jnp.asarray(sd)
-    for k in range(len(effects)):
-        j = chosen.sd_index[k]
-        sd_prior = gg.element_log_prior(st.sd_groups, prior["sd"], j)
-        mask = gg.level_mask(k, data)
-        levels, squares = jnp.sum(mask), jnp.sum(mask * effects[k] ** 2)
-        centred = slice_log_scale(
-            scale_keys[1 + 3 * k],
-            sd[j],
-            lambda s, m=levels, ss=squares, lp=sd_prior: -m * jnp.log(s) - ss / (2 * s**2) + lp(s),
-            3.0 / jnp.sqrt(jnp.maximum(levels, 1.0)),
-        )
-        # interweaving: the sd again, with the standardised effects b / sd held fixed
-        a, b = gg.scale_moments(k, effects, resid, data)
-        a_u, b_u = a / centred**2, b / centred
-        width = jnp.clip(3.0 * sigma / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0)
-        scale = slice_log_scale(
-            scale_keys[2 + 3 * k],
-            centred,
-            lambda s, a_u=a_u, b_u=b_u, lp=sd_prior: (
-                -(s * s * a_u - 2 * s * b_u) / (2 * sigma**2) + lp(s)
-            ),
-            width,
-        )
-        rescaled = effects[k] * (scale / centred)
-        resid = resid - data["z"][k] * (rescaled - effects[k])[data["codes"][k]]
-        effects = tuple(rescaled if i == k else e for i, e in enumerate(effects))
-        sd = sd.at[j].set(scale)
-        if k in chosen.parents:  # and with its children's coefficients held fixed
-            child = chosen.parents.index(k)
-            sd_child = sd[chosen.sd_index[child]]
-            a, b = gg.child_moments(child, k, effects, data)
-            a_u, b_u = a / scale**2, b / scale
-            width = jnp.clip(3.0 * sd_child / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0)
-            again = slice_log_scale(
-                scale_keys[3 + 3 * k],
-                scale,
-                lambda s, a_u=a_u, b_u=b_u, c=sd_child, lp=sd_prior: (
-                    -(s * s * a_u - 2 * s * b_u) / (2 * c**2) + lp(s)
-                ),
-                width,
-            )
-            shift = effects[k] * (again / scale) - effects[k]  # the parent's effects move
-            codes = data["parent_codes"][child]  # and its children's the other way
-            effects = tuple(
-                e + shift if i == k else e - shift[codes] if i == child else e
-                for i, e in enumerate(effects)
-            )
-            sd = sd.at[j].set(again)
+    for chain in chosen.chains:
+        # one pass over the rows per chain: z'r at its finest levels, kept up to date as
+        # each sd moves its term's effects (the others' sums follow up the nesting)
+        finest = chain[-1]
+        zr = gg.level_sums((finest,), resid, data)[finest]
+        before = gg.chain_coefficients(chain, effects, data)
+        for k in chain:
+            sd, effects, moved = _scale_updates(
+                st, chosen, k, chain, scale_keys[1 + 3 * k : 4 + 3 * k], sigma, sd, effects,
+                zr, data, prior,
+            )  # fmt: skip
+            zr = zr - data["zz"][finest] * moved[gg.finest_levels(chain, k, data)]
+        after = gg.chain_coefficients(chain, effects, data)
+        resid = resid - data["z"][finest] * (after - before)[data["codes"][finest]]
     log_density = _log_joint(st, chosen, beta, effects, sigma, sd, resid, data, prior)
     return (beta, effects, sigma, sd), (log_density, accepted / len(chosen.chains))
+
+
+def _scale_updates(st, chosen, k, chain, keys, sigma, sd, effects, zr_finest, data, prior):
+    """Term k's sd given its effects, then given its standardised effects (the
+    effects move with it), then, for a parent, given its children's coefficients (its
+    children's effects move the other way). ``zr_finest``: z'r of the current residual
+    at the chain's finest levels. Returns (sd, effects, the change of term k's effects
+    that the rows see)."""
+    j = chosen.sd_index[k]
+    sd_prior = gg.element_log_prior(st.sd_groups, prior["sd"], j)
+    mask = gg.level_mask(k, data)
+    levels, squares = jnp.sum(mask), jnp.sum(mask * effects[k] ** 2)
+    centred = slice_log_scale(
+        keys[0],
+        sd[j],
+        lambda s: -levels * jnp.log(s) - squares / (2 * s**2) + sd_prior(s),
+        3.0 / jnp.sqrt(jnp.maximum(levels, 1.0)),
+    )
+    # interweaving: the sd again, with the standardised effects b / sd held fixed
+    a, b = gg.scale_moments(k, effects, gg.sums_at(chain, k, zr_finest, data), data)
+    a_u, b_u = a / centred**2, b / centred
+    scale = slice_log_scale(
+        keys[1],
+        centred,
+        lambda s: -(s * s * a_u - 2 * s * b_u) / (2 * sigma**2) + sd_prior(s),
+        jnp.clip(3.0 * sigma / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0),
+    )
+    moved = effects[k] * (scale / centred - 1.0)
+    effects = tuple(e + moved if i == k else e for i, e in enumerate(effects))
+    if k in chosen.parents:  # and with its children's coefficients held fixed
+        child = chosen.parents.index(k)
+        sd_child = sd[chosen.sd_index[child]]
+        a, b = gg.child_moments(child, k, effects, data)
+        a_u, b_u = a / scale**2, b / scale
+        again = slice_log_scale(
+            keys[2],
+            scale,
+            lambda s: -(s * s * a_u - 2 * s * b_u) / (2 * sd_child**2) + sd_prior(s),
+            jnp.clip(3.0 * sd_child / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0),
+        )
+        shift = effects[k] * (again / scale - 1.0)  # the parent's effects move
+        codes = data["parent_codes"][child]  # and its children's the other way
+        effects = tuple(
+            e + shift if i == k else e - shift[codes] if i == child else e
+            for i, e in enumerate(effects)
+        )
+        scale = again
+    return sd.at[j].set(scale), effects, moved
 
 
 def _log_joint(st, chosen, beta, effects, sigma, sd, resid, data, prior):
@@ -236,14 +270,18 @@ def _sample(st, chosen, data, prior, settings, seed, progress) -> NutsResult:
         _PROGRAMS[signature] = _chunk_program(st, chosen).lower(*args).compile()
     program = _PROGRAMS[signature]
     compile_s = time.perf_counter() - t0
-    kept = []
+    kept, warmup_s, draws_s = [], 0.0, 0.0
     with progress_bar(chunks * CHUNK * chains, "Gibbs", unit="it", show=progress) as bar:
         for c in range(chunks):
+            began = time.perf_counter()
             state, draws = program(keys[:, c], state, data, prior)
             if c * CHUNK + CHUNK > settings.warmup:
                 kept.append(jax.tree.map(np.asarray, draws))
             else:
                 jax.block_until_ready(state)  # the bar moves with the work done
+            seconds = time.perf_counter() - began
+            in_warmup = min(max(settings.warmup - c * CHUNK, 0), CHUNK) / CHUNK
+            warmup_s, draws_s = warmup_s + seconds * in_warmup, draws_s + seconds * (1 - in_warmup)
             bar.update(CHUNK * chains)
     joined = jax.tree.map(lambda *parts: np.concatenate(parts, axis=1), *kept)
     first = settings.warmup - (chunks * CHUNK - len(kept) * CHUNK)
@@ -263,4 +301,5 @@ def _sample(st, chosen, data, prior, settings, seed, progress) -> NutsResult:
         "acceptance_rate": accepted,
     }
     sampling_s = time.perf_counter() - t0 - compile_s
-    return NutsResult(samples, stats, compile_s, sampling_s, settings)
+    cost = SweepCost(warmup_s, draws_s, chunks * CHUNK)
+    return NutsResult(samples, stats, compile_s, sampling_s, settings, cost=cost)

@@ -116,7 +116,7 @@ class NutsResult:
     sampling_s: float
     settings: NutsSettings
     companion: Any = None  # what ``sample(..., companion=)`` returned
-    cost: ChainCost | None = None
+    cost: ChainCost | None = None  # or any cost with timing() (inference.gibbs.SweepCost)
 
     def timing(self) -> dict:
         """``fit.info["timing"]``: ``sampling_s`` is warmup and sampling together (plus
