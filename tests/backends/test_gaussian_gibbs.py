@@ -11,7 +11,11 @@ from multilevel.backends import gaussian_gibbs as gg
 from multilevel.backends.numpyro_model import structure_of
 
 
-def _nested_crossed(seed=0):
+NESTED = "y ~ x + (1 | parent) + (1 | child) + (1 | other)"
+SLOPES = "y ~ x + (0 + x | parent) + (0 + x | child) + (1 | other)"  # a chain of slopes
+
+
+def _nested_crossed(seed=0, formula=NESTED):
     """30 rows: 3 parents of 2 children each (nested), a crossed factor of 4 levels, x."""
     rng = np.random.default_rng(seed)
     n = 30
@@ -26,7 +30,7 @@ def _nested_crossed(seed=0):
             "other": [f"o{i % 4}" for i in range(n)],
         }
     )
-    return ml.Model("y ~ x + (1 | parent) + (1 | child) + (1 | other)", frame)
+    return ml.Model(formula, frame)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +98,19 @@ def _dense_conditional(model, chosen, data, chain, effects, sigma, sd):
     return cov @ A.T @ r / sigma**2, cov
 
 
-def test_block_draws_have_the_dense_conditionals_mean_and_covariance(nested):
+@pytest.mark.parametrize("formula", [NESTED, SLOPES])
+def test_block_draws_have_the_dense_conditionals_mean_and_covariance(formula):
     """20,000 draws of (beta, parent, child) given the crossed factor's effects: each
     coordinate's mean within 5 Monte Carlo standard errors of the dense Gaussian's, and
     the covariance within 0.05 of its scale (the standard error of a sample covariance
-    of 20,000 draws is under 0.01 of it)."""
-    model, chosen, data = nested
+    of 20,000 draws is under 0.01 of it). Intercepts, and slopes (z = x, not 1)."""
+    model = _nested_crossed(formula=formula)
+    chosen = gg.layout(model.design, model.structure)
+    with jax.enable_x64(True):
+        data = jax.tree.map(jnp.asarray, gg.data_arrays(model.design, chosen))
     parent, child, other = (_term(model, g) for g in ("parent", "child", "other"))
     chain = (parent, child)
+    assert chain in chosen.chains
     with jax.enable_x64(True):
         rng = np.random.default_rng(2)
         effects = tuple(jnp.asarray(rng.normal(size=z.shape[0]) * 0.5) for z in data["zz"])

@@ -92,3 +92,10 @@ def test_gibbs_refuses_what_it_cannot_sample_and_says_why():
     binary = ml.Model("hit ~ x + (1 | a) + (1 | b)", frame, family="bernoulli")
     with pytest.raises(MultilevelError, match="bernoulli family"):
         binary.fit(method="gibbs", **SETTINGS)
+
+
+def test_an_explicit_centring_choice_keeps_nuts():
+    frame = ml.datasets.load("Penicillin")
+    model = ml.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", frame, centered=False)
+    fit = model.fit(chains=2, warmup=100, draws=100, progress=False, warn=False)
+    assert "partially collapsed" in fit.info["method"]
