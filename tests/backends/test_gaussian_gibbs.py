@@ -10,7 +10,6 @@ import multilevel as ml
 from multilevel.backends import gaussian_gibbs as gg
 from multilevel.backends.numpyro_model import structure_of
 
-
 NESTED = "y ~ x + (1 | parent) + (1 | child) + (1 | other)"
 SLOPES = "y ~ x + (0 + x | parent) + (0 + x | child) + (1 | other)"  # a chain of slopes
 
