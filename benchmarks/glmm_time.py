@@ -40,12 +40,8 @@ def measures(result: dict, args) -> dict:
         return gibbs_measures(result)
     warmup_gradients = sum(timing["gradients_warmup"])
     sampling_gradients = sum(timing["gradients_sampling"])
-    loop_s = timing["warmup_s"] + timing["draws_s"]
     return {
-        "compile_s": timing["compile_s"],
-        "warmup_s": timing["warmup_s"],
-        "draws_s": timing["draws_s"],
-        "warmup_share": timing["warmup_s"] / loop_s if loop_s > 0 else None,
+        **phases(result),
         "gradients_warmup": warmup_gradients,
         "gradients_sampling": sampling_gradients,
         "gradients_per_warmup_draw": warmup_gradients / (args.chains * args.warmup)
@@ -55,13 +51,11 @@ def measures(result: dict, args) -> dict:
         "us_per_gradient": 1e6 * timing["seconds_per_gradient"],
         "chain_workers": timing["chain_workers"],
         "chain_processes": timing.get("chain_processes", 0),
-        "ess_per_process_s": result["min_ess_bulk"] / result["process_wall_s"],
     }
 
 
-def gibbs_measures(result: dict) -> dict:
-    """The table's figures for a Gibbs fit: no gradients; the time per sweep of every
-    chain side by side in the us/grad column's place (``us_per_sweep``)."""
+def phases(result: dict) -> dict:
+    """Compile, warmup and draws seconds, warmup's share, ESS per process second."""
     timing = result["timing"]
     loop_s = timing["warmup_s"] + timing["draws_s"]
     return {
@@ -69,9 +63,14 @@ def gibbs_measures(result: dict) -> dict:
         "warmup_s": timing["warmup_s"],
         "draws_s": timing["draws_s"],
         "warmup_share": timing["warmup_s"] / loop_s if loop_s > 0 else None,
-        "us_per_sweep": 1e6 * timing["seconds_per_sweep"],
         "ess_per_process_s": result["min_ess_bulk"] / result["process_wall_s"],
     }
+
+
+def gibbs_measures(result: dict) -> dict:
+    """The table's figures for a Gibbs fit: no gradients; the time per sweep of every
+    chain side by side in the us/grad column's place (``us_per_sweep``)."""
+    return {**phases(result), "us_per_sweep": 1e6 * result["timing"]["seconds_per_sweep"]}
 
 
 def run(case: peers.Case, args, tmp: Path) -> dict:

@@ -185,26 +185,14 @@ def _scale_updates(st, chosen, k, chain, keys, sigma, sd, effects, zr_finest, da
     )
     # interweaving: the sd again, with the standardised effects b / sd held fixed
     a, b = gg.scale_moments(k, effects, gg.sums_at(chain, k, zr_finest, data), data)
-    a_u, b_u = a / centred**2, b / centred
-    scale = slice_log_scale(
-        keys[1],
-        centred,
-        lambda s: -(s * s * a_u - 2 * s * b_u) / (2 * sigma**2) + sd_prior(s),
-        jnp.clip(3.0 * sigma / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0),
-    )
+    scale = _scale_of_standardised(keys[1], centred, a, b, sigma, sd_prior)
     moved = effects[k] * (scale / centred - 1.0)
     effects = tuple(e + moved if i == k else e for i, e in enumerate(effects))
     if k in chosen.parents:  # and with its children's coefficients held fixed
         child = chosen.parents.index(k)
         sd_child = sd[chosen.sd_index[child]]
         a, b = gg.child_moments(child, k, effects, data)
-        a_u, b_u = a / scale**2, b / scale
-        again = slice_log_scale(
-            keys[2],
-            scale,
-            lambda s: -(s * s * a_u - 2 * s * b_u) / (2 * sd_child**2) + sd_prior(s),
-            jnp.clip(3.0 * sd_child / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0),
-        )
+        again = _scale_of_standardised(keys[2], scale, a, b, sd_child, sd_prior)
         shift = effects[k] * (again / scale - 1.0)  # the parent's effects move
         codes = data["parent_codes"][child]  # and its children's the other way
         effects = tuple(
@@ -213,6 +201,21 @@ def _scale_updates(st, chosen, k, chain, keys, sigma, sd, effects, zr_finest, da
         )
         scale = again
     return sd.at[j].set(scale), effects, moved
+
+
+def _scale_of_standardised(key, current, a, b, spread, sd_prior):
+    """A slice update of an sd s with its standardised effects held fixed, where the
+    density it moves is a Gaussian sum of squares s^2 A_u - 2 s B_u over 2 spread^2 (the
+    residuals' with spread sigma, ``gaussian_gibbs.scale_moments``, or the children's
+    with spread their sd, ``child_moments``); (a, b) are the moments at s = ``current``."""
+    a_u, b_u = a / current**2, b / current
+    return slice_log_scale(
+        key,
+        current,
+        lambda s: -(s * s * a_u - 2 * s * b_u) / (2 * spread**2) + sd_prior(s),
+        # about 3 posterior sds of log s: s sqrt(A_u) / spread = sqrt(a) / spread
+        jnp.clip(3.0 * spread / jnp.sqrt(jnp.maximum(a, 1e-300)), 0.01, 2.0),
+    )
 
 
 def _log_joint(st, chosen, beta, effects, sigma, sd, resid, data, prior):
