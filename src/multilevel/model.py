@@ -259,6 +259,13 @@ class Model:
         self._pattern_cache: dict = {}  # limit -> covariate patterns (shared by clones)
 
     @property
+    def centered_choice(self) -> bool | None:
+        """The ``centered`` this model was built with: True or False for every term, None
+        where the data chose term by term. A model rebuilt from its recipe (SBC's worker
+        processes) passes this, so it samples as the original does."""
+        return self._centered_choice
+
+    @property
     def in_memory(self) -> bool:
         """False for a model built by ``from_chunks``: it knows statistics, not rows."""
         return self.data is not None

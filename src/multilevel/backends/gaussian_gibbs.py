@@ -280,6 +280,17 @@ def child_moments(child: int, parent: int, effects, data):
     return below @ below, below @ coefficients
 
 
+def level_moments(k: int, column: int, beta, effects, data):
+    """(m, mean, squares) of term k's coefficients c_j = beta[column] + b_j over its m
+    true levels: the levels the rows see when ``column`` is the population column of the
+    term's covariate (its intercept's, for an intercept term)."""
+    mask = level_mask(k, data)
+    levels = jnp.sum(mask)
+    coefficients = (effects[k] + beta[column]) * mask
+    mean = jnp.sum(coefficients) / levels
+    return levels, mean, jnp.sum(mask * (coefficients - mean) ** 2)
+
+
 def prior_log_density(groups, arrays: dict, values: jnp.ndarray) -> jnp.ndarray:
     """The log prior of a block of parameters (``st.coef_groups``, ``prior["b"]``...), up
     to a constant: each value standardised by its prior's location and scale."""
@@ -289,6 +300,15 @@ def prior_log_density(groups, arrays: dict, values: jnp.ndarray) -> jnp.ndarray:
         raw = (values[np.asarray(idx)] - params["loc"]) / params["scale"]
         total = total + jnp.sum(standard_distribution(family, params).log_prob(raw))
     return total
+
+
+def element_location_scale(groups, arrays: dict, index: int):
+    """(location, scale) of the prior of parameter ``index`` of a block."""
+    for family, idx in groups:
+        if index in idx:
+            at = idx.index(index)
+            return arrays[family]["loc"][at], arrays[family]["scale"][at]
+    raise ValueError(f"no prior holds parameter {index}")
 
 
 def element_log_prior(groups, arrays: dict, index: int):

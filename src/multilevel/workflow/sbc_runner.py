@@ -82,7 +82,7 @@ class ModelRecipe:
     family: str
     link: str
     priors: dict
-    centered: bool
+    centered: bool | None  # the model's own choice (None: the data's, term by term)
     spec: object  # ModelSpec, checked against the rebuilt model
     token: str
 
@@ -98,7 +98,7 @@ class ModelRecipe:
             spec.family,
             spec.link,
             dict(spec.priors),
-            spec.centered,
+            model.centered_choice,
             spec,
             token,
         )
