@@ -53,7 +53,8 @@ def program_options(data: dict):
 
 
 CHUNK = 50  # sweeps per compiled call: the progress bar's step (a fixed shape, one program)
-SLICE_STEPS = 30  # most steps out (and shrinkages) per slice update
+SLICE_WIDTH = 6.0  # a slice update's interval, in its caller's scales
+SLICE_STEPS = 60  # most shrinkages per slice update (each halves the interval on average)
 _PROGRAMS: ProgramCache = ProgramCache()  # (structure, layout, shapes) -> chunk program
 
 
@@ -81,34 +82,27 @@ def method_name() -> str:
     return "blocked Gibbs (exact Gaussian blocks, slice-sampled scales)"
 
 
-def slice_log_scale(key, value, log_density, width):
-    """One slice-sampling update (stepping out, then shrinkage) of a positive scalar,
-    on u = log(value): the density of u is log_density(exp(u)) + u."""
+def slice_log_scale(key, value, log_density, scale):
+    """One slice-sampling update of a positive scalar on u = log(value), whose density
+    is log_density(exp(u)) + u: an interval of ``SLICE_WIDTH`` x ``scale`` (``scale``:
+    about 3 of the conditional's sds of u) placed at random around u, shrunk towards u
+    until a uniform point of it lies in the slice (Neal 2003). No stepping out (valid for
+    any width): its loop doubled the sweep's compile (Penicillin 6.0 -> 3.9 s), and with
+    this width it draws nearly the ESS it did (Penicillin's sigma 2,460 vs 2,876; 899
+    with an interval of 1 x ``scale``)."""
 
     def f(u):
         out = log_density(jnp.exp(u)) + u
         return jnp.where(jnp.isnan(out), -jnp.inf, out)
 
     u0 = jnp.log(value)
+    width = SLICE_WIDTH * scale
     k_level, k_place, k_shrink = jax.random.split(key, 3)
     level = f(u0) + jnp.log(jax.random.uniform(k_level, dtype=u0.dtype))
     left = u0 - width * jax.random.uniform(k_place, dtype=u0.dtype)
-    right = left + width
-
-    def stepping(state):
-        lo, hi, i = state
-        return ((f(lo) > level) | (f(hi) > level)) & (i < SLICE_STEPS)
-
-    def step_out(state):
-        lo, hi, i = state
-        lo = jnp.where(f(lo) > level, lo - width, lo)
-        hi = jnp.where(f(hi) > level, hi + width, hi)
-        return lo, hi, i + 1
-
-    left, right, _ = jax.lax.while_loop(stepping, step_out, (left, right, 0))
 
     def shrinking(state):
-        return ~state[3] & (state[4] < 4 * SLICE_STEPS)
+        return ~state[3] & (state[4] < SLICE_STEPS)
 
     def shrink(state):
         lo, hi, key, _, i, _ = state
@@ -119,7 +113,7 @@ def slice_log_scale(key, value, log_density, width):
         hi = jnp.where(inside | (u < u0), hi, u)
         return lo, hi, key, inside, i + 1, u
 
-    state = (left, right, k_shrink, False, 0, u0)
+    state = (left, left + width, k_shrink, False, 0, u0)
     _, _, _, found, _, u = jax.lax.while_loop(shrinking, shrink, state)
     return jnp.exp(jnp.where(found, u, u0))
 
