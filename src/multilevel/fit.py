@@ -371,12 +371,18 @@ def format_fit(fit: Fit) -> str:
     if info.get("missing") and info["missing"] != "no missing values":
         lines += [f"Missing data: {info['missing']}"]
     d = fit.diagnostics
-    lines += [
-        "",
-        f"Diagnostics: {d.divergences} divergences, max R-hat {d.max_r_hat:.3f}, "
-        f"min bulk ESS {d.min_ess_bulk:.0f}, min tail ESS {d.min_ess_tail:.0f}, "
-        f"tree depth saturated in {d.tree_depth_saturated} of {d.n_draws} draws",
-    ]
+    convergence = (
+        f"max R-hat {d.max_r_hat:.3f}, min bulk ESS {d.min_ess_bulk:.0f}, "
+        f"min tail ESS {d.min_ess_tail:.0f}"
+    )
+    if info.get("sampler") == "gibbs":  # no trajectories: nothing diverges or saturates
+        lines += ["", f"Diagnostics: {convergence}"]
+    else:
+        lines += [
+            "",
+            f"Diagnostics: {d.divergences} divergences, {convergence}, "
+            f"tree depth saturated in {d.tree_depth_saturated} of {d.n_draws} draws",
+        ]
     lines += [f"  Warning: {p}" for p in d.problems(spec.centered)]
     return "\n".join(lines)
 

@@ -607,6 +607,7 @@ class Model:
         info = {**self._info(result, seed, method_name), "log_likelihood": ll_note}
         info["device"] = device
         info["missing"] = str(self.missing)
+        info["sampler"] = "gibbs" if method == "gibbs" else "nuts"  # what the diagnostics mean
         if laplace_report is not None:
             info["laplace"] = laplace_report
         idata = self._inference_data(result)

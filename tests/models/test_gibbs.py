@@ -99,3 +99,11 @@ def test_an_explicit_centring_choice_keeps_nuts():
     model = ml.Model("diameter ~ 1 + (1 | plate) + (1 | sample)", frame, centered=False)
     fit = model.fit(chains=2, warmup=100, draws=100, progress=False, warn=False)
     assert "partially collapsed" in fit.info["method"]
+
+
+def test_printed_fit_leaves_out_what_only_nuts_has(penicillin):
+    _, gibbs, nuts = penicillin
+    gibbs_line = str(gibbs).splitlines()[-1]
+    assert gibbs_line.startswith("Diagnostics: max R-hat")
+    assert "divergences" not in gibbs_line and "tree depth" not in gibbs_line
+    assert "tree depth saturated" in str(nuts)
