@@ -73,6 +73,15 @@ def _poisson_crossed():
     return ml.Model("y ~ 1 + (1 | a) + (1 | b)", data, family="poisson", priors=priors)
 
 
+def _students_rating_lecturers(rng):
+    """40 students a, each rating 6 of 12 lecturers d, who sit in 3 departments k."""
+    a = np.repeat(np.arange(40), 6)
+    d = np.concatenate([rng.choice(12, 6, replace=False) for _ in range(40)])
+    data = pd.DataFrame({"a": [f"a{i:02d}" for i in a], "d": [f"d{i:02d}" for i in d]})
+    data["k"] = [f"k{i // 4}" for i in d]
+    return data
+
+
 def _gaussian_nested_partial():
     """Students a (40, integrated out) crossed with lecturers d (12) nested in
     departments k (3), each student rating 6 lecturers: 240 rows. ``centered=True``:
@@ -85,11 +94,8 @@ def _gaussian_nested_partial():
     were calibrated, every ECDF in its band, but 29 of 200 simulations mixed too slowly
     for the ESS check below and 174 had divergences.)"""
     rng = np.random.default_rng(4)
-    a = np.repeat(np.arange(40), 6)
-    d = np.concatenate([rng.choice(12, 6, replace=False) for _ in range(40)])
-    data = pd.DataFrame({"a": [f"a{i:02d}" for i in a], "d": [f"d{i:02d}" for i in d]})
-    data["k"] = [f"k{i // 4}" for i in d]
-    data["y"] = rng.normal(size=a.size)
+    data = _students_rating_lecturers(rng)
+    data["y"] = rng.normal(size=len(data))
     priors = {"Intercept": ml.Normal(0, 1), "sd": ml.Gamma(10, 20), "sigma": ml.Gamma(10, 20)}
     return ml.Model("y ~ 1 + (1 | a) + (1 | d) + (1 | k)", data, priors=priors, centered=True)
 
@@ -99,12 +105,9 @@ def _gaussian_crossed_nested_gibbs():
     sds (which put sds near zero, where a centred Gibbs update of an sd sticks without
     the interweaving steps), for the Gibbs sampler that ``method="auto"`` runs on it."""
     rng = np.random.default_rng(5)
-    a = np.repeat(np.arange(40), 6)
-    d = np.concatenate([rng.choice(12, 6, replace=False) for _ in range(40)])
-    data = pd.DataFrame({"a": [f"a{i:02d}" for i in a], "d": [f"d{i:02d}" for i in d]})
-    data["k"] = [f"k{i // 4}" for i in d]
-    data["x"] = rng.normal(size=a.size)
-    data["y"] = rng.normal(size=a.size)
+    data = _students_rating_lecturers(rng)
+    data["x"] = rng.normal(size=len(data))
+    data["y"] = rng.normal(size=len(data))
     priors = {
         "Intercept": ml.Normal(0, 1),
         "b": ml.Normal(0, 1),
