@@ -55,3 +55,11 @@ def pad_groups(a: np.ndarray, axis: int = 0) -> np.ndarray:
     width = [(0, 0)] * a.ndim
     width[axis] = (0, extra)
     return np.pad(a, width)
+
+
+def pad_zero_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with zero rows appended along axis 0 up to ``rows``: rows that add nothing to
+    the Gaussian samplers' per-group sums and residual sums of squares (the collapsed and
+    the Gibbs sampler, which carry no row weights)."""
+    a = np.asarray(a)
+    return np.concatenate([a, np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])

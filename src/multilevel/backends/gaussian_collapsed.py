@@ -53,7 +53,7 @@ from multilevel.backends.numpyro_model import (
 )
 from multilevel.chunked.sums import group_cross_products, group_products
 from multilevel.design import Design
-from multilevel.shape_buckets import bucket
+from multilevel.shape_buckets import bucket, pad_zero_rows
 
 
 @dataclass(frozen=True)
@@ -209,17 +209,13 @@ def sufficient_statistics(
     return {
         **stats,
         "parents": parent_codes(design, chosen),
-        "e": _pad_rows(e, rows),
-        "X": _pad_rows(X, rows),
-        "Z": _pad_rows(Z, rows),
-        "codes": _pad_rows(blocks[0].codes, rows),
-        "Z_other": tuple(_pad_rows(z, rows) for z in Z_other),
-        "codes_other": tuple(_pad_rows(design.blocks[k].codes, rows) for k in chosen.sampled),
+        "e": pad_zero_rows(e, rows),
+        "X": pad_zero_rows(X, rows),
+        "Z": pad_zero_rows(Z, rows),
+        "codes": pad_zero_rows(blocks[0].codes, rows),
+        "Z_other": tuple(pad_zero_rows(z, rows) for z in Z_other),
+        "codes_other": tuple(pad_zero_rows(design.blocks[k].codes, rows) for k in chosen.sampled),
     }
-
-
-def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
-    return np.concatenate([a, np.zeros((rows - a.shape[0], *a.shape[1:]), a.dtype)])
 
 
 def as_model_args(stats: dict, dtype=jnp.float32) -> dict:

@@ -47,7 +47,7 @@ from multilevel.backends.centring import nested_parent, parent_levels
 from multilevel.backends.numpyro_model import Structure
 from multilevel.design import Design
 from multilevel.priors import standard_distribution
-from multilevel.shape_buckets import bucket
+from multilevel.shape_buckets import bucket, pad_groups, pad_zero_rows
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,10 @@ def data_arrays(design: Design, chosen: Layout, weights: np.ndarray | None = Non
         n = float(np.sum(weights))
     rows = bucket(len(y))
     out = {
-        "y": _pad(y, rows),
-        "X": _pad(X, rows),
-        "z": tuple(_pad(each, rows) for each in z),
-        "codes": tuple(_pad(b.codes.astype(np.int32), rows) for b in design.blocks),
+        "y": pad_zero_rows(y, rows),
+        "X": pad_zero_rows(X, rows),
+        "z": tuple(pad_zero_rows(each, rows) for each in z),
+        "codes": tuple(pad_zero_rows(b.codes.astype(np.int32), rows) for b in design.blocks),
         "n": n,
         "XtX": X.T @ X,
         "Xty": X.T @ y,
@@ -133,14 +133,10 @@ def data_arrays(design: Design, chosen: Layout, weights: np.ndarray | None = Non
         for b, each, size in zip(design.blocks, z, sizes)
     )  # (L_k, p) sum of z x per level
     out["parent_codes"] = tuple(
-        _pad(parent_levels(design, k, a), size) if a >= 0 else np.zeros(1, np.int32)
-        for k, (a, size) in enumerate(zip(chosen.parents, sizes))
+        pad_groups(parent_levels(design, k, a)) if a >= 0 else np.zeros(1, np.int32)
+        for k, a in enumerate(chosen.parents)
     )
     return out
-
-
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    return np.concatenate([a, np.zeros((size - a.shape[0], *a.shape[1:]), a.dtype)])
 
 
 def chain_coefficients(chain: tuple[int, ...], effects, data) -> jnp.ndarray:
@@ -302,22 +298,24 @@ def prior_log_density(groups, arrays: dict, values: jnp.ndarray) -> jnp.ndarray:
     return total
 
 
-def element_location_scale(groups, arrays: dict, index: int):
-    """(location, scale) of the prior of parameter ``index`` of a block."""
+def _element_prior(groups, arrays: dict, index: int) -> tuple[str, dict]:
+    """(family, its parameters) of the prior of parameter ``index`` of a block."""
     for family, idx in groups:
         if index in idx:
             at = idx.index(index)
-            return arrays[family]["loc"][at], arrays[family]["scale"][at]
+            return family, {key: value[at] for key, value in arrays[family].items()}
     raise ValueError(f"no prior holds parameter {index}")
+
+
+def element_location_scale(groups, arrays: dict, index: int):
+    """(location, scale) of the prior of parameter ``index`` of a block."""
+    _, params = _element_prior(groups, arrays, index)
+    return params["loc"], params["scale"]
 
 
 def element_log_prior(groups, arrays: dict, index: int):
     """The log prior density of parameter ``index`` of a block, as a function of its
     value (up to a constant)."""
-    for family, idx in groups:
-        if index in idx:
-            at = idx.index(index)
-            params = {key: value[at] for key, value in arrays[family].items()}
-            law = standard_distribution(family, params)
-            return lambda value: law.log_prob((value - params["loc"]) / params["scale"])
-    raise ValueError(f"no prior holds parameter {index}")
+    family, params = _element_prior(groups, arrays, index)
+    law = standard_distribution(family, params)
+    return lambda value: law.log_prob((value - params["loc"]) / params["scale"])

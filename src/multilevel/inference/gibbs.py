@@ -127,9 +127,7 @@ def _sweep(st: Structure, chosen: gg.Layout, key, state, data, prior):
         k_draw, k_accept = jax.random.split(keys[i])
         new_beta, new_effects = gg.draw_block(k_draw, chain, chosen, beta, effects, sigma, sd, data)
         if beta.shape[0]:  # an independence proposal with a flat prior: accept on the prior
-            log_ratio = gg.prior_log_density(st.coef_groups, prior["b"], new_beta)
-            log_ratio -= gg.prior_log_density(st.coef_groups, prior["b"], beta)
-            take = jnp.log(jax.random.uniform(k_accept, dtype=beta.dtype)) < log_ratio
+            take = _accepted(k_accept, st, prior, new_beta, beta)
         else:
             take = jnp.array(True)
         beta = jnp.where(take, new_beta, beta)
@@ -239,13 +237,22 @@ def _scale_with_population(key, st, chosen, k, column, beta, effects, sd, data, 
     def stand_in(value):  # the normal the draw assumed, up to a constant
         return -((value - loc) ** 2) / (2 * spread**2)
 
-    log_ratio = gg.prior_log_density(st.coef_groups, prior["b"], new_beta)
-    log_ratio -= gg.prior_log_density(st.coef_groups, prior["b"], beta)
-    log_ratio -= stand_in(centre) - stand_in(beta[column])
-    take = jnp.log(jax.random.uniform(k_accept, dtype=beta.dtype)) < log_ratio
+    take = _accepted(
+        k_accept, st, prior, new_beta, beta, assumed=stand_in(centre) - stand_in(beta[column])
+    )
     shifted = jnp.where(gg.level_mask(k, data) > 0, effects[k] + beta[column] - centre, effects[k])
     effects = tuple(jnp.where(take, shifted, e) if i == k else e for i, e in enumerate(effects))
     return jnp.where(take, new_beta, beta), effects, jnp.where(take, sd.at[j].set(scale), sd)
+
+
+def _accepted(key, st, prior, new_beta, beta, assumed=0.0):
+    """Metropolis-Hastings for a proposal that keeps the posterior under another prior
+    on beta: accept on the ratio of beta's prior at the new and the old values, less
+    ``assumed``, the log ratio of the prior the proposal assumed (0 for a flat one)."""
+    log_ratio = gg.prior_log_density(st.coef_groups, prior["b"], new_beta)
+    log_ratio -= gg.prior_log_density(st.coef_groups, prior["b"], beta)
+    log_ratio -= assumed
+    return jnp.log(jax.random.uniform(key, dtype=beta.dtype)) < log_ratio
 
 
 def _scale_of_standardised(key, current, a, b, spread, sd_prior):
